@@ -1,0 +1,424 @@
+//! Money: a decimal amount in a currency, with checked arithmetic and the one
+//! rounding rule of the domain.
+
+use std::fmt;
+
+use bincode::de::{Decoder, read::Reader};
+use bincode::enc::{Encoder, write::Writer};
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::limits::AMOUNT_MAJOR_MAX;
+
+/// Why an amount or currency is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("unknown ISO 4217 currency code {0:?}")]
+    UnknownCurrency(String),
+    #[error("amount {amount} has more than {scale} decimal places")]
+    TooPrecise { amount: Decimal, scale: u32 },
+    #[error("amount {0} is beyond the limit of {AMOUNT_MAJOR_MAX}")]
+    OutOfRange(Decimal),
+    #[error("currencies differ: {0} and {1}")]
+    CurrencyMismatch(Currency, Currency),
+}
+
+/// An ISO 4217 currency and its minor-unit scale (2 for PHP and USD, 0 for JPY).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency {
+    code: [u8; 3],
+    scale: u8,
+}
+
+impl Currency {
+    /// Looks a currency up by its ISO 4217 code.
+    ///
+    /// # Errors
+    /// [`MoneyError::UnknownCurrency`] for a code that is not an active ISO
+    /// 4217 currency with a minor unit (e.g. `XAU` has none).
+    pub fn from_code(code: &str) -> Result<Self, MoneyError> {
+        let unknown = || MoneyError::UnknownCurrency(code.to_owned());
+        let iso = iso_currency::Currency::from_code(code).ok_or_else(unknown)?;
+        let scale = iso.exponent().ok_or_else(unknown)?;
+        let code: [u8; 3] = code.as_bytes().try_into().map_err(|_| unknown())?;
+        Ok(Self { code, scale: u8::try_from(scale).map_err(|_| unknown())? })
+    }
+
+    /// Builds a currency the program itself names.
+    ///
+    /// # Panics
+    /// When `code` is not a known currency: a programmer error.
+    pub fn new(code: &str) -> Self {
+        Self::from_code(code).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn code(&self) -> &str {
+        std::str::from_utf8(&self.code).expect("currency codes are ASCII")
+    }
+
+    /// Decimal places of the minor unit.
+    pub fn scale(&self) -> u32 {
+        u32::from(self.scale)
+    }
+
+    /// The domain's only rounding: to the minor unit, half to even.
+    fn round(&self, amount: Decimal) -> Decimal {
+        let mut rounded = amount.round_dp_with_strategy(self.scale(), RoundingStrategy::MidpointNearestEven);
+        rounded.rescale(self.scale());
+        rounded
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_code(&code).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Currency {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Currency".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "ISO 4217 currency code",
+            "type": "string",
+            "pattern": "^[A-Z]{3}$"
+        })
+    }
+}
+
+impl Encode for Currency {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        encoder.writer().write(&self.code)
+    }
+}
+
+impl<C> Decode<C> for Currency {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let mut code = [0u8; 3];
+        decoder.reader().read(&mut code)?;
+        let code = std::str::from_utf8(&code).map_err(|_| DecodeError::Other("currency code is not ASCII"))?;
+        Self::from_code(code).map_err(|_| DecodeError::Other("unknown currency"))
+    }
+}
+bincode::impl_borrow_decode!(Currency);
+
+/// An amount of money: a decimal held at exactly its currency's minor-unit
+/// scale (so `1.5` and `1.50` PHP are the same value and the same bytes).
+///
+/// Arithmetic is checked: mixing currencies or leaving the range of
+/// [`AMOUNT_MAJOR_MAX`] is an error, never a silent wrap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Money {
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Money {
+    /// Validates outside input: at most the currency's decimal places and
+    /// within [`AMOUNT_MAJOR_MAX`].
+    ///
+    /// # Errors
+    /// [`MoneyError::TooPrecise`] or [`MoneyError::OutOfRange`].
+    pub fn parse(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
+        let normalized = amount.normalize();
+        if normalized.scale() > currency.scale() {
+            return Err(MoneyError::TooPrecise { amount, scale: currency.scale() });
+        }
+        Self::in_range(normalized, currency)
+    }
+
+    fn in_range(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
+        if amount.abs() > Decimal::from(AMOUNT_MAJOR_MAX) {
+            return Err(MoneyError::OutOfRange(amount));
+        }
+        let mut amount = amount;
+        amount.rescale(currency.scale());
+        Ok(Self { amount, currency })
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self::in_range(Decimal::ZERO, currency).expect("zero is in range")
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.amount.is_zero()
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.amount.is_sign_positive() && !self.amount.is_zero()
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.amount.is_sign_negative() && !self.amount.is_zero()
+    }
+
+    fn same_currency(&self, other: &Money) -> Result<(), MoneyError> {
+        if self.currency == other.currency {
+            Ok(())
+        } else {
+            Err(MoneyError::CurrencyMismatch(self.currency, other.currency))
+        }
+    }
+
+    /// # Errors
+    /// On a currency mismatch or when the sum leaves the range.
+    pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
+        self.same_currency(&other)?;
+        Self::in_range(self.amount + other.amount, self.currency)
+    }
+
+    /// # Errors
+    /// On a currency mismatch or when the difference leaves the range.
+    pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
+        self.same_currency(&other)?;
+        Self::in_range(self.amount - other.amount, self.currency)
+    }
+
+    /// `self × quantity`, e.g. a line total.
+    ///
+    /// # Errors
+    /// When the product leaves the range.
+    pub fn times(self, quantity: u32) -> Result<Money, MoneyError> {
+        // Both factors are bounded far below Decimal's 96-bit mantissa, so the
+        // product itself cannot overflow; only the domain range can be left.
+        Self::in_range(self.amount * Decimal::from(quantity), self.currency)
+    }
+
+    pub fn negate(self) -> Money {
+        Self { amount: -self.amount, currency: self.currency }
+    }
+
+    pub fn min(self, other: Money) -> Money {
+        debug_assert_eq!(self.currency, other.currency);
+        if other.amount < self.amount { other } else { self }
+    }
+
+    pub fn max(self, other: Money) -> Money {
+        debug_assert_eq!(self.currency, other.currency);
+        if other.amount > self.amount { other } else { self }
+    }
+
+    /// The commission on this gross at `rate`, rounded half to even.
+    pub fn commission(self, rate: CommissionRate) -> Money {
+        let exact = self.amount * Decimal::from(rate.basis_points()) / Decimal::from(CommissionRate::BASIS_POINTS_MAX);
+        let rounded = self.currency.round(exact);
+        Self::in_range(rounded, self.currency).expect("a commission is never larger than its gross")
+    }
+
+    /// `self × part / whole`, rounded half to even: the share of `self` that
+    /// `part` of `whole` stands for (a refund's share of the commission).
+    ///
+    /// # Panics
+    /// When `whole` is zero or `part` exceeds `whole` in magnitude: callers
+    /// establish both first.
+    pub fn pro_rata(self, part: Money, whole: Money) -> Money {
+        assert!(!whole.is_zero(), "pro_rata over a zero whole");
+        assert!(part.amount.abs() <= whole.amount.abs(), "pro_rata part exceeds whole");
+        let exact = self.amount * part.amount / whole.amount;
+        Self::in_range(self.currency.round(exact), self.currency).expect("a share is never larger than the whole")
+    }
+}
+
+impl fmt::Debug for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+/// JSON form: `{"amount": "12.50", "currency": "PHP"}`, the amount a string so
+/// no client parses it as a float.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename = "Money")]
+struct MoneyJson {
+    #[schemars(with = "String", regex(pattern = r"^-?[0-9]+(\.[0-9]+)?$"))]
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MoneyJson { amount: self.amount, currency: self.currency }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = MoneyJson::deserialize(d)?;
+        Money::parse(json.amount, json.currency).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Money {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        MoneyJson::json_schema(generator)
+    }
+}
+
+/// Binary form: currency code, scale-free mantissa as a zigzag varint. The
+/// scale is the currency's, so it is not stored.
+impl Encode for Money {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.currency.encode(encoder)?;
+        debug_assert_eq!(self.amount.scale(), self.currency.scale());
+        i64::try_from(self.amount.mantissa())
+            .map_err(|_| EncodeError::Other("amount mantissa beyond i64"))?
+            .encode(encoder)
+    }
+}
+
+impl<C> Decode<C> for Money {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let currency = Currency::decode(decoder)?;
+        let mantissa = i64::decode(decoder)?;
+        let amount = Decimal::try_from_i128_with_scale(i128::from(mantissa), currency.scale())
+            .map_err(|_| DecodeError::Other("amount out of range"))?;
+        Self::in_range(amount, currency).map_err(|_| DecodeError::Other("amount beyond the domain limit"))
+    }
+}
+bincode::impl_borrow_decode!(Money);
+
+/// A commission rate in basis points: 0..=10000 (0 % to 100 %).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Encode, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct CommissionRate(#[schemars(range(max = 10000))] u16);
+
+impl CommissionRate {
+    pub const BASIS_POINTS_MAX: u16 = 10_000;
+
+    /// # Errors
+    /// [`CommissionRateError`] above 10000 basis points.
+    pub fn from_basis_points(bps: u16) -> Result<Self, CommissionRateError> {
+        if bps > Self::BASIS_POINTS_MAX { Err(CommissionRateError(bps)) } else { Ok(Self(bps)) }
+    }
+
+    pub fn basis_points(self) -> u16 {
+        self.0
+    }
+}
+
+/// A commission rate above 100 %.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("commission rate {0} bps is above 10000 bps")]
+pub struct CommissionRateError(pub u16);
+
+impl<'de> Deserialize<'de> for CommissionRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_basis_points(u16::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<C> Decode<C> for CommissionRate {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Self::from_basis_points(u16::decode(decoder)?).map_err(|_| DecodeError::Other("commission rate above 100%"))
+    }
+}
+bincode::impl_borrow_decode!(CommissionRate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::dec;
+
+    fn php(amount: Decimal) -> Money {
+        Money::parse(amount, Currency::new("PHP")).unwrap()
+    }
+
+    #[test]
+    fn decimal_sums_are_exact() {
+        assert_eq!(php(dec!(0.1)).checked_add(php(dec!(0.2))).unwrap(), php(dec!(0.3)));
+    }
+
+    #[test]
+    fn amounts_are_held_at_the_currency_scale() {
+        assert_eq!(php(dec!(1.5)).amount().to_string(), "1.50");
+        assert_eq!(php(dec!(1.500)).amount().to_string(), "1.50");
+        let jpy = Currency::new("JPY");
+        assert_eq!(Money::parse(dec!(100), jpy).unwrap().amount().to_string(), "100");
+    }
+
+    #[test]
+    fn too_many_decimals_is_rejected() {
+        let err = Money::parse(dec!(1.005), Currency::new("PHP")).unwrap_err();
+        assert!(matches!(err, MoneyError::TooPrecise { scale: 2, .. }));
+        assert!(Money::parse(dec!(1.5), Currency::new("JPY")).is_err());
+    }
+
+    #[test]
+    fn out_of_range_is_rejected() {
+        assert!(Money::parse(Decimal::from(AMOUNT_MAJOR_MAX) + dec!(0.01), Currency::new("PHP")).is_err());
+        assert!(php(dec!(1)).times(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn mixing_currencies_is_an_error() {
+        let usd = Money::parse(dec!(1), Currency::new("USD")).unwrap();
+        assert!(matches!(php(dec!(1)).checked_add(usd), Err(MoneyError::CurrencyMismatch(..))));
+    }
+
+    #[test]
+    fn unknown_currency_is_rejected() {
+        assert!(Currency::from_code("XYZ").is_err());
+        assert!(Currency::from_code("php").is_err());
+    }
+
+    #[test]
+    fn commission_rounds_half_to_even() {
+        let rate = CommissionRate::from_basis_points(1000).unwrap(); // 10 %
+        assert_eq!(php(dec!(0.25)).commission(rate), php(dec!(0.02))); // 0.025 -> 0.02
+        assert_eq!(php(dec!(0.35)).commission(rate), php(dec!(0.04))); // 0.035 -> 0.04
+        assert_eq!(php(dec!(100)).commission(rate), php(dec!(10)));
+    }
+
+    #[test]
+    fn pro_rata_rounds_half_to_even() {
+        // commission 0.05 on gross 1.00; refunding 0.50 reverses 0.025 -> 0.02.
+        assert_eq!(php(dec!(0.05)).pro_rata(php(dec!(0.50)), php(dec!(1.00))), php(dec!(0.02)));
+        assert_eq!(php(dec!(0.07)).pro_rata(php(dec!(0.50)), php(dec!(1.00))), php(dec!(0.04)));
+    }
+
+    #[test]
+    fn rate_above_one_hundred_percent_is_rejected() {
+        assert!(CommissionRate::from_basis_points(10_001).is_err());
+        assert!(CommissionRate::from_basis_points(10_000).is_ok());
+    }
+}

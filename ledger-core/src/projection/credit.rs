@@ -1,0 +1,171 @@
+//! Credit balances and statements, per employee.
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::{Outcome, Sink, admit};
+use crate::credit::CreditPolicy;
+use crate::envelope::Envelope;
+use crate::event::Event;
+use crate::id::{EmployeeId, OrderId, RefundId, StreamKind, StreamVersion, TenantId};
+use crate::money::Money;
+use crate::text::{Name, Reason};
+use crate::time::{Period, Timestamp};
+
+/// Most statement lines one page may hold.
+pub const PAGE_STATEMENT_MAX: usize = 500;
+
+/// An employee's credit as they and admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreditView {
+    pub employee_id: EmployeeId,
+    pub name: Name,
+    pub policy: CreditPolicy,
+    pub suspended: bool,
+    pub balance: Money,
+    pub last_period: Option<Period>,
+    pub lifetime_spent: Money,
+    pub lifetime_replenished: Money,
+    /// The credit stream's version this view reflects.
+    pub version: StreamVersion,
+}
+
+/// What moved a balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Movement {
+    Replenished { period: Period },
+    Spent { order_id: OrderId },
+    Refunded { order_id: OrderId, refund_id: RefundId },
+    Adjusted { reason: Reason },
+}
+
+/// One line of a statement, with the running balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementLine {
+    pub version: StreamVersion,
+    pub occurred_at: Timestamp,
+    #[serde(flatten)]
+    pub movement: Movement,
+    /// The signed change to the balance.
+    pub amount: Money,
+    pub balance_after: Money,
+}
+
+/// The new state of one account view, and the statement line to append (keyed
+/// by the account and `line.version`) if the event moved money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditChange {
+    pub tenant_id: TenantId,
+    pub view: CreditView,
+    pub line: Option<StatementLine>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreditBalances {
+    views: FxHashMap<(TenantId, EmployeeId), CreditView>,
+    statements: FxHashMap<(TenantId, EmployeeId), Vec<StatementLine>>,
+}
+
+impl CreditBalances {
+    pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
+        self.apply_into(envelope, &mut super::Discard)
+    }
+
+    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<CreditChange>) -> Outcome {
+        if envelope.stream().kind() != StreamKind::Credit {
+            return Outcome::Applied;
+        }
+        let last = self.get(envelope.tenant_id(), employee_id(envelope)).map_or(StreamVersion::NONE, |v| v.version);
+        let outcome = admit(last, envelope.version());
+        if outcome == Outcome::Applied {
+            self.evolve(envelope, sink);
+        }
+        outcome
+    }
+
+    /// Folds an admitted event.
+    pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<CreditChange>) {
+        let tenant_id = envelope.tenant_id();
+        let key = (tenant_id, employee_id(envelope));
+        let h = &envelope.header;
+        if let Event::CreditAccountOpened(e) = &envelope.event {
+            let zero = Money::zero(e.policy.allowance.currency());
+            self.views.insert(key, CreditView {
+                employee_id: key.1,
+                name: e.name.clone(),
+                policy: e.policy,
+                suspended: false,
+                balance: zero,
+                last_period: None,
+                lifetime_spent: zero,
+                lifetime_replenished: zero,
+                version: StreamVersion::NONE,
+            });
+        }
+        let Some(view) = self.views.get_mut(&key) else { return };
+        view.version = h.version;
+        let (movement, amount, balance_after) = match &envelope.event {
+            Event::CreditPolicyChanged(e) => {
+                view.policy = e.policy;
+                (None, view.balance, view.balance)
+            }
+            Event::CreditAccountSuspended(_) => {
+                view.suspended = true;
+                (None, view.balance, view.balance)
+            }
+            Event::CreditAccountReinstated(_) => {
+                view.suspended = false;
+                (None, view.balance, view.balance)
+            }
+            Event::CreditReplenished(e) => {
+                view.last_period = Some(e.period);
+                view.lifetime_replenished = view.lifetime_replenished.checked_add(e.amount).unwrap_or(view.lifetime_replenished);
+                (Some(Movement::Replenished { period: e.period }), e.amount, e.balance_after)
+            }
+            Event::CreditSpent(e) => {
+                view.lifetime_spent = view.lifetime_spent.checked_add(e.amount).unwrap_or(view.lifetime_spent);
+                (Some(Movement::Spent { order_id: e.order_id }), e.amount.negate(), e.balance_after)
+            }
+            Event::CreditRefunded(e) => {
+                view.lifetime_spent = view.lifetime_spent.checked_sub(e.amount).unwrap_or(view.lifetime_spent);
+                (Some(Movement::Refunded { order_id: e.order_id, refund_id: e.refund_id }), e.amount, e.balance_after)
+            }
+            Event::CreditAdjusted(e) => (Some(Movement::Adjusted { reason: e.reason.clone() }), e.amount, e.balance_after),
+            _ => (None, view.balance, view.balance),
+        };
+        view.balance = balance_after;
+        let line = movement.map(|movement| StatementLine {
+            version: h.version,
+            occurred_at: h.occurred_at,
+            movement,
+            amount,
+            balance_after,
+        });
+        if let Some(line) = &line {
+            self.statements.entry(key).or_default().push(line.clone());
+        }
+        sink.emit(|| CreditChange { tenant_id, view: view.clone(), line });
+    }
+
+    pub fn get(&self, tenant_id: TenantId, employee_id: EmployeeId) -> Option<&CreditView> {
+        self.views.get(&(tenant_id, employee_id))
+    }
+
+    /// Every account of a tenant, in no particular order.
+    pub fn accounts(&self, tenant_id: TenantId) -> impl Iterator<Item = &CreditView> {
+        self.views.iter().filter(move |((t, _), _)| *t == tenant_id).map(|(_, v)| v)
+    }
+
+    /// Statement lines in order, strictly after version `after`.
+    pub fn statement(&self, tenant_id: TenantId, employee_id: EmployeeId, after: StreamVersion, limit: usize) -> &[StatementLine] {
+        let lines = self.statements.get(&(tenant_id, employee_id)).map_or(&[][..], Vec::as_slice);
+        let start = lines.partition_point(|l| l.version <= after);
+        let end = lines.len().min(start + limit.min(PAGE_STATEMENT_MAX));
+        &lines[start..end]
+    }
+}
+
+fn employee_id(envelope: &Envelope) -> EmployeeId {
+    EmployeeId::parse(envelope.stream().id().as_str()).expect("a credit stream's id is an employee id")
+}

@@ -1,0 +1,139 @@
+//! Projections: pure folds of the log into what people read.
+//!
+//! Every projection has the same shape: `apply(&Envelope) -> Outcome`, which
+//! is idempotent by (stream, version). Within a stream, events must arrive in
+//! version order; across streams, any order gives the same state. A version
+//! already applied is a [`Outcome::Duplicate`] and changes nothing; a version
+//! past the next expected one is a [`Outcome::Gap`] and is not applied: the
+//! caller redelivers it after the missing event. So a transport that
+//! redelivers, duplicates or reorders cannot corrupt a projection.
+//!
+//! `apply_into` also emits the *changes* it made, one per read-model key
+//! (a delta to add to a dashboard bucket, the new state of an order view, a
+//! statement line to append), so a store can persist a fold incrementally
+//! instead of rewriting whole states.
+
+pub mod activity;
+pub mod credit;
+pub mod dashboard;
+pub mod orders;
+
+use rustc_hash::FxHashMap;
+
+use crate::envelope::Envelope;
+use crate::id::{StreamId, StreamVersion, TenantId};
+
+pub use activity::ActivityLog;
+pub use credit::CreditBalances;
+pub use dashboard::VendorDailyTotals;
+pub use orders::OrderViews;
+
+/// What `apply` did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event was the next of its stream and is now reflected.
+    Applied,
+    /// The event was applied before; nothing changed.
+    Duplicate,
+    /// An earlier event of the stream is missing; nothing changed.
+    Gap { expected: StreamVersion, got: StreamVersion },
+}
+
+/// The gate rule, given the last version applied for the event's stream.
+pub fn admit(last_applied: StreamVersion, got: StreamVersion) -> Outcome {
+    let expected = last_applied.next();
+    if got == expected {
+        Outcome::Applied
+    } else if got < expected {
+        Outcome::Duplicate
+    } else {
+        Outcome::Gap { expected, got }
+    }
+}
+
+/// Where a projection sends the changes it makes. Changes are built lazily,
+/// so a fold that discards them pays nothing for them.
+pub trait Sink<T> {
+    fn emit(&mut self, make: impl FnOnce() -> T);
+}
+
+impl<T> Sink<T> for Vec<T> {
+    fn emit(&mut self, make: impl FnOnce() -> T) {
+        self.push(make());
+    }
+}
+
+/// A sink that keeps nothing.
+pub struct Discard;
+
+impl<T> Sink<T> for Discard {
+    fn emit(&mut self, _: impl FnOnce() -> T) {}
+}
+
+/// The last version applied, per stream, for projections whose keys gather
+/// many streams (a dashboard bucket, the activity log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamGate {
+    applied: FxHashMap<(TenantId, StreamId), StreamVersion>,
+}
+
+impl StreamGate {
+    /// Admits the event if it is the next of its stream, and records it.
+    pub fn admit(&mut self, envelope: &Envelope) -> Outcome {
+        let key = (envelope.tenant_id(), envelope.stream());
+        let last = self.applied.entry(key).or_default();
+        let outcome = admit(*last, envelope.version());
+        if outcome == Outcome::Applied {
+            *last = envelope.version();
+        }
+        outcome
+    }
+
+    pub fn last_applied(&self, tenant_id: TenantId, stream: StreamId) -> StreamVersion {
+        self.applied.get(&(tenant_id, stream)).copied().unwrap_or_default()
+    }
+}
+
+/// Every projection, fed together: the in-process read side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadModels {
+    pub dashboard: VendorDailyTotals,
+    pub orders: OrderViews,
+    pub credit: CreditBalances,
+    pub activity: ActivityLog,
+}
+
+/// The changes one `apply` made, per projection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub dashboard: Vec<dashboard::DashboardChange>,
+    pub orders: Vec<orders::OrderChange>,
+    pub credit: Vec<credit::CreditChange>,
+    pub activity: Vec<activity::ActivityEntry>,
+}
+
+impl ReadModels {
+    /// Applies one event to every projection.
+    pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
+        // The activity log sees every stream, so its gate decides for all;
+        // the others then fold without gating again (one lookup, not four).
+        let outcome = self.activity.apply(envelope);
+        if outcome == Outcome::Applied {
+            self.dashboard.evolve(envelope, &mut Discard);
+            self.orders.evolve(envelope, &mut Discard);
+            self.credit.evolve(envelope, &mut Discard);
+        }
+        outcome
+    }
+
+    /// Applies one event to every projection and collects their changes.
+    pub fn apply_into(&mut self, envelope: &Envelope, changes: &mut Changes) -> Outcome {
+        let outcome = self.activity.apply_into(envelope, &mut changes.activity);
+        if outcome == Outcome::Applied {
+            self.dashboard.evolve(envelope, &mut changes.dashboard);
+            self.orders.evolve(envelope, &mut changes.orders);
+            self.credit.evolve(envelope, &mut changes.credit);
+        }
+        outcome
+    }
+}

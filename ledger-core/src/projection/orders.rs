@@ -1,0 +1,184 @@
+//! Order views: one per order, looked up by id (within a vendor for vendor
+//! callers) or listed per vendor newest first.
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::{Outcome, Sink, admit};
+use crate::envelope::Envelope;
+use crate::event::{Event, Line, Payment};
+use crate::id::{OrderId, RefundId, StreamKind, StreamVersion, TenantId, VendorId};
+use crate::money::{CommissionRate, Money};
+use crate::sale::OrderStatus;
+use crate::text::Reason;
+use crate::time::{LocalDate, Timestamp};
+
+/// Most orders one list page may hold.
+pub const PAGE_ORDERS_MAX: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundView {
+    pub refund_id: RefundId,
+    pub amount: Money,
+    pub commission_reversed: Money,
+    pub occurred_at: Timestamp,
+    pub reason: Option<Reason>,
+}
+
+/// What a dashboard user sees of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub vendor_id: VendorId,
+    pub lines: Vec<Line>,
+    pub gross: Money,
+    pub commission_rate: CommissionRate,
+    pub commission: Money,
+    pub net: Money,
+    pub payment: Payment,
+    pub status: OrderStatus,
+    pub refunded: Money,
+    pub commission_reversed: Money,
+    pub refunds: Vec<RefundView>,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub business_date: LocalDate,
+    pub paid_at: Option<Timestamp>,
+    /// The order stream's version this view reflects.
+    pub version: StreamVersion,
+}
+
+/// The new state of one order view; a store writes it if its stored version
+/// is `view.version - 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChange {
+    pub tenant_id: TenantId,
+    pub view: OrderView,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderViews {
+    views: FxHashMap<(TenantId, OrderId), OrderView>,
+}
+
+impl OrderViews {
+    pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
+        self.apply_into(envelope, &mut super::Discard)
+    }
+
+    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<OrderChange>) -> Outcome {
+        if envelope.stream().kind() != StreamKind::Order {
+            return Outcome::Applied;
+        }
+        let last = self.get(envelope.tenant_id(), order_id(envelope)).map_or(StreamVersion::NONE, |v| v.version);
+        let outcome = admit(last, envelope.version());
+        if outcome == Outcome::Applied {
+            self.evolve(envelope, sink);
+        }
+        outcome
+    }
+
+    /// Folds an admitted event.
+    pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<OrderChange>) {
+        let tenant_id = envelope.tenant_id();
+        let h = &envelope.header;
+        let key = (tenant_id, order_id(envelope));
+        let view = match &envelope.event {
+            Event::SaleRecorded(e) => self.views.entry(key).insert_entry(OrderView {
+                order_id: key.1,
+                vendor_id: e.vendor_id,
+                lines: e.lines.clone(),
+                gross: e.gross,
+                commission_rate: e.commission_rate,
+                commission: e.commission,
+                net: e.net(),
+                payment: e.payment,
+                status: if e.payment.tender().is_some() { OrderStatus::Paid } else { OrderStatus::Pending },
+                refunded: Money::zero(e.gross.currency()),
+                commission_reversed: Money::zero(e.gross.currency()),
+                refunds: Vec::new(),
+                occurred_at: h.occurred_at,
+                recorded_at: h.recorded_at,
+                business_date: e.business_date,
+                paid_at: e.payment.tender().map(|_| h.occurred_at),
+                version: h.version,
+            }).into_mut(),
+            Event::PaymentReceived(_) => {
+                let Some(view) = self.views.get_mut(&key) else { return };
+                view.status = OrderStatus::Paid;
+                view.paid_at = Some(h.occurred_at);
+                view
+            }
+            Event::RefundIssued(e) => {
+                let Some(view) = self.views.get_mut(&key) else { return };
+                view.refunded = view.refunded.checked_add(e.amount).unwrap_or(view.refunded);
+                view.commission_reversed =
+                    view.commission_reversed.checked_add(e.commission_reversed).unwrap_or(view.commission_reversed);
+                view.status = if e.completes_refund { OrderStatus::Refunded } else { OrderStatus::PartiallyRefunded };
+                view.refunds.push(RefundView {
+                    refund_id: e.refund_id,
+                    amount: e.amount,
+                    commission_reversed: e.commission_reversed,
+                    occurred_at: h.occurred_at,
+                    reason: e.reason.clone(),
+                });
+                view
+            }
+            _ => return,
+        };
+        view.version = h.version;
+        sink.emit(|| OrderChange { tenant_id, view: view.clone() });
+    }
+
+    pub fn get(&self, tenant_id: TenantId, order_id: OrderId) -> Option<&OrderView> {
+        self.views.get(&(tenant_id, order_id))
+    }
+
+    /// A page of orders, newest first (by business time, then id), strictly
+    /// after `cursor` in that order.
+    pub fn list(&self, q: &OrderListQuery) -> Vec<&OrderView> {
+        let mut page: Vec<&OrderView> = self
+            .views
+            .iter()
+            .filter(|((t, _), v)| {
+                *t == q.tenant_id
+                    && q.vendor_id.is_none_or(|want| want == v.vendor_id)
+                    && (q.from..q.until).contains(&v.occurred_at)
+                    && q.cursor.is_none_or(|c| (v.occurred_at, v.order_id) < c)
+            })
+            .map(|(_, v)| v)
+            .collect();
+        page.sort_unstable_by(|a, b| (b.occurred_at, b.order_id).cmp(&(a.occurred_at, a.order_id)));
+        page.truncate(q.limit.min(PAGE_ORDERS_MAX));
+        page
+    }
+
+    /// Every view, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (TenantId, &OrderView)> {
+        self.views.iter().map(|((t, _), v)| (*t, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+}
+
+fn order_id(envelope: &Envelope) -> OrderId {
+    OrderId::parse(envelope.stream().id().as_str()).expect("an order stream's id is an order id")
+}
+
+/// Orders of a tenant (one vendor, or all for admins) with `from <= occurred_at < until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderListQuery {
+    pub tenant_id: TenantId,
+    pub vendor_id: Option<VendorId>,
+    pub from: Timestamp,
+    pub until: Timestamp,
+    /// The last `(occurred_at, order_id)` of the previous page.
+    pub cursor: Option<(Timestamp, OrderId)>,
+    pub limit: usize,
+}

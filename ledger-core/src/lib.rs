@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod event;
 pub mod id;
 pub mod limits;
+pub mod memory;
 pub mod money;
 pub mod posting;
 pub mod projection;

@@ -1,1 +1,5 @@
+//! ledger-core's integration tests, in one binary.
 
+mod codec;
+mod properties;
+mod schema;

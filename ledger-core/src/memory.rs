@@ -1,0 +1,239 @@
+//! An in-memory ledger: the reference command handler over an in-memory log.
+//!
+//! It shows, with no store in the way, what every command handler does: find
+//! the streams a command reads, fold them into the decider's state, decide,
+//! then seal the events onto each stream at its next version and append them
+//! all at once. It is the oracle of the property tests and the engine of the
+//! log simulator. It is still pure: ids, time and the caller come in as
+//! arguments.
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{self, Sealed};
+use crate::credit::{Credit, CreditCommand, CreditContext, CreditState, evolve_account};
+use crate::decider::Decider;
+use crate::envelope::{Actor, Envelope, Hash, Header};
+use crate::event::{Event, Payment};
+use crate::id::{CommandId, EmployeeId, EventId, OrderId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
+use crate::rejection::Rejection;
+use crate::sale::{Sale, SaleCommand, SaleContext, OrderState, evolve_order};
+use crate::tenant::{ConfigureTenant, Tenant, TenantContext, TenantState, evolve_settings};
+use crate::time::Timestamp;
+use crate::vendor::{Vendor, VendorCommand, VendorState};
+
+/// Any command, routed to the decider that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Tenant(ConfigureTenant),
+    Vendor(VendorCommand),
+    Credit(CreditCommand),
+    Sale(SaleCommand),
+}
+
+impl Command {
+    /// When the command's facts happened: the sale's business time, or `now`.
+    fn occurred_at(&self, now: Timestamp) -> Timestamp {
+        match self {
+            Command::Sale(SaleCommand::Record(c)) => c.occurred_at(),
+            _ => now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    version: StreamVersion,
+    hash: Hash,
+}
+
+/// One tenant's log, in memory.
+pub struct MemoryLedger {
+    tenant_id: TenantId,
+    heads: FxHashMap<StreamId, Head>,
+    tenant: TenantState,
+    vendors: FxHashMap<VendorId, VendorState>,
+    credit: FxHashMap<EmployeeId, CreditState>,
+    orders: FxHashMap<OrderId, OrderState>,
+    money_moved: bool,
+    records: Vec<Vec<u8>>,
+    next_id: u128,
+}
+
+impl MemoryLedger {
+    pub fn new(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id,
+            heads: FxHashMap::default(),
+            tenant: None,
+            vendors: FxHashMap::default(),
+            credit: FxHashMap::default(),
+            orders: FxHashMap::default(),
+            money_moved: false,
+            records: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// Every record, in commit order.
+    pub fn records(&self) -> &[Vec<u8>] {
+        &self.records
+    }
+
+    pub fn into_records(self) -> Vec<Vec<u8>> {
+        self.records
+    }
+
+    pub fn credit_state(&self, employee_id: EmployeeId) -> Option<&crate::credit::CreditAccount> {
+        self.credit.get(&employee_id).and_then(Option::as_ref)
+    }
+
+    pub fn order_state(&self, order_id: OrderId) -> Option<&crate::sale::Order> {
+        self.orders.get(&order_id).and_then(Option::as_ref)
+    }
+
+    /// Decides `command` and appends its events, all or nothing.
+    ///
+    /// # Errors
+    /// The decider's [`Rejection`]; nothing is appended then.
+    pub fn execute(&mut self, command: &Command, actor: Actor, now: Timestamp) -> Result<Vec<Envelope>, Rejection> {
+        let events = self.decide(command)?;
+        let command_id = CommandId::from_u128(self.mint());
+        let occurred_at = command.occurred_at(now);
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            let stream = self.stream_of(command, &event);
+            let head = self.heads.get(&stream).copied().unwrap_or_default();
+            let header = Header {
+                event_id: EventId::from_u128(self.mint()),
+                tenant_id: self.tenant_id,
+                stream,
+                version: head.version.next(),
+                occurred_at,
+                recorded_at: now,
+                command_id,
+                actor,
+            };
+            let Sealed { envelope, bytes } = codec::seal(header, event, head.hash).map_err(|_| Rejection::LimitExceeded {
+                field: "event",
+                what: "encoded size",
+                max: crate::limits::EVENT_BYTES_MAX as i64,
+            })?;
+            // Within one decision each event goes to a distinct stream, so the
+            // heads read above are still current.
+            self.heads.insert(stream, Head { version: envelope.version(), hash: envelope.hash });
+            sealed.push((envelope, bytes));
+        }
+        let mut out = Vec::with_capacity(sealed.len());
+        for (envelope, bytes) in sealed {
+            self.evolve(&envelope);
+            self.records.push(bytes);
+            out.push(envelope);
+        }
+        Ok(out)
+    }
+
+    fn mint(&mut self) -> u128 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn decide(&self, command: &Command) -> Result<Vec<Event>, Rejection> {
+        match command {
+            Command::Tenant(c) => Tenant::decide(c, &TenantContext { settings: self.tenant, money_moved: self.money_moved }),
+            Command::Vendor(c) => Vendor::decide(c, &self.vendors.get(&vendor_of(c)).cloned().flatten()),
+            Command::Credit(c) => {
+                let account = self.credit.get(&employee_of(c)).cloned().flatten();
+                Credit::decide(c, &CreditContext { tenant: self.tenant, account })
+            }
+            Command::Sale(c) => Sale::decide(c, &self.sale_context(c)),
+        }
+    }
+
+    /// The streams a sale command reads: the order, then the vendor and the
+    /// credit account it names (for a new sale) or that the order names.
+    fn sale_context(&self, c: &SaleCommand) -> SaleContext {
+        let order = self.orders.get(&c.order_id()).cloned().flatten();
+        let (vendor_id, employee_id) = match (c, &order) {
+            (SaleCommand::Record(r), _) => (Some(r.vendor_id), match r.payment {
+                Payment::Credit { employee_id } => Some(employee_id),
+                _ => None,
+            }),
+            (_, Some(o)) => (Some(o.vendor_id), o.credit_employee()),
+            (_, None) => (None, None),
+        };
+        SaleContext {
+            tenant: self.tenant,
+            vendor: vendor_id.and_then(|v| self.vendors.get(&v).cloned().flatten()),
+            order,
+            credit: employee_id.and_then(|e| self.credit.get(&e).cloned().flatten()),
+        }
+    }
+
+    fn stream_of(&self, command: &Command, event: &Event) -> StreamId {
+        match (event.stream_kind(), command) {
+            (StreamKind::Tenant, _) => StreamId::tenant(self.tenant_id),
+            (StreamKind::Vendor, Command::Vendor(c)) => StreamId::vendor(vendor_of(c)),
+            (StreamKind::Credit, Command::Credit(c)) => StreamId::credit(employee_of(c)),
+            (StreamKind::Order, Command::Sale(c)) => StreamId::order(c.order_id()),
+            (StreamKind::Credit, Command::Sale(c)) => {
+                let employee = self.sale_context(c).order.and_then(|o| o.credit_employee()).or(match c {
+                    SaleCommand::Record(r) => match r.payment {
+                        Payment::Credit { employee_id } => Some(employee_id),
+                        _ => None,
+                    },
+                    _ => None,
+                });
+                StreamId::credit(employee.expect("a sale's credit event names its employee"))
+            }
+            (kind, _) => unreachable!("a {kind:?} event from {command:?}"),
+        }
+    }
+
+    fn evolve(&mut self, envelope: &Envelope) {
+        let id = envelope.stream().id();
+        let e = &envelope.event;
+        match envelope.stream().kind() {
+            StreamKind::Tenant => self.tenant = evolve_settings(self.tenant, e),
+            StreamKind::Vendor => {
+                let key = VendorId::parse(id.as_str()).expect("vendor stream");
+                let state = self.vendors.remove(&key).flatten();
+                self.vendors.insert(key, Vendor::evolve(state, e));
+            }
+            StreamKind::Credit => {
+                let key = EmployeeId::parse(id.as_str()).expect("credit stream");
+                let state = self.credit.remove(&key).flatten();
+                self.credit.insert(key, evolve_account(state, e));
+            }
+            StreamKind::Order => {
+                let key = OrderId::parse(id.as_str()).expect("order stream");
+                let state = self.orders.remove(&key).flatten();
+                self.orders.insert(key, evolve_order(state, e));
+            }
+        }
+        self.money_moved |= e.amount().is_some();
+    }
+}
+
+fn vendor_of(c: &VendorCommand) -> VendorId {
+    match c {
+        VendorCommand::Register(c) => c.vendor_id,
+        VendorCommand::ChangeCommissionRate(c) => c.vendor_id,
+        VendorCommand::Suspend(c) => c.vendor_id,
+        VendorCommand::Reinstate(c) => c.vendor_id,
+    }
+}
+
+fn employee_of(c: &CreditCommand) -> EmployeeId {
+    match c {
+        CreditCommand::Open(c) => c.employee_id,
+        CreditCommand::ChangePolicy(c) => c.employee_id,
+        CreditCommand::Suspend(c) => c.employee_id,
+        CreditCommand::Reinstate(c) => c.employee_id,
+        CreditCommand::Replenish(c) => c.employee_id,
+        CreditCommand::Adjust(c) => c.employee_id,
+    }
+}

@@ -30,17 +30,64 @@ pub const FINDINGS_KEPT_MAX: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "finding", rename_all = "snake_case")]
 pub enum Finding {
-    Undecodable { position: u64, error: String },
-    HashMismatch { position: u64, tenant_id: TenantId, stream: StreamId, version: StreamVersion },
-    BrokenLink { tenant_id: TenantId, stream: StreamId, version: StreamVersion },
-    VersionGap { tenant_id: TenantId, stream: StreamId, expected: StreamVersion, got: StreamVersion },
-    Unbalanced { tenant_id: TenantId, stream: StreamId, version: StreamVersion },
-    MixedCurrency { tenant_id: TenantId, stream: StreamId, version: StreamVersion },
-    BalanceMismatch { tenant_id: TenantId, employee_id: EmployeeId, version: StreamVersion, stated: Decimal, ledger: Decimal },
-    NegativeCredit { tenant_id: TenantId, employee_id: EmployeeId, version: StreamVersion },
-    CreditClearingOpen { tenant_id: TenantId, amount: Decimal },
-    RefundMismatch { tenant_id: TenantId, order: StreamId, problem: &'static str },
-    ProjectionDrift { tenant_id: TenantId, what: String, projection: Decimal, ledger: Decimal },
+    Undecodable {
+        position: u64,
+        error: String,
+    },
+    HashMismatch {
+        position: u64,
+        tenant_id: TenantId,
+        stream: StreamId,
+        version: StreamVersion,
+    },
+    BrokenLink {
+        tenant_id: TenantId,
+        stream: StreamId,
+        version: StreamVersion,
+    },
+    VersionGap {
+        tenant_id: TenantId,
+        stream: StreamId,
+        expected: StreamVersion,
+        got: StreamVersion,
+    },
+    Unbalanced {
+        tenant_id: TenantId,
+        stream: StreamId,
+        version: StreamVersion,
+    },
+    MixedCurrency {
+        tenant_id: TenantId,
+        stream: StreamId,
+        version: StreamVersion,
+    },
+    BalanceMismatch {
+        tenant_id: TenantId,
+        employee_id: EmployeeId,
+        version: StreamVersion,
+        stated: Decimal,
+        ledger: Decimal,
+    },
+    NegativeCredit {
+        tenant_id: TenantId,
+        employee_id: EmployeeId,
+        version: StreamVersion,
+    },
+    CreditClearingOpen {
+        tenant_id: TenantId,
+        amount: Decimal,
+    },
+    RefundMismatch {
+        tenant_id: TenantId,
+        order: StreamId,
+        problem: &'static str,
+    },
+    ProjectionDrift {
+        tenant_id: TenantId,
+        what: String,
+        projection: Decimal,
+        ledger: Decimal,
+    },
 }
 
 /// The audit's verdict.
@@ -88,25 +135,50 @@ impl Auditor {
         self.report.events += 1;
         let envelope = match codec::decode(bytes) {
             Ok(e) => e,
-            Err(error) => return self.find(Finding::Undecodable { position, error: error.to_string() }),
+            Err(error) => {
+                return self.find(Finding::Undecodable {
+                    position,
+                    error: error.to_string(),
+                });
+            }
         };
-        let (tenant_id, stream, version) = (envelope.tenant_id(), envelope.stream(), envelope.version());
+        let (tenant_id, stream, version) =
+            (envelope.tenant_id(), envelope.stream(), envelope.version());
         match codec::verify_record(bytes) {
             Ok(_) => {}
             Err(ChainError::Codec(CodecError::Truncated(_))) | Err(_) => {
-                self.find(Finding::HashMismatch { position, tenant_id, stream, version });
+                self.find(Finding::HashMismatch {
+                    position,
+                    tenant_id,
+                    stream,
+                    version,
+                });
             }
         }
-        let (last, last_hash) = self.heads.get(&(tenant_id, stream)).copied().unwrap_or((StreamVersion::NONE, Hash::GENESIS));
+        let (last, last_hash) = self
+            .heads
+            .get(&(tenant_id, stream))
+            .copied()
+            .unwrap_or((StreamVersion::NONE, Hash::GENESIS));
         if last == StreamVersion::NONE {
             self.report.streams += 1;
         }
         if version != last.next() {
-            self.find(Finding::VersionGap { tenant_id, stream, expected: last.next(), got: version });
+            self.find(Finding::VersionGap {
+                tenant_id,
+                stream,
+                expected: last.next(),
+                got: version,
+            });
         } else if envelope.prev_hash != last_hash {
-            self.find(Finding::BrokenLink { tenant_id, stream, version });
+            self.find(Finding::BrokenLink {
+                tenant_id,
+                stream,
+                version,
+            });
         }
-        self.heads.insert((tenant_id, stream), (version.max(last), envelope.hash));
+        self.heads
+            .insert((tenant_id, stream), (version.max(last), envelope.hash));
         self.post(&envelope);
         if self.models.apply(&envelope) == Outcome::Applied {
             // Gaps and duplicates were reported above; the models only fold what is sound.
@@ -114,31 +186,58 @@ impl Auditor {
     }
 
     fn post(&mut self, envelope: &Envelope) {
-        let (tenant_id, stream, version) = (envelope.tenant_id(), envelope.stream(), envelope.version());
+        let (tenant_id, stream, version) =
+            (envelope.tenant_id(), envelope.stream(), envelope.version());
         let lines = postings(envelope);
         self.report.postings += lines.len() as u64;
         let mut sum = Decimal::ZERO;
         for p in &lines {
-            let currency = *self.currencies.entry(tenant_id).or_insert(p.amount.currency());
+            let currency = *self
+                .currencies
+                .entry(tenant_id)
+                .or_insert(p.amount.currency());
             if currency != p.amount.currency() {
-                self.find(Finding::MixedCurrency { tenant_id, stream, version });
+                self.find(Finding::MixedCurrency {
+                    tenant_id,
+                    stream,
+                    version,
+                });
             }
             sum += p.amount.amount();
             *self.ledger.entry((tenant_id, p.account)).or_default() += p.amount.amount();
         }
         if !sum.is_zero() {
-            self.find(Finding::Unbalanced { tenant_id, stream, version });
+            self.find(Finding::Unbalanced {
+                tenant_id,
+                stream,
+                version,
+            });
         }
         if stream.kind() == StreamKind::Credit {
-            let employee_id = EmployeeId::parse(stream.id().as_str()).expect("credit stream ids are employee ids");
-            let ledger = -self.ledger.get(&(tenant_id, Account::EmployeeCredit(employee_id))).copied().unwrap_or_default();
+            let employee_id = EmployeeId::parse(stream.id().as_str())
+                .expect("credit stream ids are employee ids");
+            let ledger = -self
+                .ledger
+                .get(&(tenant_id, Account::EmployeeCredit(employee_id)))
+                .copied()
+                .unwrap_or_default();
             if let Some(stated) = balance_after(&envelope.event)
                 && stated != ledger
             {
-                self.find(Finding::BalanceMismatch { tenant_id, employee_id, version, stated, ledger });
+                self.find(Finding::BalanceMismatch {
+                    tenant_id,
+                    employee_id,
+                    version,
+                    stated,
+                    ledger,
+                });
             }
             if ledger.is_sign_negative() && !ledger.is_zero() {
-                self.find(Finding::NegativeCredit { tenant_id, employee_id, version });
+                self.find(Finding::NegativeCredit {
+                    tenant_id,
+                    employee_id,
+                    version,
+                });
             }
         }
     }
@@ -147,9 +246,16 @@ impl Auditor {
     pub fn finish(mut self) -> AuditReport {
         let tenants: Vec<TenantId> = self.currencies.keys().copied().collect();
         for tenant_id in tenants {
-            let open = self.ledger.get(&(tenant_id, Account::CreditClearing)).copied().unwrap_or_default();
+            let open = self
+                .ledger
+                .get(&(tenant_id, Account::CreditClearing))
+                .copied()
+                .unwrap_or_default();
             if !open.is_zero() {
-                self.find(Finding::CreditClearingOpen { tenant_id, amount: open });
+                self.find(Finding::CreditClearingOpen {
+                    tenant_id,
+                    amount: open,
+                });
             }
             self.check_vendors(tenant_id);
             self.check_credit(tenant_id);
@@ -169,22 +275,43 @@ impl Auditor {
             .collect();
         let totals = self.models.dashboard.all_time(tenant_id);
         for (vendor_id, ledger) in payable {
-            let projection = totals.get(&vendor_id).map(|t| t.net_payable()).unwrap_or_default();
+            let projection = totals
+                .get(&vendor_id)
+                .map(|t| t.net_payable())
+                .unwrap_or_default();
             if projection != ledger {
                 let what = format!("net payable of vendor {vendor_id}");
-                self.find(Finding::ProjectionDrift { tenant_id, what, projection, ledger });
+                self.find(Finding::ProjectionDrift {
+                    tenant_id,
+                    what,
+                    projection,
+                    ledger,
+                });
             }
         }
     }
 
     fn check_credit(&mut self, tenant_id: TenantId) {
-        let views: Vec<(EmployeeId, Decimal)> =
-            self.models.credit.accounts(tenant_id).map(|v| (v.employee_id, v.balance.amount())).collect();
+        let views: Vec<(EmployeeId, Decimal)> = self
+            .models
+            .credit
+            .accounts(tenant_id)
+            .map(|v| (v.employee_id, v.balance.amount()))
+            .collect();
         for (employee_id, projection) in views {
-            let ledger = -self.ledger.get(&(tenant_id, Account::EmployeeCredit(employee_id))).copied().unwrap_or_default();
+            let ledger = -self
+                .ledger
+                .get(&(tenant_id, Account::EmployeeCredit(employee_id)))
+                .copied()
+                .unwrap_or_default();
             if projection != ledger {
                 let what = format!("credit balance of employee {employee_id}");
-                self.find(Finding::ProjectionDrift { tenant_id, what, projection, ledger });
+                self.find(Finding::ProjectionDrift {
+                    tenant_id,
+                    what,
+                    projection,
+                    ledger,
+                });
             }
         }
     }
@@ -206,7 +333,11 @@ impl Auditor {
             }
         }
         for (tenant_id, order, problem) in problems {
-            self.find(Finding::RefundMismatch { tenant_id, order, problem });
+            self.find(Finding::RefundMismatch {
+                tenant_id,
+                order,
+                problem,
+            });
         }
     }
 }

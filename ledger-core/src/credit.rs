@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decider::Decider;
 use crate::event::{
-    CreditAccountOpened, CreditAccountReinstated, CreditAccountSuspended, CreditAdjusted, CreditPolicyChanged,
-    CreditReplenished, Event,
+    CreditAccountOpened, CreditAccountReinstated, CreditAccountSuspended, CreditAdjusted,
+    CreditPolicyChanged, CreditReplenished, Event,
 };
 use crate::id::EmployeeId;
 use crate::limits::AMOUNT_MAJOR_MAX;
@@ -19,7 +19,19 @@ use crate::text::{Name, Reason};
 use crate::time::{Cadence, Period, Timestamp};
 
 /// How a replenishment treats unspent credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplenishMode {
     /// The balance becomes the allowance: unspent credit does not roll over.
@@ -29,7 +41,9 @@ pub enum ReplenishMode {
 }
 
 /// The rules of an employee's credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditPolicy {
     pub allowance: Money,
@@ -45,7 +59,9 @@ impl CreditPolicy {
         match self.mode {
             ReplenishMode::TopUp => Ok(self.allowance),
             ReplenishMode::Accumulate => {
-                let added = balance.checked_add(self.allowance).map_err(|e| Rejection::money("balance", e))?;
+                let added = balance
+                    .checked_add(self.allowance)
+                    .map_err(|e| Rejection::money("balance", e))?;
                 // A cap never takes away what the employee already holds.
                 Ok(self.cap.map_or(added, |cap| added.min(cap.max(balance))))
             }
@@ -68,24 +84,39 @@ pub struct CreditPolicyInput {
 
 impl CreditPolicyInput {
     fn validate(&self, currency: Currency) -> Result<CreditPolicy, Rejection> {
-        let allowance = Money::parse(self.allowance, currency).map_err(|e| Rejection::money("allowance", e))?;
+        let allowance =
+            Money::parse(self.allowance, currency).map_err(|e| Rejection::money("allowance", e))?;
         if !allowance.is_positive() {
-            return Err(Rejection::InvalidField { field: "allowance", problem: "must be positive" });
+            return Err(Rejection::InvalidField {
+                field: "allowance",
+                problem: "must be positive",
+            });
         }
         let cap = match (self.mode, self.cap) {
             (_, None) => None,
             (ReplenishMode::TopUp, Some(_)) => {
-                return Err(Rejection::InvalidField { field: "cap", problem: "applies only to accumulate mode" });
+                return Err(Rejection::InvalidField {
+                    field: "cap",
+                    problem: "applies only to accumulate mode",
+                });
             }
             (ReplenishMode::Accumulate, Some(cap)) => {
                 let cap = Money::parse(cap, currency).map_err(|e| Rejection::money("cap", e))?;
                 if cap.amount() < allowance.amount() {
-                    return Err(Rejection::InvalidField { field: "cap", problem: "must be at least the allowance" });
+                    return Err(Rejection::InvalidField {
+                        field: "cap",
+                        problem: "must be at least the allowance",
+                    });
                 }
                 Some(cap)
             }
         };
-        Ok(CreditPolicy { allowance, cadence: self.cadence, mode: self.mode, cap })
+        Ok(CreditPolicy {
+            allowance,
+            cadence: self.cadence,
+            mode: self.mode,
+            cap,
+        })
     }
 }
 
@@ -178,9 +209,24 @@ pub fn evolve_account(s: CreditState, e: &Event) -> CreditState {
         Event::CreditSpent(e) => e.balance_after,
         Event::CreditRefunded(e) => e.balance_after,
         Event::CreditAdjusted(e) => e.balance_after,
-        Event::CreditPolicyChanged(e) => return s.map(|a| CreditAccount { policy: e.policy, ..a }),
-        Event::CreditAccountSuspended(_) => return s.map(|a| CreditAccount { suspended: true, ..a }),
-        Event::CreditAccountReinstated(_) => return s.map(|a| CreditAccount { suspended: false, ..a }),
+        Event::CreditPolicyChanged(e) => {
+            return s.map(|a| CreditAccount {
+                policy: e.policy,
+                ..a
+            });
+        }
+        Event::CreditAccountSuspended(_) => {
+            return s.map(|a| CreditAccount {
+                suspended: true,
+                ..a
+            });
+        }
+        Event::CreditAccountReinstated(_) => {
+            return s.map(|a| CreditAccount {
+                suspended: false,
+                ..a
+            });
+        }
         _ => return s,
     };
     s.map(|mut a| {
@@ -216,7 +262,10 @@ impl Decider for Credit {
                 return Err(Rejection::CreditAccountExists);
             }
             let policy = c.policy.validate(tenant.currency)?;
-            return Ok(vec![Event::CreditAccountOpened(CreditAccountOpened { name: c.name.clone(), policy })]);
+            return Ok(vec![Event::CreditAccountOpened(CreditAccountOpened {
+                name: c.name.clone(),
+                policy,
+            })]);
         }
         let account = s.account.as_ref().ok_or(Rejection::EmployeeNotFound)?;
         match c {
@@ -232,7 +281,9 @@ impl Decider for Credit {
             CreditCommand::Suspend(c) => Ok(if account.suspended {
                 vec![]
             } else {
-                vec![Event::CreditAccountSuspended(CreditAccountSuspended { reason: c.reason.clone() })]
+                vec![Event::CreditAccountSuspended(CreditAccountSuspended {
+                    reason: c.reason.clone(),
+                })]
             }),
             CreditCommand::Reinstate(_) => Ok(if account.suspended {
                 vec![Event::CreditAccountReinstated(CreditAccountReinstated {})]
@@ -245,11 +296,18 @@ impl Decider for Credit {
     }
 
     fn evolve(s: CreditContext, e: &Event) -> CreditContext {
-        CreditContext { tenant: evolve_settings(s.tenant, e), account: evolve_account(s.account, e) }
+        CreditContext {
+            tenant: evolve_settings(s.tenant, e),
+            account: evolve_account(s.account, e),
+        }
     }
 }
 
-fn replenish(c: &ReplenishCredit, account: &CreditAccount, tenant: TenantSettings) -> Result<Vec<Event>, Rejection> {
+fn replenish(
+    c: &ReplenishCredit,
+    account: &CreditAccount,
+    tenant: TenantSettings,
+) -> Result<Vec<Event>, Rejection> {
     if account.suspended {
         return Err(Rejection::CreditAccountSuspended);
     }
@@ -267,24 +325,49 @@ fn replenish(c: &ReplenishCredit, account: &CreditAccount, tenant: TenantSetting
         return Ok(vec![]);
     }
     let balance_after = account.policy.replenished(account.balance)?;
-    let amount = balance_after.checked_sub(account.balance).map_err(|e| Rejection::money("amount", e))?;
-    Ok(vec![Event::CreditReplenished(CreditReplenished { period: c.period, amount, balance_after })])
+    let amount = balance_after
+        .checked_sub(account.balance)
+        .map_err(|e| Rejection::money("amount", e))?;
+    Ok(vec![Event::CreditReplenished(CreditReplenished {
+        period: c.period,
+        amount,
+        balance_after,
+    })])
 }
 
-fn adjust(c: &AdjustCredit, account: &CreditAccount, tenant: TenantSettings) -> Result<Vec<Event>, Rejection> {
-    let amount = Money::parse(c.amount, tenant.currency).map_err(|e| Rejection::money("amount", e))?;
+fn adjust(
+    c: &AdjustCredit,
+    account: &CreditAccount,
+    tenant: TenantSettings,
+) -> Result<Vec<Event>, Rejection> {
+    let amount =
+        Money::parse(c.amount, tenant.currency).map_err(|e| Rejection::money("amount", e))?;
     if amount.is_zero() {
-        return Err(Rejection::InvalidField { field: "amount", problem: "must not be zero" });
+        return Err(Rejection::InvalidField {
+            field: "amount",
+            problem: "must not be zero",
+        });
     }
-    let balance_after = account.balance.checked_add(amount).map_err(|_| Rejection::LimitExceeded {
-        field: "amount",
-        what: "resulting balance",
-        max: AMOUNT_MAJOR_MAX,
-    })?;
+    let balance_after =
+        account
+            .balance
+            .checked_add(amount)
+            .map_err(|_| Rejection::LimitExceeded {
+                field: "amount",
+                what: "resulting balance",
+                max: AMOUNT_MAJOR_MAX,
+            })?;
     if balance_after.is_negative() {
-        return Err(Rejection::InsufficientCredit { balance: account.balance, needed: amount.negate() });
+        return Err(Rejection::InsufficientCredit {
+            balance: account.balance,
+            needed: amount.negate(),
+        });
     }
-    Ok(vec![Event::CreditAdjusted(CreditAdjusted { amount, reason: c.reason.clone(), balance_after })])
+    Ok(vec![Event::CreditAdjusted(CreditAdjusted {
+        amount,
+        reason: c.reason.clone(),
+        balance_after,
+    })])
 }
 
 #[cfg(test)]
@@ -305,19 +388,39 @@ mod tests {
         EmployeeId::new("E1")
     }
     fn tenant() -> Event {
-        Event::TenantConfigured(TenantConfigured { currency: Currency::new("PHP"), time_zone: TimeZone::new("Asia/Manila") })
+        Event::TenantConfigured(TenantConfigured {
+            currency: Currency::new("PHP"),
+            time_zone: TimeZone::new("Asia/Manila"),
+        })
     }
     fn policy_input(mode: ReplenishMode, cap: Option<Decimal>) -> CreditPolicyInput {
-        CreditPolicyInput { allowance: dec!(500), cadence: Cadence::SemiMonthly, mode, cap }
+        CreditPolicyInput {
+            allowance: dec!(500),
+            cadence: Cadence::SemiMonthly,
+            mode,
+            cap,
+        }
     }
     fn policy(mode: ReplenishMode, cap: Option<Decimal>) -> CreditPolicy {
-        CreditPolicy { allowance: php(dec!(500)), cadence: Cadence::SemiMonthly, mode, cap: cap.map(php) }
+        CreditPolicy {
+            allowance: php(dec!(500)),
+            cadence: Cadence::SemiMonthly,
+            mode,
+            cap: cap.map(php),
+        }
     }
     fn opened(mode: ReplenishMode, cap: Option<Decimal>) -> Event {
-        Event::CreditAccountOpened(CreditAccountOpened { name: Name::new("Ana"), policy: policy(mode, cap) })
+        Event::CreditAccountOpened(CreditAccountOpened {
+            name: Name::new("Ana"),
+            policy: policy(mode, cap),
+        })
     }
     fn open(mode: ReplenishMode, cap: Option<Decimal>) -> CreditCommand {
-        CreditCommand::Open(OpenCreditAccount { employee_id: e1(), name: Name::new("Ana"), policy: policy_input(mode, cap) })
+        CreditCommand::Open(OpenCreditAccount {
+            employee_id: e1(),
+            name: Name::new("Ana"),
+            policy: policy_input(mode, cap),
+        })
     }
     fn replenish(period: &str) -> CreditCommand {
         CreditCommand::Replenish(ReplenishCredit {
@@ -334,10 +437,18 @@ mod tests {
         })
     }
     fn spent(amount: Decimal, after: Decimal) -> Event {
-        Event::CreditSpent(CreditSpent { order_id: OrderId::new("o1"), amount: php(amount), balance_after: php(after) })
+        Event::CreditSpent(CreditSpent {
+            order_id: OrderId::new("o1"),
+            amount: php(amount),
+            balance_after: php(after),
+        })
     }
     fn adjust(amount: Decimal) -> CreditCommand {
-        CreditCommand::Adjust(AdjustCredit { employee_id: e1(), amount, reason: Reason::new("correction") })
+        CreditCommand::Adjust(AdjustCredit {
+            employee_id: e1(),
+            amount,
+            reason: Reason::new("correction"),
+        })
     }
     fn top_up() -> Event {
         opened(ReplenishMode::TopUp, None)
@@ -345,12 +456,16 @@ mod tests {
 
     #[test]
     fn opening_an_account() {
-        given::<Credit>(&[tenant()]).when(&open(ReplenishMode::TopUp, None)).then(&[top_up()]);
+        given::<Credit>(&[tenant()])
+            .when(&open(ReplenishMode::TopUp, None))
+            .then(&[top_up()]);
     }
 
     #[test]
     fn opening_needs_a_configured_tenant() {
-        given::<Credit>(&[]).when(&open(ReplenishMode::TopUp, None)).rejects(Rejection::TenantNotConfigured);
+        given::<Credit>(&[])
+            .when(&open(ReplenishMode::TopUp, None))
+            .rejects(Rejection::TenantNotConfigured);
     }
 
     #[test]
@@ -362,26 +477,44 @@ mod tests {
 
     #[test]
     fn policy_validation() {
-        let bad = |p: CreditPolicyInput| CreditCommand::Open(OpenCreditAccount { employee_id: e1(), name: Name::new("Ana"), policy: p });
+        let bad = |p: CreditPolicyInput| {
+            CreditCommand::Open(OpenCreditAccount {
+                employee_id: e1(),
+                name: Name::new("Ana"),
+                policy: p,
+            })
+        };
         let mut p = policy_input(ReplenishMode::TopUp, None);
         p.allowance = dec!(0);
-        given::<Credit>(&[tenant()]).when(&bad(p)).rejects_code("validation_failed");
+        given::<Credit>(&[tenant()])
+            .when(&bad(p))
+            .rejects_code("validation_failed");
         let mut p = policy_input(ReplenishMode::TopUp, None);
         p.allowance = dec!(1.001);
-        given::<Credit>(&[tenant()]).when(&bad(p)).rejects_code("validation_failed");
+        given::<Credit>(&[tenant()])
+            .when(&bad(p))
+            .rejects_code("validation_failed");
         given::<Credit>(&[tenant()])
             .when(&bad(policy_input(ReplenishMode::TopUp, Some(dec!(900)))))
             .rejects_code("validation_failed");
         given::<Credit>(&[tenant()])
-            .when(&bad(policy_input(ReplenishMode::Accumulate, Some(dec!(100)))))
+            .when(&bad(policy_input(
+                ReplenishMode::Accumulate,
+                Some(dec!(100)),
+            )))
             .rejects_code("validation_failed");
     }
 
     #[test]
     fn top_up_sets_the_balance_to_the_allowance() {
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H1", dec!(500), dec!(500)), spent(dec!(120), dec!(380))])
-            .when(&replenish("2026-11-H2"))
-            .then(&[replenished("2026-11-H2", dec!(120), dec!(500))]);
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+            spent(dec!(120), dec!(380)),
+        ])
+        .when(&replenish("2026-11-H2"))
+        .then(&[replenished("2026-11-H2", dec!(120), dec!(500))]);
     }
 
     #[test]
@@ -391,58 +524,89 @@ mod tests {
             reason: Reason::new("bonus"),
             balance_after: php(dec!(600)),
         });
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H1", dec!(500), dec!(500)), adjusted])
-            .when(&replenish("2026-11-H2"))
-            .then(&[replenished("2026-11-H2", dec!(-100), dec!(500))]);
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+            adjusted,
+        ])
+        .when(&replenish("2026-11-H2"))
+        .then(&[replenished("2026-11-H2", dec!(-100), dec!(500))]);
     }
 
     #[test]
     fn accumulate_adds_up_to_the_cap() {
         let acc = opened(ReplenishMode::Accumulate, Some(dec!(800)));
-        given::<Credit>(&[tenant(), acc.clone(), replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&replenish("2026-11-H2"))
-            .then(&[replenished("2026-11-H2", dec!(300), dec!(800))]);
+        given::<Credit>(&[
+            tenant(),
+            acc.clone(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H2"))
+        .then(&[replenished("2026-11-H2", dec!(300), dec!(800))]);
         let uncapped = opened(ReplenishMode::Accumulate, None);
-        given::<Credit>(&[tenant(), uncapped, replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&replenish("2026-11-H2"))
-            .then(&[replenished("2026-11-H2", dec!(500), dec!(1000))]);
+        given::<Credit>(&[
+            tenant(),
+            uncapped,
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H2"))
+        .then(&[replenished("2026-11-H2", dec!(500), dec!(1000))]);
     }
 
     #[test]
     fn accumulate_at_the_cap_still_marks_the_period() {
         let acc = opened(ReplenishMode::Accumulate, Some(dec!(500)));
-        given::<Credit>(&[tenant(), acc, replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&replenish("2026-11-H2"))
-            .then(&[replenished("2026-11-H2", dec!(0), dec!(500))]);
+        given::<Credit>(&[
+            tenant(),
+            acc,
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H2"))
+        .then(&[replenished("2026-11-H2", dec!(0), dec!(500))]);
     }
 
     #[test]
     fn replenishing_a_period_twice_changes_nothing() {
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&replenish("2026-11-H1"))
-            .then(&[]);
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H1"))
+        .then(&[]);
     }
 
     #[test]
     fn replenishing_an_earlier_period_changes_nothing() {
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H2", dec!(500), dec!(500))])
-            .when(&replenish("2026-11-H1"))
-            .then(&[]);
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H2", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H1"))
+        .then(&[]);
     }
 
     #[test]
     fn replenishing_a_future_period_is_rejected() {
-        given::<Credit>(&[tenant(), top_up()]).when(&replenish("2026-12-H1")).rejects(Rejection::PeriodNotStarted);
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&replenish("2026-12-H1"))
+            .rejects(Rejection::PeriodNotStarted);
     }
 
     #[test]
     fn replenishing_with_the_wrong_cadence_is_rejected() {
-        given::<Credit>(&[tenant(), top_up()]).when(&replenish("2026-11")).rejects(Rejection::PeriodCadenceMismatch);
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&replenish("2026-11"))
+            .rejects(Rejection::PeriodCadenceMismatch);
     }
 
     #[test]
     fn replenishing_a_suspended_account_is_rejected() {
-        let suspended = Event::CreditAccountSuspended(CreditAccountSuspended { reason: Reason::new("left") });
+        let suspended = Event::CreditAccountSuspended(CreditAccountSuspended {
+            reason: Reason::new("left"),
+        });
         given::<Credit>(&[tenant(), top_up(), suspended])
             .when(&replenish("2026-11-H1"))
             .rejects(Rejection::CreditAccountSuspended);
@@ -450,32 +614,48 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_account_are_rejected() {
-        given::<Credit>(&[tenant()]).when(&replenish("2026-11-H1")).rejects(Rejection::EmployeeNotFound);
-        given::<Credit>(&[tenant()]).when(&adjust(dec!(5))).rejects(Rejection::EmployeeNotFound);
+        given::<Credit>(&[tenant()])
+            .when(&replenish("2026-11-H1"))
+            .rejects(Rejection::EmployeeNotFound);
+        given::<Credit>(&[tenant()])
+            .when(&adjust(dec!(5)))
+            .rejects(Rejection::EmployeeNotFound);
     }
 
     #[test]
     fn adjusting_a_balance() {
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&adjust(dec!(-200)))
-            .then(&[Event::CreditAdjusted(CreditAdjusted {
-                amount: php(dec!(-200)),
-                reason: Reason::new("correction"),
-                balance_after: php(dec!(300)),
-            })]);
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&adjust(dec!(-200)))
+        .then(&[Event::CreditAdjusted(CreditAdjusted {
+            amount: php(dec!(-200)),
+            reason: Reason::new("correction"),
+            balance_after: php(dec!(300)),
+        })]);
     }
 
     #[test]
     fn an_adjustment_may_not_overdraw() {
-        given::<Credit>(&[tenant(), top_up(), replenished("2026-11-H1", dec!(500), dec!(500))])
-            .when(&adjust(dec!(-500.01)))
-            .rejects_code("insufficient_credit");
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+        ])
+        .when(&adjust(dec!(-500.01)))
+        .rejects_code("insufficient_credit");
     }
 
     #[test]
     fn a_zero_or_over_precise_adjustment_is_rejected() {
-        given::<Credit>(&[tenant(), top_up()]).when(&adjust(dec!(0))).rejects_code("validation_failed");
-        given::<Credit>(&[tenant(), top_up()]).when(&adjust(dec!(0.001))).rejects_code("validation_failed");
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&adjust(dec!(0)))
+            .rejects_code("validation_failed");
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&adjust(dec!(0.001)))
+            .rejects_code("validation_failed");
     }
 
     #[test]
@@ -487,23 +667,44 @@ mod tests {
 
     #[test]
     fn suspend_and_reinstate_are_idempotent() {
-        let suspend = CreditCommand::Suspend(SuspendCreditAccount { employee_id: e1(), reason: Reason::new("left") });
-        let suspended = Event::CreditAccountSuspended(CreditAccountSuspended { reason: Reason::new("left") });
-        given::<Credit>(&[tenant(), top_up()]).when(&suspend).then(std::slice::from_ref(&suspended));
-        given::<Credit>(&[tenant(), top_up(), suspended.clone()]).when(&suspend).then(&[]);
+        let suspend = CreditCommand::Suspend(SuspendCreditAccount {
+            employee_id: e1(),
+            reason: Reason::new("left"),
+        });
+        let suspended = Event::CreditAccountSuspended(CreditAccountSuspended {
+            reason: Reason::new("left"),
+        });
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&suspend)
+            .then(std::slice::from_ref(&suspended));
+        given::<Credit>(&[tenant(), top_up(), suspended.clone()])
+            .when(&suspend)
+            .then(&[]);
         let reinstate = CreditCommand::Reinstate(ReinstateCreditAccount { employee_id: e1() });
         given::<Credit>(&[tenant(), top_up(), suspended])
             .when(&reinstate)
             .then(&[Event::CreditAccountReinstated(CreditAccountReinstated {})]);
-        given::<Credit>(&[tenant(), top_up()]).when(&reinstate).then(&[]);
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&reinstate)
+            .then(&[]);
     }
 
     #[test]
     fn changing_the_policy() {
-        let change = |p| CreditCommand::ChangePolicy(ChangeCreditPolicy { employee_id: e1(), policy: p });
-        given::<Credit>(&[tenant(), top_up()]).when(&change(policy_input(ReplenishMode::TopUp, None))).then(&[]);
+        let change = |p| {
+            CreditCommand::ChangePolicy(ChangeCreditPolicy {
+                employee_id: e1(),
+                policy: p,
+            })
+        };
         given::<Credit>(&[tenant(), top_up()])
-            .when(&change(policy_input(ReplenishMode::Accumulate, Some(dec!(1000)))))
+            .when(&change(policy_input(ReplenishMode::TopUp, None)))
+            .then(&[]);
+        given::<Credit>(&[tenant(), top_up()])
+            .when(&change(policy_input(
+                ReplenishMode::Accumulate,
+                Some(dec!(1000)),
+            )))
             .then(&[Event::CreditPolicyChanged(CreditPolicyChanged {
                 policy: policy(ReplenishMode::Accumulate, Some(dec!(1000))),
             })]);

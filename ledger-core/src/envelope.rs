@@ -10,7 +10,21 @@ use crate::id::{CommandId, EventId, StreamId, StreamVersion, TenantId, UserId};
 use crate::time::Timestamp;
 
 /// What a caller may do; the token, never a request body, says which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -21,7 +35,19 @@ pub enum Role {
 }
 
 /// Who caused an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     pub user_id: UserId,
@@ -50,7 +76,8 @@ impl Hash {
         let mut out = [0u8; 32];
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
             let digit = |c: u8| (c as char).to_digit(16).ok_or("a hash is 64 hex digits");
-            out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).expect("two hex digits fit a byte");
+            out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?)
+                .expect("two hex digits fit a byte");
         }
         Ok(Self(out))
     }

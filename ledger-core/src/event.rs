@@ -15,65 +15,85 @@ use crate::text::{Name, Reason};
 use crate::time::{LocalDate, Period, TimeZone};
 
 /// `tenant/{id}`: the tenant's currency and time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfigured {
     pub currency: Currency,
     pub time_zone: TimeZone,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct VendorRegistered {
     pub name: Name,
     pub commission_rate: CommissionRate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CommissionRateChanged {
     pub commission_rate: CommissionRate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct VendorSuspended {
     pub reason: Reason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct VendorReinstated {}
 
 /// Schema version 2: the policy gained `mode` and `cap` (version 1 accounts
 /// were all top-up, uncapped; see `codec::legacy`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditAccountOpened {
     pub name: Name,
     pub policy: CreditPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditPolicyChanged {
     pub policy: CreditPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditAccountSuspended {
     pub reason: Reason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditAccountReinstated {}
 
 /// The once-per-period replenishment. `amount` is the change it made and may
 /// be zero (an accumulate account at its cap) or negative (a top-up account
 /// holding more than its allowance after an adjustment).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditReplenished {
     pub period: Period,
@@ -81,7 +101,9 @@ pub struct CreditReplenished {
     pub balance_after: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditSpent {
     pub order_id: OrderId,
@@ -89,7 +111,9 @@ pub struct CreditSpent {
     pub balance_after: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditRefunded {
     pub order_id: OrderId,
@@ -99,7 +123,9 @@ pub struct CreditRefunded {
 }
 
 /// An admin's correction; `amount` is signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CreditAdjusted {
     pub amount: Money,
@@ -108,7 +134,9 @@ pub struct CreditAdjusted {
 }
 
 /// One line of a sale. The line total is `quantity × unit_price`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
     pub item: ItemCode,
@@ -117,7 +145,19 @@ pub struct Line {
 }
 
 /// How money moved at once: at checkout, on an invoice's payment, or back on a refund.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Tender {
     Cash,
@@ -127,15 +167,31 @@ pub enum Tender {
 }
 
 /// How a sale is paid: at once by a [`Tender`], or later against an invoice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Payment {
     Cash,
     Card,
     MobileMoney,
-    Credit { employee_id: EmployeeId },
+    Credit {
+        employee_id: EmployeeId,
+    },
     /// A receivable, due on `due_date` (tenant-local).
-    Invoice { due_date: LocalDate },
+    Invoice {
+        due_date: LocalDate,
+    },
 }
 
 impl Payment {
@@ -154,7 +210,9 @@ impl Payment {
 /// A checkout. Everything a projection needs is captured here, decided once:
 /// the commission rate in force, the amounts, and the tenant-local business
 /// date, so no projection ever has to join another stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct SaleRecorded {
     pub vendor_id: VendorId,
@@ -168,12 +226,16 @@ pub struct SaleRecorded {
 
 impl SaleRecorded {
     pub fn net(&self) -> Money {
-        self.gross.checked_sub(self.commission).expect("commission never exceeds gross")
+        self.gross
+            .checked_sub(self.commission)
+            .expect("commission never exceeds gross")
     }
 }
 
 /// An invoice paid in full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentReceived {
     pub vendor_id: VendorId,
@@ -184,7 +246,9 @@ pub struct PaymentReceived {
     pub due_date: LocalDate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RefundIssued {
     pub vendor_id: VendorId,
@@ -201,7 +265,9 @@ pub struct RefundIssued {
 
 impl RefundIssued {
     pub fn net(&self) -> Money {
-        self.amount.checked_sub(self.commission_reversed).expect("reversal never exceeds refund")
+        self.amount
+            .checked_sub(self.commission_reversed)
+            .expect("reversal never exceeds refund")
     }
 }
 
@@ -229,7 +295,19 @@ pub enum Event {
 
 /// The type of an event, with the tag it is stored under. Tags are forever:
 /// never reuse or renumber one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum EventType {
     TenantConfigured,
     VendorRegistered,
@@ -306,9 +384,10 @@ impl EventType {
     pub const fn stream_kind(self) -> StreamKind {
         match self {
             Self::TenantConfigured => StreamKind::Tenant,
-            Self::VendorRegistered | Self::CommissionRateChanged | Self::VendorSuspended | Self::VendorReinstated => {
-                StreamKind::Vendor
-            }
+            Self::VendorRegistered
+            | Self::CommissionRateChanged
+            | Self::VendorSuspended
+            | Self::VendorReinstated => StreamKind::Vendor,
             Self::CreditAccountOpened
             | Self::CreditPolicyChanged
             | Self::CreditAccountSuspended

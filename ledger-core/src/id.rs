@@ -53,12 +53,18 @@ impl IdText {
         if raw.len() > ID_LEN_MAX {
             return Err(IdError::TooLong);
         }
-        if !raw.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        if !raw
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
             return Err(IdError::BadChar);
         }
         let mut bytes = [0u8; ID_LEN_MAX];
         bytes[..raw.len()].copy_from_slice(raw);
-        Ok(Self { bytes, len: raw.len() as u8 })
+        Ok(Self {
+            bytes,
+            len: raw.len() as u8,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -96,7 +102,8 @@ impl<C> Decode<C> for IdText {
         }
         let mut raw = [0u8; ID_LEN_MAX];
         decoder.reader().read(&mut raw[..len])?;
-        Self::from_bytes(&raw[..len]).map_err(|_| DecodeError::Other("identifier has a forbidden byte"))
+        Self::from_bytes(&raw[..len])
+            .map_err(|_| DecodeError::Other("identifier has a forbidden byte"))
     }
 }
 bincode::impl_borrow_decode!(IdText);
@@ -274,7 +281,19 @@ uuid_id!(
 );
 
 /// The kind of a stream: which aggregate it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     Tenant,
@@ -315,16 +334,28 @@ pub struct StreamId {
 
 impl StreamId {
     pub fn tenant(id: TenantId) -> Self {
-        Self { kind: StreamKind::Tenant, id: id.as_text() }
+        Self {
+            kind: StreamKind::Tenant,
+            id: id.as_text(),
+        }
     }
     pub fn vendor(id: VendorId) -> Self {
-        Self { kind: StreamKind::Vendor, id: id.as_text() }
+        Self {
+            kind: StreamKind::Vendor,
+            id: id.as_text(),
+        }
     }
     pub fn credit(id: EmployeeId) -> Self {
-        Self { kind: StreamKind::Credit, id: id.as_text() }
+        Self {
+            kind: StreamKind::Credit,
+            id: id.as_text(),
+        }
     }
     pub fn order(id: OrderId) -> Self {
-        Self { kind: StreamKind::Order, id: id.as_text() }
+        Self {
+            kind: StreamKind::Order,
+            id: id.as_text(),
+        }
     }
 
     pub fn kind(&self) -> StreamKind {
@@ -346,7 +377,10 @@ impl StreamId {
             .into_iter()
             .find(|k| k.as_str() == kind)
             .ok_or(StreamIdError::UnknownKind)?;
-        Ok(Self { kind, id: IdText::parse(id)? })
+        Ok(Self {
+            kind,
+            id: IdText::parse(id)?,
+        })
     }
 }
 
@@ -420,7 +454,10 @@ impl<C> Decode<C> for StreamId {
             .into_iter()
             .find(|k| k.tag() == tag[0])
             .ok_or(DecodeError::Other("unknown stream kind"))?;
-        Ok(Self { kind, id: IdText::decode(decoder)? })
+        Ok(Self {
+            kind,
+            id: IdText::decode(decoder)?,
+        })
     }
 }
 bincode::impl_borrow_decode!(StreamId);
@@ -428,7 +465,20 @@ bincode::impl_borrow_decode!(StreamId);
 /// A position inside one stream. Version 0 is "no events yet"; the first
 /// event is version 1 and versions are contiguous.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
 )]
 #[serde(transparent)]
 pub struct StreamVersion(u64);
@@ -466,7 +516,10 @@ mod tests {
     fn id_text_rules() {
         assert_eq!(VendorId::parse("v-01.a_B").unwrap().as_str(), "v-01.a_B");
         assert_eq!(VendorId::parse(""), Err(IdError::Empty));
-        assert_eq!(VendorId::parse(&"x".repeat(ID_LEN_MAX + 1)), Err(IdError::TooLong));
+        assert_eq!(
+            VendorId::parse(&"x".repeat(ID_LEN_MAX + 1)),
+            Err(IdError::TooLong)
+        );
         assert!(VendorId::parse(&"x".repeat(ID_LEN_MAX)).is_ok());
         assert_eq!(VendorId::parse("a/b"), Err(IdError::BadChar));
         assert_eq!(VendorId::parse("caf\u{e9}"), Err(IdError::BadChar));
@@ -485,7 +538,10 @@ mod tests {
         let s = StreamId::order(OrderId::new("7f3c"));
         assert_eq!(s.to_string(), "order/7f3c");
         assert_eq!(StreamId::parse("order/7f3c").unwrap(), s);
-        assert_eq!(StreamId::parse("orders/7f3c"), Err(StreamIdError::UnknownKind));
+        assert_eq!(
+            StreamId::parse("orders/7f3c"),
+            Err(StreamIdError::UnknownKind)
+        );
         assert_eq!(StreamId::parse("order"), Err(StreamIdError::NoSlash));
     }
 }

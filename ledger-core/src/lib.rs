@@ -36,7 +36,10 @@ mod testing;
 pub use decider::Decider;
 pub use envelope::{Actor, Envelope, Hash, Header, Role};
 pub use event::{Event, EventType};
-pub use id::{CommandId, EmployeeId, EventId, ItemCode, OrderId, RefundId, StreamId, StreamKind, StreamVersion, TenantId, UserId, VendorId};
+pub use id::{
+    CommandId, EmployeeId, EventId, ItemCode, OrderId, RefundId, StreamId, StreamKind,
+    StreamVersion, TenantId, UserId, VendorId,
+};
 pub use money::{CommissionRate, Currency, Money};
 pub use rejection::Rejection;
 pub use time::{Cadence, LocalDate, Period, TimeZone, Timestamp};

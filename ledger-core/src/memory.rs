@@ -14,9 +14,12 @@ use crate::credit::{Credit, CreditCommand, CreditContext, CreditState, evolve_ac
 use crate::decider::Decider;
 use crate::envelope::{Actor, Envelope, Hash, Header};
 use crate::event::{Event, Payment};
-use crate::id::{CommandId, EmployeeId, EventId, OrderId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
+use crate::id::{
+    CommandId, EmployeeId, EventId, OrderId, StreamId, StreamKind, StreamVersion, TenantId,
+    VendorId,
+};
 use crate::rejection::Rejection;
-use crate::sale::{Sale, SaleCommand, SaleContext, OrderState, evolve_order};
+use crate::sale::{OrderState, Sale, SaleCommand, SaleContext, evolve_order};
 use crate::tenant::{ConfigureTenant, Tenant, TenantContext, TenantState, evolve_settings};
 use crate::time::Timestamp;
 use crate::vendor::{Vendor, VendorCommand, VendorState};
@@ -99,7 +102,12 @@ impl MemoryLedger {
     ///
     /// # Errors
     /// The decider's [`Rejection`]; nothing is appended then.
-    pub fn execute(&mut self, command: &Command, actor: Actor, now: Timestamp) -> Result<Vec<Envelope>, Rejection> {
+    pub fn execute(
+        &mut self,
+        command: &Command,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, Rejection> {
         let events = self.decide(command)?;
         let command_id = CommandId::from_u128(self.mint());
         let occurred_at = command.occurred_at(now);
@@ -117,14 +125,21 @@ impl MemoryLedger {
                 command_id,
                 actor,
             };
-            let Sealed { envelope, bytes } = codec::seal(header, event, head.hash).map_err(|_| Rejection::LimitExceeded {
-                field: "event",
-                what: "encoded size",
-                max: crate::limits::EVENT_BYTES_MAX as i64,
-            })?;
+            let Sealed { envelope, bytes } =
+                codec::seal(header, event, head.hash).map_err(|_| Rejection::LimitExceeded {
+                    field: "event",
+                    what: "encoded size",
+                    max: crate::limits::EVENT_BYTES_MAX as i64,
+                })?;
             // Within one decision each event goes to a distinct stream, so the
             // heads read above are still current.
-            self.heads.insert(stream, Head { version: envelope.version(), hash: envelope.hash });
+            self.heads.insert(
+                stream,
+                Head {
+                    version: envelope.version(),
+                    hash: envelope.hash,
+                },
+            );
             sealed.push((envelope, bytes));
         }
         let mut out = Vec::with_capacity(sealed.len());
@@ -143,11 +158,25 @@ impl MemoryLedger {
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>, Rejection> {
         match command {
-            Command::Tenant(c) => Tenant::decide(c, &TenantContext { settings: self.tenant, money_moved: self.money_moved }),
-            Command::Vendor(c) => Vendor::decide(c, &self.vendors.get(&vendor_of(c)).cloned().flatten()),
+            Command::Tenant(c) => Tenant::decide(
+                c,
+                &TenantContext {
+                    settings: self.tenant,
+                    money_moved: self.money_moved,
+                },
+            ),
+            Command::Vendor(c) => {
+                Vendor::decide(c, &self.vendors.get(&vendor_of(c)).cloned().flatten())
+            }
             Command::Credit(c) => {
                 let account = self.credit.get(&employee_of(c)).cloned().flatten();
-                Credit::decide(c, &CreditContext { tenant: self.tenant, account })
+                Credit::decide(
+                    c,
+                    &CreditContext {
+                        tenant: self.tenant,
+                        account,
+                    },
+                )
             }
             Command::Sale(c) => Sale::decide(c, &self.sale_context(c)),
         }
@@ -158,10 +187,13 @@ impl MemoryLedger {
     fn sale_context(&self, c: &SaleCommand) -> SaleContext {
         let order = self.orders.get(&c.order_id()).cloned().flatten();
         let (vendor_id, employee_id) = match (c, &order) {
-            (SaleCommand::Record(r), _) => (Some(r.vendor_id), match r.payment {
-                Payment::Credit { employee_id } => Some(employee_id),
-                _ => None,
-            }),
+            (SaleCommand::Record(r), _) => (
+                Some(r.vendor_id),
+                match r.payment {
+                    Payment::Credit { employee_id } => Some(employee_id),
+                    _ => None,
+                },
+            ),
             (_, Some(o)) => (Some(o.vendor_id), o.credit_employee()),
             (_, None) => (None, None),
         };
@@ -180,13 +212,17 @@ impl MemoryLedger {
             (StreamKind::Credit, Command::Credit(c)) => StreamId::credit(employee_of(c)),
             (StreamKind::Order, Command::Sale(c)) => StreamId::order(c.order_id()),
             (StreamKind::Credit, Command::Sale(c)) => {
-                let employee = self.sale_context(c).order.and_then(|o| o.credit_employee()).or(match c {
-                    SaleCommand::Record(r) => match r.payment {
-                        Payment::Credit { employee_id } => Some(employee_id),
+                let employee = self
+                    .sale_context(c)
+                    .order
+                    .and_then(|o| o.credit_employee())
+                    .or(match c {
+                        SaleCommand::Record(r) => match r.payment {
+                            Payment::Credit { employee_id } => Some(employee_id),
+                            _ => None,
+                        },
                         _ => None,
-                    },
-                    _ => None,
-                });
+                    });
                 StreamId::credit(employee.expect("a sale's credit event names its employee"))
             }
             (kind, _) => unreachable!("a {kind:?} event from {command:?}"),

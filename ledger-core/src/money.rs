@@ -43,7 +43,10 @@ impl Currency {
         let iso = iso_currency::Currency::from_code(code).ok_or_else(unknown)?;
         let scale = iso.exponent().ok_or_else(unknown)?;
         let code: [u8; 3] = code.as_bytes().try_into().map_err(|_| unknown())?;
-        Ok(Self { code, scale: u8::try_from(scale).map_err(|_| unknown())? })
+        Ok(Self {
+            code,
+            scale: u8::try_from(scale).map_err(|_| unknown())?,
+        })
     }
 
     /// Builds a currency the program itself names.
@@ -65,7 +68,8 @@ impl Currency {
 
     /// The domain's only rounding: to the minor unit, half to even.
     fn round(&self, amount: Decimal) -> Decimal {
-        let mut rounded = amount.round_dp_with_strategy(self.scale(), RoundingStrategy::MidpointNearestEven);
+        let mut rounded =
+            amount.round_dp_with_strategy(self.scale(), RoundingStrategy::MidpointNearestEven);
         rounded.rescale(self.scale());
         rounded
     }
@@ -119,7 +123,8 @@ impl<C> Decode<C> for Currency {
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let mut code = [0u8; 3];
         decoder.reader().read(&mut code)?;
-        let code = std::str::from_utf8(&code).map_err(|_| DecodeError::Other("currency code is not ASCII"))?;
+        let code = std::str::from_utf8(&code)
+            .map_err(|_| DecodeError::Other("currency code is not ASCII"))?;
         Self::from_code(code).map_err(|_| DecodeError::Other("unknown currency"))
     }
 }
@@ -145,7 +150,10 @@ impl Money {
     pub fn parse(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
         let normalized = amount.normalize();
         if normalized.scale() > currency.scale() {
-            return Err(MoneyError::TooPrecise { amount, scale: currency.scale() });
+            return Err(MoneyError::TooPrecise {
+                amount,
+                scale: currency.scale(),
+            });
         }
         Self::in_range(normalized, currency)
     }
@@ -216,22 +224,34 @@ impl Money {
     }
 
     pub fn negate(self) -> Money {
-        Self { amount: -self.amount, currency: self.currency }
+        Self {
+            amount: -self.amount,
+            currency: self.currency,
+        }
     }
 
     pub fn min(self, other: Money) -> Money {
         debug_assert_eq!(self.currency, other.currency);
-        if other.amount < self.amount { other } else { self }
+        if other.amount < self.amount {
+            other
+        } else {
+            self
+        }
     }
 
     pub fn max(self, other: Money) -> Money {
         debug_assert_eq!(self.currency, other.currency);
-        if other.amount > self.amount { other } else { self }
+        if other.amount > self.amount {
+            other
+        } else {
+            self
+        }
     }
 
     /// The commission on this gross at `rate`, rounded half to even.
     pub fn commission(self, rate: CommissionRate) -> Money {
-        let exact = self.amount * Decimal::from(rate.basis_points()) / Decimal::from(CommissionRate::BASIS_POINTS_MAX);
+        let exact = self.amount * Decimal::from(rate.basis_points())
+            / Decimal::from(CommissionRate::BASIS_POINTS_MAX);
         let rounded = self.currency.round(exact);
         Self::in_range(rounded, self.currency).expect("a commission is never larger than its gross")
     }
@@ -244,9 +264,13 @@ impl Money {
     /// establish both first.
     pub fn pro_rata(self, part: Money, whole: Money) -> Money {
         assert!(!whole.is_zero(), "pro_rata over a zero whole");
-        assert!(part.amount.abs() <= whole.amount.abs(), "pro_rata part exceeds whole");
+        assert!(
+            part.amount.abs() <= whole.amount.abs(),
+            "pro_rata part exceeds whole"
+        );
         let exact = self.amount * part.amount / whole.amount;
-        Self::in_range(self.currency.round(exact), self.currency).expect("a share is never larger than the whole")
+        Self::in_range(self.currency.round(exact), self.currency)
+            .expect("a share is never larger than the whole")
     }
 }
 
@@ -274,7 +298,11 @@ struct MoneyJson {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        MoneyJson { amount: self.amount, currency: self.currency }.serialize(s)
+        MoneyJson {
+            amount: self.amount,
+            currency: self.currency,
+        }
+        .serialize(s)
     }
 }
 
@@ -312,13 +340,26 @@ impl<C> Decode<C> for Money {
         let mantissa = i64::decode(decoder)?;
         let amount = Decimal::try_from_i128_with_scale(i128::from(mantissa), currency.scale())
             .map_err(|_| DecodeError::Other("amount out of range"))?;
-        Self::in_range(amount, currency).map_err(|_| DecodeError::Other("amount beyond the domain limit"))
+        Self::in_range(amount, currency)
+            .map_err(|_| DecodeError::Other("amount beyond the domain limit"))
     }
 }
 bincode::impl_borrow_decode!(Money);
 
 /// A commission rate in basis points: 0..=10000 (0 % to 100 %).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Encode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Encode,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct CommissionRate(#[schemars(range(max = 10000))] u16);
 
@@ -328,7 +369,11 @@ impl CommissionRate {
     /// # Errors
     /// [`CommissionRateError`] above 10000 basis points.
     pub fn from_basis_points(bps: u16) -> Result<Self, CommissionRateError> {
-        if bps > Self::BASIS_POINTS_MAX { Err(CommissionRateError(bps)) } else { Ok(Self(bps)) }
+        if bps > Self::BASIS_POINTS_MAX {
+            Err(CommissionRateError(bps))
+        } else {
+            Ok(Self(bps))
+        }
     }
 
     pub fn basis_points(self) -> u16 {
@@ -349,7 +394,8 @@ impl<'de> Deserialize<'de> for CommissionRate {
 
 impl<C> Decode<C> for CommissionRate {
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Self::from_basis_points(u16::decode(decoder)?).map_err(|_| DecodeError::Other("commission rate above 100%"))
+        Self::from_basis_points(u16::decode(decoder)?)
+            .map_err(|_| DecodeError::Other("commission rate above 100%"))
     }
 }
 bincode::impl_borrow_decode!(CommissionRate);
@@ -365,7 +411,10 @@ mod tests {
 
     #[test]
     fn decimal_sums_are_exact() {
-        assert_eq!(php(dec!(0.1)).checked_add(php(dec!(0.2))).unwrap(), php(dec!(0.3)));
+        assert_eq!(
+            php(dec!(0.1)).checked_add(php(dec!(0.2))).unwrap(),
+            php(dec!(0.3))
+        );
     }
 
     #[test]
@@ -373,7 +422,10 @@ mod tests {
         assert_eq!(php(dec!(1.5)).amount().to_string(), "1.50");
         assert_eq!(php(dec!(1.500)).amount().to_string(), "1.50");
         let jpy = Currency::new("JPY");
-        assert_eq!(Money::parse(dec!(100), jpy).unwrap().amount().to_string(), "100");
+        assert_eq!(
+            Money::parse(dec!(100), jpy).unwrap().amount().to_string(),
+            "100"
+        );
     }
 
     #[test]
@@ -385,14 +437,23 @@ mod tests {
 
     #[test]
     fn out_of_range_is_rejected() {
-        assert!(Money::parse(Decimal::from(AMOUNT_MAJOR_MAX) + dec!(0.01), Currency::new("PHP")).is_err());
+        assert!(
+            Money::parse(
+                Decimal::from(AMOUNT_MAJOR_MAX) + dec!(0.01),
+                Currency::new("PHP")
+            )
+            .is_err()
+        );
         assert!(php(dec!(1)).times(u32::MAX).is_err());
     }
 
     #[test]
     fn mixing_currencies_is_an_error() {
         let usd = Money::parse(dec!(1), Currency::new("USD")).unwrap();
-        assert!(matches!(php(dec!(1)).checked_add(usd), Err(MoneyError::CurrencyMismatch(..))));
+        assert!(matches!(
+            php(dec!(1)).checked_add(usd),
+            Err(MoneyError::CurrencyMismatch(..))
+        ));
     }
 
     #[test]
@@ -412,8 +473,14 @@ mod tests {
     #[test]
     fn pro_rata_rounds_half_to_even() {
         // commission 0.05 on gross 1.00; refunding 0.50 reverses 0.025 -> 0.02.
-        assert_eq!(php(dec!(0.05)).pro_rata(php(dec!(0.50)), php(dec!(1.00))), php(dec!(0.02)));
-        assert_eq!(php(dec!(0.07)).pro_rata(php(dec!(0.50)), php(dec!(1.00))), php(dec!(0.04)));
+        assert_eq!(
+            php(dec!(0.05)).pro_rata(php(dec!(0.50)), php(dec!(1.00))),
+            php(dec!(0.02))
+        );
+        assert_eq!(
+            php(dec!(0.07)).pro_rata(php(dec!(0.50)), php(dec!(1.00))),
+            php(dec!(0.04))
+        );
     }
 
     #[test]

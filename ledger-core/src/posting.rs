@@ -73,7 +73,10 @@ pub fn postings(envelope: &Envelope) -> Vec<Posting> {
             out.push(Posting { account, amount });
         }
     };
-    let employee = || EmployeeId::parse(envelope.stream().id().as_str()).expect("a credit stream's id is an employee id");
+    let employee = || {
+        EmployeeId::parse(envelope.stream().id().as_str())
+            .expect("a credit stream's id is an employee id")
+    };
     match &envelope.event {
         Event::SaleRecorded(e) => {
             post(Account::of_payment(e.payment, e.vendor_id), e.gross);

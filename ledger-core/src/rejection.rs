@@ -11,11 +11,22 @@ use crate::money::{Money, MoneyError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("{field}: {problem}")]
-    InvalidField { field: &'static str, problem: &'static str },
+    InvalidField {
+        field: &'static str,
+        problem: &'static str,
+    },
     #[error("{field}: {amount} has more than {scale} decimal places")]
-    AmountTooPrecise { field: &'static str, amount: Decimal, scale: u32 },
+    AmountTooPrecise {
+        field: &'static str,
+        amount: Decimal,
+        scale: u32,
+    },
     #[error("{field}: {what} exceeds the limit of {max}")]
-    LimitExceeded { field: &'static str, what: &'static str, max: i64 },
+    LimitExceeded {
+        field: &'static str,
+        what: &'static str,
+        max: i64,
+    },
     #[error("the tenant has no currency and time zone yet")]
     TenantNotConfigured,
     #[error("the currency cannot change once money has moved")]
@@ -84,12 +95,21 @@ impl Rejection {
     /// Maps a money error on `field` to the rejection a client should see.
     pub(crate) fn money(field: &'static str, error: MoneyError) -> Self {
         match error {
-            MoneyError::TooPrecise { amount, scale } => Self::AmountTooPrecise { field, amount, scale },
-            MoneyError::OutOfRange(_) => {
-                Self::LimitExceeded { field, what: "amount", max: crate::limits::AMOUNT_MAJOR_MAX }
-            }
+            MoneyError::TooPrecise { amount, scale } => Self::AmountTooPrecise {
+                field,
+                amount,
+                scale,
+            },
+            MoneyError::OutOfRange(_) => Self::LimitExceeded {
+                field,
+                what: "amount",
+                max: crate::limits::AMOUNT_MAJOR_MAX,
+            },
             MoneyError::UnknownCurrency(_) | MoneyError::CurrencyMismatch(..) => {
-                Self::InvalidField { field, problem: "not in the tenant's currency" }
+                Self::InvalidField {
+                    field,
+                    problem: "not in the tenant's currency",
+                }
             }
         }
     }

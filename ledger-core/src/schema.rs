@@ -4,7 +4,10 @@
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use crate::credit::{AdjustCredit, ChangeCreditPolicy, OpenCreditAccount, ReinstateCreditAccount, ReplenishCredit, SuspendCreditAccount};
+use crate::credit::{
+    AdjustCredit, ChangeCreditPolicy, OpenCreditAccount, ReinstateCreditAccount, ReplenishCredit,
+    SuspendCreditAccount,
+};
 use crate::envelope::Envelope;
 use crate::event::{self, Event, EventType};
 use crate::sale::{IssueRefund, ReceivePayment, RecordSale};
@@ -26,7 +29,11 @@ fn render<T: JsonSchema>(path: String) -> SchemaFile {
 }
 
 fn event<T: JsonSchema>(event_type: EventType) -> SchemaFile {
-    render::<T>(format!("events/{}.v{}.json", event_type.as_str(), event_type.schema_version()))
+    render::<T>(format!(
+        "events/{}.v{}.json",
+        event_type.as_str(),
+        event_type.schema_version()
+    ))
 }
 
 fn command<T: JsonSchema>(name: &str) -> SchemaFile {

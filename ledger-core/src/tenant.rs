@@ -46,7 +46,10 @@ impl Decider for Tenant {
     }
 
     fn decide(c: &ConfigureTenant, s: &TenantContext) -> Result<Vec<Event>, Rejection> {
-        let wanted = TenantSettings { currency: c.currency, time_zone: c.time_zone };
+        let wanted = TenantSettings {
+            currency: c.currency,
+            time_zone: c.time_zone,
+        };
         if s.settings == Some(wanted) {
             return Ok(vec![]);
         }
@@ -56,7 +59,10 @@ impl Decider for Tenant {
         {
             return Err(Rejection::CurrencyLocked);
         }
-        Ok(vec![Event::TenantConfigured(TenantConfigured { currency: c.currency, time_zone: c.time_zone })])
+        Ok(vec![Event::TenantConfigured(TenantConfigured {
+            currency: c.currency,
+            time_zone: c.time_zone,
+        })])
     }
 
     fn evolve(mut s: TenantContext, e: &Event) -> TenantContext {
@@ -68,7 +74,10 @@ impl Decider for Tenant {
 /// Folds a tenant stream into its settings.
 pub fn evolve_settings(state: TenantState, e: &Event) -> TenantState {
     match e {
-        Event::TenantConfigured(e) => Some(TenantSettings { currency: e.currency, time_zone: e.time_zone }),
+        Event::TenantConfigured(e) => Some(TenantSettings {
+            currency: e.currency,
+            time_zone: e.time_zone,
+        }),
         _ => state,
     }
 }
@@ -79,26 +88,39 @@ mod tests {
     use crate::testing::given;
 
     fn configure(code: &str, zone: &str) -> ConfigureTenant {
-        ConfigureTenant { currency: Currency::new(code), time_zone: TimeZone::new(zone) }
+        ConfigureTenant {
+            currency: Currency::new(code),
+            time_zone: TimeZone::new(zone),
+        }
     }
 
     fn configured(code: &str, zone: &str) -> Event {
-        Event::TenantConfigured(TenantConfigured { currency: Currency::new(code), time_zone: TimeZone::new(zone) })
+        Event::TenantConfigured(TenantConfigured {
+            currency: Currency::new(code),
+            time_zone: TimeZone::new(zone),
+        })
     }
 
     #[test]
     fn configuring_a_new_tenant_records_its_settings() {
-        given::<Tenant>(&[]).when(&configure("PHP", "Asia/Manila")).then(&[configured("PHP", "Asia/Manila")]);
+        given::<Tenant>(&[])
+            .when(&configure("PHP", "Asia/Manila"))
+            .then(&[configured("PHP", "Asia/Manila")]);
     }
 
     #[test]
     fn configuring_the_same_settings_again_changes_nothing() {
-        given::<Tenant>(&[configured("PHP", "Asia/Manila")]).when(&configure("PHP", "Asia/Manila")).then(&[]);
+        given::<Tenant>(&[configured("PHP", "Asia/Manila")])
+            .when(&configure("PHP", "Asia/Manila"))
+            .then(&[]);
     }
 
     #[test]
     fn the_zone_may_change_after_money_moved() {
-        let state = TenantContext { settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings, money_moved: true };
+        let state = TenantContext {
+            settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings,
+            money_moved: true,
+        };
         let events = Tenant::decide(&configure("PHP", "Asia/Tokyo"), &state).unwrap();
         assert_eq!(events, [configured("PHP", "Asia/Tokyo")]);
     }
@@ -112,7 +134,13 @@ mod tests {
 
     #[test]
     fn the_currency_is_locked_once_money_moved() {
-        let state = TenantContext { settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings, money_moved: true };
-        assert_eq!(Tenant::decide(&configure("USD", "Asia/Manila"), &state), Err(Rejection::CurrencyLocked));
+        let state = TenantContext {
+            settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings,
+            money_moved: true,
+        };
+        assert_eq!(
+            Tenant::decide(&configure("USD", "Asia/Manila"), &state),
+            Err(Rejection::CurrencyLocked)
+        );
     }
 }

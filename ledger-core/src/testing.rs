@@ -15,12 +15,17 @@ pub(crate) struct When<D: Decider> {
 
 /// The state after `events`.
 pub(crate) fn given<D: Decider>(events: &[Event]) -> Given<D> {
-    Given { state: D::fold(events) }
+    Given {
+        state: D::fold(events),
+    }
 }
 
 impl<D: Decider> Given<D> {
     pub(crate) fn when(self, command: &D::Command) -> When<D> {
-        When { result: D::decide(command, &self.state), _decider: std::marker::PhantomData }
+        When {
+            result: D::decide(command, &self.state),
+            _decider: std::marker::PhantomData,
+        }
     }
 }
 

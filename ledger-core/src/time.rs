@@ -41,7 +41,12 @@ impl Timestamp {
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_datetime().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        write!(
+            f,
+            "{}",
+            self.to_datetime()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )
     }
 }
 
@@ -54,7 +59,9 @@ impl fmt::Display for Timestamp {
 impl FromStr for Timestamp {
     type Err = chrono::ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self::from_datetime(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc)))
+        Ok(Self::from_datetime(
+            DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc),
+        ))
     }
 }
 
@@ -84,7 +91,9 @@ impl schemars::JsonSchema for Timestamp {
 }
 
 /// A calendar date in a tenant's time zone (a dashboard day, a due date).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct LocalDate(NaiveDate);
 
@@ -137,7 +146,9 @@ impl TimeZone {
     /// # Errors
     /// When `name` is not an IANA zone name.
     pub fn parse(name: &str) -> Result<Self, UnknownTimeZone> {
-        chrono_tz::Tz::from_str(name).map(Self).map_err(|_| UnknownTimeZone(name.to_owned()))
+        chrono_tz::Tz::from_str(name)
+            .map(Self)
+            .map_err(|_| UnknownTimeZone(name.to_owned()))
     }
     /// # Panics
     /// When `name` is unknown: a programmer error.
@@ -152,7 +163,11 @@ impl TimeZone {
     pub fn start_of(&self, date: LocalDate) -> Timestamp {
         let midnight = date.0.and_hms_opt(0, 0, 0).expect("midnight exists");
         let local = (0..=24 * 4)
-            .find_map(|quarter| self.0.from_local_datetime(&(midnight + chrono::Duration::minutes(15 * quarter))).earliest())
+            .find_map(|quarter| {
+                self.0
+                    .from_local_datetime(&(midnight + chrono::Duration::minutes(15 * quarter)))
+                    .earliest()
+            })
             .expect("a day has at least one instant");
         Timestamp::from_datetime(local.with_timezone(&Utc))
     }
@@ -212,7 +227,19 @@ impl<C> Decode<C> for TimeZone {
 bincode::impl_borrow_decode!(TimeZone);
 
 /// How often an employee's credit is replenished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Cadence {
     /// Cutoffs on the 1st and the 16th: periods `YYYY-MM-H1`, `YYYY-MM-H2`.
@@ -250,7 +277,11 @@ impl Period {
     }
 
     pub fn cadence(&self) -> Cadence {
-        if self.half == 0 { Cadence::Monthly } else { Cadence::SemiMonthly }
+        if self.half == 0 {
+            Cadence::Monthly
+        } else {
+            Cadence::SemiMonthly
+        }
     }
 
     pub fn first_day(&self) -> LocalDate {
@@ -262,8 +293,17 @@ impl Period {
         if self.half == 1 {
             return LocalDate::ymd(i32::from(self.year), u32::from(self.month), 15);
         }
-        let (y, m) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
-        LocalDate(LocalDate::ymd(i32::from(y), u32::from(m), 1).0.pred_opt().expect("date in range"))
+        let (y, m) = if self.month == 12 {
+            (self.year + 1, 1)
+        } else {
+            (self.year, self.month + 1)
+        };
+        LocalDate(
+            LocalDate::ymd(i32::from(y), u32::from(m), 1)
+                .0
+                .pred_opt()
+                .expect("date in range"),
+        )
     }
 
     /// Whether the two periods share at least one day.
@@ -372,18 +412,36 @@ mod tests {
     fn local_date_uses_the_tenant_zone() {
         let manila = TimeZone::new("Asia/Manila");
         // 16:30 UTC on Nov 15 is 00:30 on Nov 16 in Manila (UTC+8).
-        assert_eq!(at("2026-11-15T16:30:00Z").local_date(manila), LocalDate::ymd(2026, 11, 16));
-        assert_eq!(at("2026-11-15T15:59:59Z").local_date(manila), LocalDate::ymd(2026, 11, 15));
+        assert_eq!(
+            at("2026-11-15T16:30:00Z").local_date(manila),
+            LocalDate::ymd(2026, 11, 16)
+        );
+        assert_eq!(
+            at("2026-11-15T15:59:59Z").local_date(manila),
+            LocalDate::ymd(2026, 11, 15)
+        );
     }
 
     #[test]
     fn periods_follow_the_cutoffs_in_the_tenant_zone() {
         let manila = TimeZone::new("Asia/Manila");
         let semi = Cadence::SemiMonthly;
-        assert_eq!(Period::containing(at("2026-11-15T15:59:59Z"), manila, semi).to_string(), "2026-11-H1");
-        assert_eq!(Period::containing(at("2026-11-15T16:00:00Z"), manila, semi).to_string(), "2026-11-H2");
-        assert_eq!(Period::containing(at("2026-11-30T16:00:00Z"), manila, semi).to_string(), "2026-12-H1");
-        assert_eq!(Period::containing(at("2026-11-30T15:00:00Z"), manila, Cadence::Monthly).to_string(), "2026-11");
+        assert_eq!(
+            Period::containing(at("2026-11-15T15:59:59Z"), manila, semi).to_string(),
+            "2026-11-H1"
+        );
+        assert_eq!(
+            Period::containing(at("2026-11-15T16:00:00Z"), manila, semi).to_string(),
+            "2026-11-H2"
+        );
+        assert_eq!(
+            Period::containing(at("2026-11-30T16:00:00Z"), manila, semi).to_string(),
+            "2026-12-H1"
+        );
+        assert_eq!(
+            Period::containing(at("2026-11-30T15:00:00Z"), manila, Cadence::Monthly).to_string(),
+            "2026-11"
+        );
     }
 
     #[test]
@@ -391,7 +449,15 @@ mod tests {
         for text in ["2026-11", "2026-11-H1", "2026-02-H2", "1970-01"] {
             assert_eq!(Period::parse(text).unwrap().to_string(), text);
         }
-        for text in ["2026-13", "2026-11-H3", "2026-1", "26-11", "2026-11-h1", "+026-11", "2026-00"] {
+        for text in [
+            "2026-13",
+            "2026-11-H3",
+            "2026-1",
+            "26-11",
+            "2026-11-h1",
+            "+026-11",
+            "2026-00",
+        ] {
             assert!(Period::parse(text).is_err(), "{text}");
         }
     }
@@ -404,12 +470,18 @@ mod tests {
         let month = Period::parse("2028-02").unwrap();
         assert!(month.overlaps(&feb_h2));
         assert!(!Period::parse("2028-02-H1").unwrap().overlaps(&feb_h2));
-        assert_eq!(Period::parse("2026-12").unwrap().last_day(), LocalDate::ymd(2026, 12, 31));
+        assert_eq!(
+            Period::parse("2026-12").unwrap().last_day(),
+            LocalDate::ymd(2026, 12, 31)
+        );
     }
 
     #[test]
     fn start_of_day_in_zone() {
         let manila = TimeZone::new("Asia/Manila");
-        assert_eq!(manila.start_of(LocalDate::ymd(2026, 11, 16)), at("2026-11-15T16:00:00Z"));
+        assert_eq!(
+            manila.start_of(LocalDate::ymd(2026, 11, 16)),
+            at("2026-11-15T16:00:00Z")
+        );
     }
 }

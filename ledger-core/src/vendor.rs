@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decider::Decider;
-use crate::event::{CommissionRateChanged, Event, VendorReinstated, VendorRegistered, VendorSuspended};
+use crate::event::{
+    CommissionRateChanged, Event, VendorRegistered, VendorReinstated, VendorSuspended,
+};
 use crate::id::VendorId;
 use crate::money::CommissionRate;
 use crate::rejection::Rejection;
@@ -79,25 +81,44 @@ impl Decider for Vendor {
         let vendor = s.as_ref().ok_or(Rejection::VendorNotFound)?;
         Ok(match c {
             VendorCommand::Register(_) => unreachable!("handled above"),
-            VendorCommand::ChangeCommissionRate(c) if c.commission_rate != vendor.commission_rate => {
-                vec![Event::CommissionRateChanged(CommissionRateChanged { commission_rate: c.commission_rate })]
+            VendorCommand::ChangeCommissionRate(c)
+                if c.commission_rate != vendor.commission_rate =>
+            {
+                vec![Event::CommissionRateChanged(CommissionRateChanged {
+                    commission_rate: c.commission_rate,
+                })]
             }
             VendorCommand::Suspend(c) if !vendor.suspended => {
-                vec![Event::VendorSuspended(VendorSuspended { reason: c.reason.clone() })]
+                vec![Event::VendorSuspended(VendorSuspended {
+                    reason: c.reason.clone(),
+                })]
             }
-            VendorCommand::Reinstate(_) if vendor.suspended => vec![Event::VendorReinstated(VendorReinstated {})],
+            VendorCommand::Reinstate(_) if vendor.suspended => {
+                vec![Event::VendorReinstated(VendorReinstated {})]
+            }
             _ => vec![],
         })
     }
 
     fn evolve(s: VendorState, e: &Event) -> VendorState {
         match (s, e) {
-            (_, Event::VendorRegistered(e)) => {
-                Some(RegisteredVendor { name: e.name.clone(), commission_rate: e.commission_rate, suspended: false })
-            }
-            (Some(v), Event::CommissionRateChanged(e)) => Some(RegisteredVendor { commission_rate: e.commission_rate, ..v }),
-            (Some(v), Event::VendorSuspended(_)) => Some(RegisteredVendor { suspended: true, ..v }),
-            (Some(v), Event::VendorReinstated(_)) => Some(RegisteredVendor { suspended: false, ..v }),
+            (_, Event::VendorRegistered(e)) => Some(RegisteredVendor {
+                name: e.name.clone(),
+                commission_rate: e.commission_rate,
+                suspended: false,
+            }),
+            (Some(v), Event::CommissionRateChanged(e)) => Some(RegisteredVendor {
+                commission_rate: e.commission_rate,
+                ..v
+            }),
+            (Some(v), Event::VendorSuspended(_)) => Some(RegisteredVendor {
+                suspended: true,
+                ..v
+            }),
+            (Some(v), Event::VendorReinstated(_)) => Some(RegisteredVendor {
+                suspended: false,
+                ..v
+            }),
             (s, _) => s,
         }
     }
@@ -112,22 +133,37 @@ mod tests {
         CommissionRate::from_basis_points(bps).unwrap()
     }
     fn registered() -> Event {
-        Event::VendorRegistered(VendorRegistered { name: Name::new("Tita's Kitchen"), commission_rate: rate(1000) })
+        Event::VendorRegistered(VendorRegistered {
+            name: Name::new("Tita's Kitchen"),
+            commission_rate: rate(1000),
+        })
     }
     fn suspended() -> Event {
-        Event::VendorSuspended(VendorSuspended { reason: Reason::new("health inspection") })
+        Event::VendorSuspended(VendorSuspended {
+            reason: Reason::new("health inspection"),
+        })
     }
     fn v() -> VendorId {
         VendorId::new("v1")
     }
     fn register() -> VendorCommand {
-        VendorCommand::Register(RegisterVendor { vendor_id: v(), name: Name::new("Tita's Kitchen"), commission_rate: rate(1000) })
+        VendorCommand::Register(RegisterVendor {
+            vendor_id: v(),
+            name: Name::new("Tita's Kitchen"),
+            commission_rate: rate(1000),
+        })
     }
     fn change(bps: u16) -> VendorCommand {
-        VendorCommand::ChangeCommissionRate(ChangeCommissionRate { vendor_id: v(), commission_rate: rate(bps) })
+        VendorCommand::ChangeCommissionRate(ChangeCommissionRate {
+            vendor_id: v(),
+            commission_rate: rate(bps),
+        })
     }
     fn suspend() -> VendorCommand {
-        VendorCommand::Suspend(SuspendVendor { vendor_id: v(), reason: Reason::new("health inspection") })
+        VendorCommand::Suspend(SuspendVendor {
+            vendor_id: v(),
+            reason: Reason::new("health inspection"),
+        })
     }
     fn reinstate() -> VendorCommand {
         VendorCommand::Reinstate(ReinstateVendor { vendor_id: v() })
@@ -140,35 +176,49 @@ mod tests {
 
     #[test]
     fn registering_twice_is_rejected() {
-        given::<Vendor>(&[registered()]).when(&register()).rejects(Rejection::VendorExists);
+        given::<Vendor>(&[registered()])
+            .when(&register())
+            .rejects(Rejection::VendorExists);
     }
 
     #[test]
     fn changing_the_commission_rate() {
         given::<Vendor>(&[registered()])
             .when(&change(1250))
-            .then(&[Event::CommissionRateChanged(CommissionRateChanged { commission_rate: rate(1250) })]);
+            .then(&[Event::CommissionRateChanged(CommissionRateChanged {
+                commission_rate: rate(1250),
+            })]);
     }
 
     #[test]
     fn changing_to_the_same_rate_changes_nothing() {
-        given::<Vendor>(&[registered()]).when(&change(1000)).then(&[]);
+        given::<Vendor>(&[registered()])
+            .when(&change(1000))
+            .then(&[]);
     }
 
     #[test]
     fn commands_on_an_unknown_vendor_are_rejected() {
         for command in [change(5), suspend(), reinstate()] {
-            given::<Vendor>(&[]).when(&command).rejects(Rejection::VendorNotFound);
+            given::<Vendor>(&[])
+                .when(&command)
+                .rejects(Rejection::VendorNotFound);
         }
     }
 
     #[test]
     fn suspending_and_reinstating() {
-        given::<Vendor>(&[registered()]).when(&suspend()).then(&[suspended()]);
-        given::<Vendor>(&[registered(), suspended()]).when(&suspend()).then(&[]);
+        given::<Vendor>(&[registered()])
+            .when(&suspend())
+            .then(&[suspended()]);
+        given::<Vendor>(&[registered(), suspended()])
+            .when(&suspend())
+            .then(&[]);
         given::<Vendor>(&[registered(), suspended()])
             .when(&reinstate())
             .then(&[Event::VendorReinstated(VendorReinstated {})]);
-        given::<Vendor>(&[registered()]).when(&reinstate()).then(&[]);
+        given::<Vendor>(&[registered()])
+            .when(&reinstate())
+            .then(&[]);
     }
 }

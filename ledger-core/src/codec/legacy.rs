@@ -27,7 +27,12 @@ impl CreditAccountOpenedV1 {
     fn upcast(self) -> CreditAccountOpened {
         CreditAccountOpened {
             name: self.name,
-            policy: CreditPolicy { allowance: self.allowance, cadence: self.cadence, mode: ReplenishMode::TopUp, cap: None },
+            policy: CreditPolicy {
+                allowance: self.allowance,
+                cadence: self.cadence,
+                mode: ReplenishMode::TopUp,
+                cap: None,
+            },
         }
     }
 }

@@ -49,7 +49,10 @@ pub enum CodecError {
     #[error("unknown event type tag {0}")]
     UnknownEventType(u8),
     #[error("event type {event_type:?} has no schema version {schema_version}")]
-    UnknownSchemaVersion { event_type: EventType, schema_version: u8 },
+    UnknownSchemaVersion {
+        event_type: EventType,
+        schema_version: u8,
+    },
     #[error("{0} trailing bytes after the event")]
     TrailingBytes(usize),
     #[error("event violates a domain bound: {0}")]
@@ -93,7 +96,15 @@ pub fn seal(header: Header, event: Event, prev_hash: Hash) -> Result<Sealed, Cod
     }
     let hash = digest(&bytes);
     bytes[33..65].copy_from_slice(&hash.0);
-    Ok(Sealed { envelope: Envelope { header, prev_hash, hash, event }, bytes })
+    Ok(Sealed {
+        envelope: Envelope {
+            header,
+            prev_hash,
+            hash,
+            event,
+        },
+        bytes,
+    })
 }
 
 fn digest(record: &[u8]) -> Hash {
@@ -146,7 +157,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
     }
     let event = event.0;
     if header.stream.kind() != event.stream_kind() {
-        return Err(CodecError::OutOfBounds("event type does not belong to its stream kind"));
+        return Err(CodecError::OutOfBounds(
+            "event type does not belong to its stream kind",
+        ));
     }
     Ok(Envelope {
         header,
@@ -166,11 +179,16 @@ fn map_decode_error(e: DecodeError) -> CodecError {
             let tag = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
             let schema_version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             match EventType::from_tag(tag) {
-                Some(event_type) => CodecError::UnknownSchemaVersion { event_type, schema_version },
+                Some(event_type) => CodecError::UnknownSchemaVersion {
+                    event_type,
+                    schema_version,
+                },
                 None => CodecError::UnknownEventType(tag),
             }
         }
-        DecodeError::Other(reason) if reason.starts_with(BOUND) => CodecError::OutOfBounds(&reason[BOUND.len()..]),
+        DecodeError::Other(reason) if reason.starts_with(BOUND) => {
+            CodecError::OutOfBounds(&reason[BOUND.len()..])
+        }
         other => CodecError::Body(other.to_string()),
     }
 }
@@ -215,12 +233,14 @@ impl<C> Decode<C> for DecodedEvent {
     fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
         let tag = u8::decode(d)?;
         let schema_version = u8::decode(d)?;
-        let event_type =
-            EventType::from_tag(tag).ok_or_else(|| DecodeError::OtherString(format!("{UNKNOWN_TYPE}{tag}")))?;
+        let event_type = EventType::from_tag(tag)
+            .ok_or_else(|| DecodeError::OtherString(format!("{UNKNOWN_TYPE}{tag}")))?;
         if schema_version != event_type.schema_version() {
             return legacy::decode(event_type, schema_version, d)?
                 .map(DecodedEvent)
-                .ok_or_else(|| DecodeError::OtherString(format!("{UNKNOWN_VERSION}{tag} {schema_version}")));
+                .ok_or_else(|| {
+                    DecodeError::OtherString(format!("{UNKNOWN_VERSION}{tag} {schema_version}"))
+                });
         }
         let event = match event_type {
             EventType::TenantConfigured => Event::TenantConfigured(Decode::decode(d)?),
@@ -231,7 +251,9 @@ impl<C> Decode<C> for DecodedEvent {
             EventType::CreditAccountOpened => Event::CreditAccountOpened(Decode::decode(d)?),
             EventType::CreditPolicyChanged => Event::CreditPolicyChanged(Decode::decode(d)?),
             EventType::CreditAccountSuspended => Event::CreditAccountSuspended(Decode::decode(d)?),
-            EventType::CreditAccountReinstated => Event::CreditAccountReinstated(Decode::decode(d)?),
+            EventType::CreditAccountReinstated => {
+                Event::CreditAccountReinstated(Decode::decode(d)?)
+            }
             EventType::CreditReplenished => Event::CreditReplenished(Decode::decode(d)?),
             EventType::CreditSpent => Event::CreditSpent(Decode::decode(d)?),
             EventType::CreditRefunded => Event::CreditRefunded(Decode::decode(d)?),
@@ -252,7 +274,11 @@ fn check_sale(sale: &crate::event::SaleRecorded) -> Result<(), DecodeError> {
     if sale.lines.is_empty() || sale.lines.len() > LINES_PER_SALE_MAX {
         return Err(DecodeError::Other("bound: sale line count"));
     }
-    if sale.lines.iter().any(|l| l.quantity == 0 || l.quantity > QUANTITY_MAX) {
+    if sale
+        .lines
+        .iter()
+        .any(|l| l.quantity == 0 || l.quantity > QUANTITY_MAX)
+    {
         return Err(DecodeError::Other("bound: line quantity"));
     }
     if sale.commission.amount() > sale.gross.amount() || sale.commission.is_negative() {
@@ -274,7 +300,11 @@ pub fn seal_legacy_credit_account_opened_v1(
     let mut bytes = vec![0u8; PREFIX_LEN];
     bytes[0] = FORMAT_VERSION;
     bytes[1..33].copy_from_slice(&prev_hash.0);
-    let payload = legacy::CreditAccountOpenedV1 { name, allowance, cadence };
+    let payload = legacy::CreditAccountOpenedV1 {
+        name,
+        allowance,
+        cadence,
+    };
     let tagged = (EventType::CreditAccountOpened.tag(), 1u8, payload);
     bincode::encode_into_std_write((&header, &tagged), &mut bytes, CONFIG)
         .map_err(|e| CodecError::Encode(e.to_string()))?;

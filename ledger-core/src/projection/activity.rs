@@ -67,7 +67,11 @@ impl ActivityLog {
         self.apply_into(envelope, &mut super::Discard)
     }
 
-    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<ActivityEntry>) -> Outcome {
+    pub fn apply_into(
+        &mut self,
+        envelope: &Envelope,
+        sink: &mut impl Sink<ActivityEntry>,
+    ) -> Outcome {
         let outcome = self.gate.admit(envelope);
         if outcome == Outcome::Applied {
             let h = &envelope.header;

@@ -34,10 +34,19 @@ pub struct CreditView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Movement {
-    Replenished { period: Period },
-    Spent { order_id: OrderId },
-    Refunded { order_id: OrderId, refund_id: RefundId },
-    Adjusted { reason: Reason },
+    Replenished {
+        period: Period,
+    },
+    Spent {
+        order_id: OrderId,
+    },
+    Refunded {
+        order_id: OrderId,
+        refund_id: RefundId,
+    },
+    Adjusted {
+        reason: Reason,
+    },
 }
 
 /// One line of a statement, with the running balance.
@@ -72,11 +81,17 @@ impl CreditBalances {
         self.apply_into(envelope, &mut super::Discard)
     }
 
-    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<CreditChange>) -> Outcome {
+    pub fn apply_into(
+        &mut self,
+        envelope: &Envelope,
+        sink: &mut impl Sink<CreditChange>,
+    ) -> Outcome {
         if envelope.stream().kind() != StreamKind::Credit {
             return Outcome::Applied;
         }
-        let last = self.get(envelope.tenant_id(), employee_id(envelope)).map_or(StreamVersion::NONE, |v| v.version);
+        let last = self
+            .get(envelope.tenant_id(), employee_id(envelope))
+            .map_or(StreamVersion::NONE, |v| v.version);
         let outcome = admit(last, envelope.version());
         if outcome == Outcome::Applied {
             self.evolve(envelope, sink);
@@ -91,19 +106,24 @@ impl CreditBalances {
         let h = &envelope.header;
         if let Event::CreditAccountOpened(e) = &envelope.event {
             let zero = Money::zero(e.policy.allowance.currency());
-            self.views.insert(key, CreditView {
-                employee_id: key.1,
-                name: e.name.clone(),
-                policy: e.policy,
-                suspended: false,
-                balance: zero,
-                last_period: None,
-                lifetime_spent: zero,
-                lifetime_replenished: zero,
-                version: StreamVersion::NONE,
-            });
+            self.views.insert(
+                key,
+                CreditView {
+                    employee_id: key.1,
+                    name: e.name.clone(),
+                    policy: e.policy,
+                    suspended: false,
+                    balance: zero,
+                    last_period: None,
+                    lifetime_spent: zero,
+                    lifetime_replenished: zero,
+                    version: StreamVersion::NONE,
+                },
+            );
         }
-        let Some(view) = self.views.get_mut(&key) else { return };
+        let Some(view) = self.views.get_mut(&key) else {
+            return;
+        };
         view.version = h.version;
         let (movement, amount, balance_after) = match &envelope.event {
             Event::CreditPolicyChanged(e) => {
@@ -120,18 +140,50 @@ impl CreditBalances {
             }
             Event::CreditReplenished(e) => {
                 view.last_period = Some(e.period);
-                view.lifetime_replenished = view.lifetime_replenished.checked_add(e.amount).unwrap_or(view.lifetime_replenished);
-                (Some(Movement::Replenished { period: e.period }), e.amount, e.balance_after)
+                view.lifetime_replenished = view
+                    .lifetime_replenished
+                    .checked_add(e.amount)
+                    .unwrap_or(view.lifetime_replenished);
+                (
+                    Some(Movement::Replenished { period: e.period }),
+                    e.amount,
+                    e.balance_after,
+                )
             }
             Event::CreditSpent(e) => {
-                view.lifetime_spent = view.lifetime_spent.checked_add(e.amount).unwrap_or(view.lifetime_spent);
-                (Some(Movement::Spent { order_id: e.order_id }), e.amount.negate(), e.balance_after)
+                view.lifetime_spent = view
+                    .lifetime_spent
+                    .checked_add(e.amount)
+                    .unwrap_or(view.lifetime_spent);
+                (
+                    Some(Movement::Spent {
+                        order_id: e.order_id,
+                    }),
+                    e.amount.negate(),
+                    e.balance_after,
+                )
             }
             Event::CreditRefunded(e) => {
-                view.lifetime_spent = view.lifetime_spent.checked_sub(e.amount).unwrap_or(view.lifetime_spent);
-                (Some(Movement::Refunded { order_id: e.order_id, refund_id: e.refund_id }), e.amount, e.balance_after)
+                view.lifetime_spent = view
+                    .lifetime_spent
+                    .checked_sub(e.amount)
+                    .unwrap_or(view.lifetime_spent);
+                (
+                    Some(Movement::Refunded {
+                        order_id: e.order_id,
+                        refund_id: e.refund_id,
+                    }),
+                    e.amount,
+                    e.balance_after,
+                )
             }
-            Event::CreditAdjusted(e) => (Some(Movement::Adjusted { reason: e.reason.clone() }), e.amount, e.balance_after),
+            Event::CreditAdjusted(e) => (
+                Some(Movement::Adjusted {
+                    reason: e.reason.clone(),
+                }),
+                e.amount,
+                e.balance_after,
+            ),
             _ => (None, view.balance, view.balance),
         };
         view.balance = balance_after;
@@ -145,7 +197,11 @@ impl CreditBalances {
         if let Some(line) = &line {
             self.statements.entry(key).or_default().push(line.clone());
         }
-        sink.emit(|| CreditChange { tenant_id, view: view.clone(), line });
+        sink.emit(|| CreditChange {
+            tenant_id,
+            view: view.clone(),
+            line,
+        });
     }
 
     pub fn get(&self, tenant_id: TenantId, employee_id: EmployeeId) -> Option<&CreditView> {
@@ -154,12 +210,24 @@ impl CreditBalances {
 
     /// Every account of a tenant, in no particular order.
     pub fn accounts(&self, tenant_id: TenantId) -> impl Iterator<Item = &CreditView> {
-        self.views.iter().filter(move |((t, _), _)| *t == tenant_id).map(|(_, v)| v)
+        self.views
+            .iter()
+            .filter(move |((t, _), _)| *t == tenant_id)
+            .map(|(_, v)| v)
     }
 
     /// Statement lines in order, strictly after version `after`.
-    pub fn statement(&self, tenant_id: TenantId, employee_id: EmployeeId, after: StreamVersion, limit: usize) -> &[StatementLine] {
-        let lines = self.statements.get(&(tenant_id, employee_id)).map_or(&[][..], Vec::as_slice);
+    pub fn statement(
+        &self,
+        tenant_id: TenantId,
+        employee_id: EmployeeId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> &[StatementLine] {
+        let lines = self
+            .statements
+            .get(&(tenant_id, employee_id))
+            .map_or(&[][..], Vec::as_slice);
         let start = lines.partition_point(|l| l.version <= after);
         let end = lines.len().min(start + limit.min(PAGE_STATEMENT_MAX));
         &lines[start..end]
@@ -167,5 +235,6 @@ impl CreditBalances {
 }
 
 fn employee_id(envelope: &Envelope) -> EmployeeId {
-    EmployeeId::parse(envelope.stream().id().as_str()).expect("a credit stream's id is an employee id")
+    EmployeeId::parse(envelope.stream().id().as_str())
+        .expect("a credit stream's id is an employee id")
 }

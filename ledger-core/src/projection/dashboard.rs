@@ -102,9 +102,19 @@ impl DayTotals {
 /// A change to one dashboard key: add `delta` to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DashboardChange {
-    Day { tenant_id: TenantId, vendor_id: VendorId, date: LocalDate, delta: DayTotals },
+    Day {
+        tenant_id: TenantId,
+        vendor_id: VendorId,
+        date: LocalDate,
+        delta: DayTotals,
+    },
     /// Outstanding invoices due on `due_date`: add `delta` (negative on payment).
-    Receivable { tenant_id: TenantId, vendor_id: VendorId, due_date: LocalDate, delta: Decimal },
+    Receivable {
+        tenant_id: TenantId,
+        vendor_id: VendorId,
+        due_date: LocalDate,
+        delta: Decimal,
+    },
 }
 
 /// The dashboard projection.
@@ -121,7 +131,11 @@ impl VendorDailyTotals {
         self.apply_into(envelope, &mut super::Discard)
     }
 
-    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<DashboardChange>) -> Outcome {
+    pub fn apply_into(
+        &mut self,
+        envelope: &Envelope,
+        sink: &mut impl Sink<DashboardChange>,
+    ) -> Outcome {
         if envelope.stream().kind() != StreamKind::Order {
             return Outcome::Applied;
         }
@@ -135,12 +149,22 @@ impl VendorDailyTotals {
     /// Folds an admitted event.
     pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<DashboardChange>) {
         let tenant_id = envelope.tenant_id();
-        let Some((vendor_id, date, delta)) = DayTotals::delta(&envelope.event) else { return };
+        let Some((vendor_id, date, delta)) = DayTotals::delta(&envelope.event) else {
+            return;
+        };
         if let Some(money) = envelope.event.amount() {
             self.currencies.entry(tenant_id).or_insert(money.currency());
         }
-        self.days.entry((tenant_id, vendor_id, date)).or_default().add(&delta);
-        sink.emit(|| DashboardChange::Day { tenant_id, vendor_id, date, delta });
+        self.days
+            .entry((tenant_id, vendor_id, date))
+            .or_default()
+            .add(&delta);
+        sink.emit(|| DashboardChange::Day {
+            tenant_id,
+            vendor_id,
+            date,
+            delta,
+        });
         let receivable = match &envelope.event {
             Event::SaleRecorded(e) => match e.payment {
                 Payment::Invoice { due_date } => Some((due_date, e.gross.amount())),
@@ -150,8 +174,16 @@ impl VendorDailyTotals {
             _ => None,
         };
         if let Some((due_date, delta)) = receivable {
-            *self.receivables.entry((tenant_id, vendor_id, due_date)).or_default() += delta;
-            sink.emit(|| DashboardChange::Receivable { tenant_id, vendor_id, due_date, delta });
+            *self
+                .receivables
+                .entry((tenant_id, vendor_id, due_date))
+                .or_default() += delta;
+            sink.emit(|| DashboardChange::Receivable {
+                tenant_id,
+                vendor_id,
+                due_date,
+                delta,
+            });
         }
     }
 
@@ -178,12 +210,17 @@ impl VendorDailyTotals {
         if days >= QUERY_DAYS_MAX {
             return Err(QueryError::RangeTooLong);
         }
-        let wanted = |t: &TenantId, v: &VendorId| *t == q.tenant_id && q.vendor_id.is_none_or(|want| want == *v);
+        let wanted = |t: &TenantId, v: &VendorId| {
+            *t == q.tenant_id && q.vendor_id.is_none_or(|want| want == *v)
+        };
         let mut buckets: std::collections::BTreeMap<LocalDate, DayTotals> = Default::default();
         let mut totals = DayTotals::default();
         for ((t, v, date), day) in &self.days {
             if wanted(t, v) && (q.from..=q.to).contains(date) {
-                buckets.entry(q.granularity.bucket_start(*date)).or_default().add(day);
+                buckets
+                    .entry(q.granularity.bucket_start(*date))
+                    .or_default()
+                    .add(day);
                 totals.add(day);
             }
         }
@@ -198,7 +235,11 @@ impl VendorDailyTotals {
         }
         let series = buckets
             .into_iter()
-            .map(|(start, totals)| Bucket { label: q.granularity.label(start), start, totals })
+            .map(|(start, totals)| Bucket {
+                label: q.granularity.label(start),
+                start,
+                totals,
+            })
             .collect();
         Ok(Dashboard {
             currency: self.currencies.get(&q.tenant_id).copied(),
@@ -211,7 +252,9 @@ impl VendorDailyTotals {
 }
 
 /// How a dashboard series is bucketed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
     Day,

@@ -36,7 +36,10 @@ pub enum Outcome {
     /// The event was applied before; nothing changed.
     Duplicate,
     /// An earlier event of the stream is missing; nothing changed.
-    Gap { expected: StreamVersion, got: StreamVersion },
+    Gap {
+        expected: StreamVersion,
+        got: StreamVersion,
+    },
 }
 
 /// The gate rule, given the last version applied for the event's stream.
@@ -90,7 +93,10 @@ impl StreamGate {
     }
 
     pub fn last_applied(&self, tenant_id: TenantId, stream: StreamId) -> StreamVersion {
-        self.applied.get(&(tenant_id, stream)).copied().unwrap_or_default()
+        self.applied
+            .get(&(tenant_id, stream))
+            .copied()
+            .unwrap_or_default()
     }
 }
 

@@ -66,11 +66,17 @@ impl OrderViews {
         self.apply_into(envelope, &mut super::Discard)
     }
 
-    pub fn apply_into(&mut self, envelope: &Envelope, sink: &mut impl Sink<OrderChange>) -> Outcome {
+    pub fn apply_into(
+        &mut self,
+        envelope: &Envelope,
+        sink: &mut impl Sink<OrderChange>,
+    ) -> Outcome {
         if envelope.stream().kind() != StreamKind::Order {
             return Outcome::Applied;
         }
-        let last = self.get(envelope.tenant_id(), order_id(envelope)).map_or(StreamVersion::NONE, |v| v.version);
+        let last = self
+            .get(envelope.tenant_id(), order_id(envelope))
+            .map_or(StreamVersion::NONE, |v| v.version);
         let outcome = admit(last, envelope.version());
         if outcome == Outcome::Applied {
             self.evolve(envelope, sink);
@@ -84,37 +90,55 @@ impl OrderViews {
         let h = &envelope.header;
         let key = (tenant_id, order_id(envelope));
         let view = match &envelope.event {
-            Event::SaleRecorded(e) => self.views.entry(key).insert_entry(OrderView {
-                order_id: key.1,
-                vendor_id: e.vendor_id,
-                lines: e.lines.clone(),
-                gross: e.gross,
-                commission_rate: e.commission_rate,
-                commission: e.commission,
-                net: e.net(),
-                payment: e.payment,
-                status: if e.payment.tender().is_some() { OrderStatus::Paid } else { OrderStatus::Pending },
-                refunded: Money::zero(e.gross.currency()),
-                commission_reversed: Money::zero(e.gross.currency()),
-                refunds: Vec::new(),
-                occurred_at: h.occurred_at,
-                recorded_at: h.recorded_at,
-                business_date: e.business_date,
-                paid_at: e.payment.tender().map(|_| h.occurred_at),
-                version: h.version,
-            }).into_mut(),
+            Event::SaleRecorded(e) => self
+                .views
+                .entry(key)
+                .insert_entry(OrderView {
+                    order_id: key.1,
+                    vendor_id: e.vendor_id,
+                    lines: e.lines.clone(),
+                    gross: e.gross,
+                    commission_rate: e.commission_rate,
+                    commission: e.commission,
+                    net: e.net(),
+                    payment: e.payment,
+                    status: if e.payment.tender().is_some() {
+                        OrderStatus::Paid
+                    } else {
+                        OrderStatus::Pending
+                    },
+                    refunded: Money::zero(e.gross.currency()),
+                    commission_reversed: Money::zero(e.gross.currency()),
+                    refunds: Vec::new(),
+                    occurred_at: h.occurred_at,
+                    recorded_at: h.recorded_at,
+                    business_date: e.business_date,
+                    paid_at: e.payment.tender().map(|_| h.occurred_at),
+                    version: h.version,
+                })
+                .into_mut(),
             Event::PaymentReceived(_) => {
-                let Some(view) = self.views.get_mut(&key) else { return };
+                let Some(view) = self.views.get_mut(&key) else {
+                    return;
+                };
                 view.status = OrderStatus::Paid;
                 view.paid_at = Some(h.occurred_at);
                 view
             }
             Event::RefundIssued(e) => {
-                let Some(view) = self.views.get_mut(&key) else { return };
+                let Some(view) = self.views.get_mut(&key) else {
+                    return;
+                };
                 view.refunded = view.refunded.checked_add(e.amount).unwrap_or(view.refunded);
-                view.commission_reversed =
-                    view.commission_reversed.checked_add(e.commission_reversed).unwrap_or(view.commission_reversed);
-                view.status = if e.completes_refund { OrderStatus::Refunded } else { OrderStatus::PartiallyRefunded };
+                view.commission_reversed = view
+                    .commission_reversed
+                    .checked_add(e.commission_reversed)
+                    .unwrap_or(view.commission_reversed);
+                view.status = if e.completes_refund {
+                    OrderStatus::Refunded
+                } else {
+                    OrderStatus::PartiallyRefunded
+                };
                 view.refunds.push(RefundView {
                     refund_id: e.refund_id,
                     amount: e.amount,
@@ -127,7 +151,10 @@ impl OrderViews {
             _ => return,
         };
         view.version = h.version;
-        sink.emit(|| OrderChange { tenant_id, view: view.clone() });
+        sink.emit(|| OrderChange {
+            tenant_id,
+            view: view.clone(),
+        });
     }
 
     pub fn get(&self, tenant_id: TenantId, order_id: OrderId) -> Option<&OrderView> {

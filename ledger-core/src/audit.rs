@@ -214,8 +214,7 @@ impl Auditor {
             });
         }
         if stream.kind() == StreamKind::Credit {
-            let employee_id = EmployeeId::parse(stream.id().as_str())
-                .expect("credit stream ids are employee ids");
+            let employee_id = EmployeeId::from_text(stream.id());
             let ledger = -self
                 .ledger
                 .get(&(tenant_id, Account::EmployeeCredit(employee_id)))

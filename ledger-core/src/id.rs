@@ -143,6 +143,11 @@ macro_rules! text_id {
             pub fn as_text(&self) -> IdText {
                 self.0
             }
+
+            /// The id whose text is `text`: free, the text is already valid.
+            pub fn from_text(text: IdText) -> Self {
+                Self(text)
+            }
         }
 
         impl fmt::Debug for $name {

@@ -235,17 +235,17 @@ impl MemoryLedger {
         match envelope.stream().kind() {
             StreamKind::Tenant => self.tenant = evolve_settings(self.tenant, e),
             StreamKind::Vendor => {
-                let key = VendorId::parse(id.as_str()).expect("vendor stream");
+                let key = VendorId::from_text(id);
                 let state = self.vendors.remove(&key).flatten();
                 self.vendors.insert(key, Vendor::evolve(state, e));
             }
             StreamKind::Credit => {
-                let key = EmployeeId::parse(id.as_str()).expect("credit stream");
+                let key = EmployeeId::from_text(id);
                 let state = self.credit.remove(&key).flatten();
                 self.credit.insert(key, evolve_account(state, e));
             }
             StreamKind::Order => {
-                let key = OrderId::parse(id.as_str()).expect("order stream");
+                let key = OrderId::from_text(id);
                 let state = self.orders.remove(&key).flatten();
                 self.orders.insert(key, evolve_order(state, e));
             }

@@ -158,6 +158,14 @@ impl Money {
         Self::in_range(normalized, currency)
     }
 
+    /// Builds money from a mantissa at the currency's scale: the decoder's
+    /// path, an integer comparison instead of decimal arithmetic.
+    fn from_minor(minor: i64, currency: Currency) -> Option<Self> {
+        let bound = AMOUNT_MAJOR_MAX.checked_mul(10i64.pow(currency.scale()))?;
+        (minor.unsigned_abs() <= bound.unsigned_abs())
+            .then(|| Self { amount: Decimal::new(minor, currency.scale()), currency })
+    }
+
     fn in_range(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
         if amount.abs() > Decimal::from(AMOUNT_MAJOR_MAX) {
             return Err(MoneyError::OutOfRange(amount));
@@ -337,11 +345,8 @@ impl Encode for Money {
 impl<C> Decode<C> for Money {
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let currency = Currency::decode(decoder)?;
-        let mantissa = i64::decode(decoder)?;
-        let amount = Decimal::try_from_i128_with_scale(i128::from(mantissa), currency.scale())
-            .map_err(|_| DecodeError::Other("amount out of range"))?;
-        Self::in_range(amount, currency)
-            .map_err(|_| DecodeError::Other("amount beyond the domain limit"))
+        let minor = i64::decode(decoder)?;
+        Self::from_minor(minor, currency).ok_or(DecodeError::Other("amount beyond the domain limit"))
     }
 }
 bincode::impl_borrow_decode!(Money);

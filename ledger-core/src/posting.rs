@@ -74,8 +74,7 @@ pub fn postings(envelope: &Envelope) -> Vec<Posting> {
         }
     };
     let employee = || {
-        EmployeeId::parse(envelope.stream().id().as_str())
-            .expect("a credit stream's id is an employee id")
+        EmployeeId::from_text(envelope.stream().id())
     };
     match &envelope.event {
         Event::SaleRecorded(e) => {

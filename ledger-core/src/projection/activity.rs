@@ -76,7 +76,7 @@ impl ActivityLog {
         if outcome == Outcome::Applied {
             let h = &envelope.header;
             let vendor_id = match h.stream.kind() {
-                StreamKind::Vendor => VendorId::parse(h.stream.id().as_str()).ok(),
+                StreamKind::Vendor => Some(VendorId::from_text(h.stream.id())),
                 _ => envelope.event.vendor_id(),
             };
             let entry = ActivityEntry {

@@ -235,6 +235,5 @@ impl CreditBalances {
 }
 
 fn employee_id(envelope: &Envelope) -> EmployeeId {
-    EmployeeId::parse(envelope.stream().id().as_str())
-        .expect("a credit stream's id is an employee id")
+    EmployeeId::from_text(envelope.stream().id())
 }

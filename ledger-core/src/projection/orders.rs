@@ -195,7 +195,7 @@ impl OrderViews {
 }
 
 fn order_id(envelope: &Envelope) -> OrderId {
-    OrderId::parse(envelope.stream().id().as_str()).expect("an order stream's id is an order id")
+    OrderId::from_text(envelope.stream().id())
 }
 
 /// Orders of a tenant (one vendor, or all for admins) with `from <= occurred_at < until`.

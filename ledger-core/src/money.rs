@@ -162,8 +162,10 @@ impl Money {
     /// path, an integer comparison instead of decimal arithmetic.
     fn from_minor(minor: i64, currency: Currency) -> Option<Self> {
         let bound = AMOUNT_MAJOR_MAX.checked_mul(10i64.pow(currency.scale()))?;
-        (minor.unsigned_abs() <= bound.unsigned_abs())
-            .then(|| Self { amount: Decimal::new(minor, currency.scale()), currency })
+        (minor.unsigned_abs() <= bound.unsigned_abs()).then(|| Self {
+            amount: Decimal::new(minor, currency.scale()),
+            currency,
+        })
     }
 
     fn in_range(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
@@ -346,7 +348,8 @@ impl<C> Decode<C> for Money {
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let currency = Currency::decode(decoder)?;
         let minor = i64::decode(decoder)?;
-        Self::from_minor(minor, currency).ok_or(DecodeError::Other("amount beyond the domain limit"))
+        Self::from_minor(minor, currency)
+            .ok_or(DecodeError::Other("amount beyond the domain limit"))
     }
 }
 bincode::impl_borrow_decode!(Money);

@@ -73,9 +73,7 @@ pub fn postings(envelope: &Envelope) -> Vec<Posting> {
             out.push(Posting { account, amount });
         }
     };
-    let employee = || {
-        EmployeeId::from_text(envelope.stream().id())
-    };
+    let employee = || EmployeeId::from_text(envelope.stream().id());
     match &envelope.event {
         Event::SaleRecorded(e) => {
             post(Account::of_payment(e.payment, e.vendor_id), e.gross);

@@ -81,7 +81,7 @@ pub fn all() -> Vec<SchemaFile> {
 
 /// The JSON export form of an [`Envelope`] (one line per event).
 #[derive(JsonSchema)]
-#[schemars(rename = "Envelope")]
+#[schemars(rename = "Envelope", deny_unknown_fields)]
 #[allow(dead_code)]
 struct EnvelopeSchema {
     event_id: crate::id::EventId,

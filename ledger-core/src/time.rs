@@ -13,8 +13,20 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone as _, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant, in microseconds since the Unix epoch (UTC).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode)]
 pub struct Timestamp(i64);
+
+/// Decoding refuses instants chrono cannot represent, so every decoded
+/// timestamp can be displayed and serialized.
+impl<C> Decode<C> for Timestamp {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let micros = i64::decode(decoder)?;
+        DateTime::from_timestamp_micros(micros)
+            .map(|_| Self(micros))
+            .ok_or(DecodeError::Other("bound: instant out of range"))
+    }
+}
+bincode::impl_borrow_decode!(Timestamp);
 
 impl Timestamp {
     pub const fn from_micros(micros: i64) -> Self {

@@ -46,11 +46,10 @@ pub(super) fn decode<C, D: Decoder<Context = C>>(
 ) -> Result<Option<Event>, DecodeError> {
     Ok(match (event_type, schema_version) {
         (EventType::CreditAccountOpened, 1) => {
-            let v1 = CreditAccountOpenedV1::decode(d)?;
-            if !v1.allowance.is_positive() {
-                return Err(DecodeError::Other("bound: allowance must be positive"));
-            }
-            Some(Event::CreditAccountOpened(v1.upcast()))
+            // The upcast event is checked like any other by `codec::decode`.
+            Some(Event::CreditAccountOpened(
+                CreditAccountOpenedV1::decode(d)?.upcast(),
+            ))
         }
         _ => None,
     })

@@ -84,8 +84,15 @@ pub struct Sealed {
 /// Links `event` to its stream's previous hash, hashes it and encodes it.
 ///
 /// # Errors
-/// [`CodecError::TooLarge`] when the event encodes beyond [`EVENT_BYTES_MAX`].
+/// [`CodecError::TooLarge`] when the event encodes beyond [`EVENT_BYTES_MAX`];
+/// [`CodecError::OutOfBounds`] for an event `decode` would refuse.
 pub fn seal(header: Header, event: Event, prev_hash: Hash) -> Result<Sealed, CodecError> {
+    check_event(&event).map_err(CodecError::OutOfBounds)?;
+    if header.stream.kind() != event.stream_kind() {
+        return Err(CodecError::OutOfBounds(
+            "event type does not belong to its stream kind",
+        ));
+    }
     let mut bytes = vec![0u8; PREFIX_LEN];
     bytes[0] = FORMAT_VERSION;
     bytes[1..33].copy_from_slice(&prev_hash.0);
@@ -156,6 +163,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
         return Err(CodecError::TrailingBytes(body.len() - read));
     }
     let event = event.0;
+    check_event(&event).map_err(CodecError::OutOfBounds)?;
     if header.stream.kind() != event.stream_kind() {
         return Err(CodecError::OutOfBounds(
             "event type does not belong to its stream kind",
@@ -258,11 +266,7 @@ impl<C> Decode<C> for DecodedEvent {
             EventType::CreditSpent => Event::CreditSpent(Decode::decode(d)?),
             EventType::CreditRefunded => Event::CreditRefunded(Decode::decode(d)?),
             EventType::CreditAdjusted => Event::CreditAdjusted(Decode::decode(d)?),
-            EventType::SaleRecorded => {
-                let sale: crate::event::SaleRecorded = Decode::decode(d)?;
-                check_sale(&sale)?;
-                Event::SaleRecorded(sale)
-            }
+            EventType::SaleRecorded => Event::SaleRecorded(Decode::decode(d)?),
             EventType::PaymentReceived => Event::PaymentReceived(Decode::decode(d)?),
             EventType::RefundIssued => Event::RefundIssued(Decode::decode(d)?),
         };
@@ -270,21 +274,96 @@ impl<C> Decode<C> for DecodedEvent {
     }
 }
 
-fn check_sale(sale: &crate::event::SaleRecorded) -> Result<(), DecodeError> {
-    if sale.lines.is_empty() || sale.lines.len() > LINES_PER_SALE_MAX {
-        return Err(DecodeError::Other("bound: sale line count"));
+/// Checks that a decoded event is well formed: within the domain's bounds
+/// and internally consistent (one currency per event, signs and orderings
+/// that `decide` guarantees). Everything downstream (postings, projections,
+/// the audit) relies on it, so a record that decodes can never make them
+/// panic, whoever wrote its bytes: the hash chain is not a signature.
+fn check_event(event: &Event) -> Result<(), &'static str> {
+    use crate::money::Money;
+    let ok = |cond: bool, what: &'static str| if cond { Ok(()) } else { Err(what) };
+    let same = |a: &Money, b: &Money| a.currency() == b.currency();
+    let positive_movement = |amount: &Money, after: &Money| {
+        ok(
+            same(amount, after) && !after.is_negative(),
+            "credit movement currency or balance",
+        )
+    };
+    match event {
+        Event::SaleRecorded(e) => {
+            ok(
+                !e.lines.is_empty() && e.lines.len() <= LINES_PER_SALE_MAX,
+                "sale line count",
+            )?;
+            ok(
+                e.lines
+                    .iter()
+                    .all(|l| (1..=QUANTITY_MAX).contains(&l.quantity)),
+                "line quantity",
+            )?;
+            ok(
+                e.lines
+                    .iter()
+                    .all(|l| same(&l.unit_price, &e.gross) && l.unit_price.is_positive()),
+                "line price",
+            )?;
+            ok(
+                e.gross.is_positive() && same(&e.commission, &e.gross),
+                "sale gross or currency",
+            )?;
+            ok(
+                !e.commission.is_negative() && e.commission.amount() <= e.gross.amount(),
+                "commission outside 0..=gross",
+            )
+        }
+        Event::PaymentReceived(e) => ok(e.amount.is_positive(), "payment amount"),
+        Event::RefundIssued(e) => {
+            ok(
+                e.amount.is_positive() && same(&e.commission_reversed, &e.amount),
+                "refund amount or currency",
+            )?;
+            ok(
+                !e.commission_reversed.is_negative()
+                    && e.commission_reversed.amount() <= e.amount.amount(),
+                "commission reversed outside 0..=refund",
+            )
+        }
+        Event::CreditReplenished(e) => positive_movement(&e.amount, &e.balance_after),
+        Event::CreditSpent(e) => ok(e.amount.is_positive(), "credit spent")
+            .and(positive_movement(&e.amount, &e.balance_after)),
+        Event::CreditRefunded(e) => ok(e.amount.is_positive(), "credit refunded")
+            .and(positive_movement(&e.amount, &e.balance_after)),
+        Event::CreditAdjusted(e) => ok(!e.amount.is_zero(), "credit adjusted")
+            .and(positive_movement(&e.amount, &e.balance_after)),
+        Event::CreditAccountOpened(crate::event::CreditAccountOpened { policy, .. })
+        | Event::CreditPolicyChanged(crate::event::CreditPolicyChanged { policy }) => {
+            check_policy(policy)
+        }
+        Event::TenantConfigured(_)
+        | Event::VendorRegistered(_)
+        | Event::CommissionRateChanged(_)
+        | Event::VendorSuspended(_)
+        | Event::VendorReinstated(_)
+        | Event::CreditAccountSuspended(_)
+        | Event::CreditAccountReinstated(_) => Ok(()),
     }
-    if sale
-        .lines
-        .iter()
-        .any(|l| l.quantity == 0 || l.quantity > QUANTITY_MAX)
-    {
-        return Err(DecodeError::Other("bound: line quantity"));
+}
+
+fn check_policy(policy: &crate::credit::CreditPolicy) -> Result<(), &'static str> {
+    use crate::credit::ReplenishMode;
+    if !policy.allowance.is_positive() {
+        return Err("allowance must be positive");
     }
-    if sale.commission.amount() > sale.gross.amount() || sale.commission.is_negative() {
-        return Err(DecodeError::Other("bound: commission outside 0..=gross"));
+    match (policy.mode, policy.cap) {
+        (_, None) => Ok(()),
+        (ReplenishMode::Accumulate, Some(cap))
+            if cap.currency() == policy.allowance.currency()
+                && cap.amount() >= policy.allowance.amount() =>
+        {
+            Ok(())
+        }
+        _ => Err("cap must be an accumulate account's, in its currency, at least the allowance"),
     }
-    Ok(())
 }
 
 /// Encodes a record whose payload is written at an older schema version.

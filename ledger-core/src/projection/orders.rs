@@ -175,7 +175,7 @@ impl OrderViews {
             })
             .map(|(_, v)| v)
             .collect();
-        page.sort_unstable_by(|a, b| (b.occurred_at, b.order_id).cmp(&(a.occurred_at, a.order_id)));
+        page.sort_unstable_by_key(|v| std::cmp::Reverse((v.occurred_at, v.order_id)));
         page.truncate(q.limit.min(PAGE_ORDERS_MAX));
         page
     }

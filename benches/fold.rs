@@ -18,14 +18,26 @@ use tally::sim::{SimConfig, simulate};
 /// employees on credit, so the read models outgrow the CPU caches as real
 /// ones do.
 fn workload() -> Vec<Vec<u8>> {
-    let config = SimConfig { days: 60, vendors: 12, employees: 500, sales_per_day: 1000, ..SimConfig::default() };
+    let config = SimConfig {
+        days: 60,
+        vendors: 12,
+        employees: 500,
+        sales_per_day: 1000,
+        ..SimConfig::default()
+    };
     simulate(config).0.into_records()
 }
 
 fn fold(c: &mut Criterion) {
     let records = workload();
-    let envelopes: Vec<Envelope> = records.iter().map(|r| codec::decode(r).expect("decodes")).collect();
-    let json: Vec<String> = envelopes.iter().map(|e| serde_json::to_string(e).expect("serializes")).collect();
+    let envelopes: Vec<Envelope> = records
+        .iter()
+        .map(|r| codec::decode(r).expect("decodes"))
+        .collect();
+    let json: Vec<String> = envelopes
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("serializes"))
+        .collect();
     let bytes: usize = records.iter().map(Vec::len).sum();
     let json_bytes: usize = json.iter().map(String::len).sum();
     eprintln!(

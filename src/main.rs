@@ -15,7 +15,11 @@ use rust_decimal::Decimal;
 use tally::sim::{SimConfig, simulate};
 
 #[derive(Parser)]
-#[command(name = "tally", version, about = "Event-sourced ledger engine for multi-tenant point of sale")]
+#[command(
+    name = "tally",
+    version,
+    about = "Event-sourced ledger engine for multi-tenant point of sale"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -103,13 +107,19 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         records.len() as f64 / fold.as_secs_f64() / 1e6
     );
 
-    let last_day = LocalDate::new(first_day.as_naive() + chrono::Duration::days(i64::from(args.days.max(1)) - 1));
+    let last_day = LocalDate::new(
+        first_day.as_naive() + chrono::Duration::days(i64::from(args.days.max(1)) - 1),
+    );
     print_dashboard(&models, tenant_id, first_day, last_day, args.granularity)?;
     print_credit(&models, tenant_id);
 
     if let Some(path) = &args.export {
         export(&records, path)?;
-        println!("Exported {} events as JSON Lines to {}", records.len(), path.display());
+        println!(
+            "Exported {} events as JSON Lines to {}",
+            records.len(),
+            path.display()
+        );
     }
 
     let started = Instant::now();
@@ -118,7 +128,11 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         auditor.record(record);
     }
     let report = auditor.finish();
-    let verdict = if report.is_clean() { "CLEAN" } else { "FINDINGS" };
+    let verdict = if report.is_clean() {
+        "CLEAN"
+    } else {
+        "FINDINGS"
+    };
     println!(
         "\nAudit: {verdict}: {} events in {} streams, {} postings, in {:.2} s. Hash chains and versions verified, \
          postings sum to zero, credit never negative, refunds reconcile, projections agree with the ledger.",
@@ -143,7 +157,14 @@ fn print_dashboard(
     to: LocalDate,
     granularity: Granularity,
 ) -> anyhow::Result<()> {
-    let query = DashboardQuery { tenant_id, vendor_id: None, from, to, granularity, today: to };
+    let query = DashboardQuery {
+        tenant_id,
+        vendor_id: None,
+        from,
+        to,
+        granularity,
+        today: to,
+    };
     let dashboard = models.dashboard.query(&query)?;
     let currency = dashboard.currency.map_or(String::new(), |c| c.to_string());
     println!("Dashboard, all vendors, {from}..{to}, {currency}:");
@@ -175,13 +196,17 @@ fn print_dashboard(
     );
     println!(
         "  invoices: {} paid ({}), pending {}, overdue {}\n",
-        t.payments, t.payments_received, dashboard.receivables_pending, dashboard.receivables_overdue
+        t.payments,
+        t.payments_received,
+        dashboard.receivables_pending,
+        dashboard.receivables_overdue
     );
     Ok(())
 }
 
 fn print_credit(models: &ReadModels, tenant_id: TenantId) {
-    let (mut accounts, mut balance, mut spent, mut replenished) = (0, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+    let (mut accounts, mut balance, mut spent, mut replenished) =
+        (0, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     for view in models.credit.accounts(tenant_id) {
         accounts += 1;
         balance += view.balance.amount();
@@ -196,7 +221,8 @@ fn print_credit(models: &ReadModels, tenant_id: TenantId) {
 }
 
 fn export(records: &[Vec<u8>], path: &std::path::Path) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     for record in records {
         serde_json::to_writer(&mut out, &codec::decode(record)?)?;

@@ -6,16 +6,20 @@
 //! product could have written.
 
 use chrono::{Datelike, Duration};
-use ledger_core::credit::{CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishCredit, ReplenishMode};
+use ledger_core::credit::{
+    CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishCredit, ReplenishMode,
+};
 use ledger_core::event::{Payment, Tender};
 use ledger_core::memory::{Command, MemoryLedger};
-use ledger_core::sale::{IssueRefund, LineInput, OrderStatus, ReceivePayment, RecordSale, SaleCommand};
+use ledger_core::sale::{
+    IssueRefund, LineInput, OrderStatus, ReceivePayment, RecordSale, SaleCommand,
+};
 use ledger_core::tenant::ConfigureTenant;
 use ledger_core::text::{Name, Reason};
 use ledger_core::vendor::{ChangeCommissionRate, RegisterVendor, VendorCommand};
 use ledger_core::{
-    Actor, Cadence, CommissionRate, Currency, EmployeeId, ItemCode, LocalDate, OrderId, Period, RefundId, Role, TenantId,
-    TimeZone, Timestamp, UserId, VendorId,
+    Actor, Cadence, CommissionRate, Currency, EmployeeId, ItemCode, LocalDate, OrderId, Period,
+    RefundId, Role, TenantId, TimeZone, Timestamp, UserId, VendorId,
 };
 use rust_decimal::Decimal;
 
@@ -119,7 +123,10 @@ pub fn simulate(config: SimConfig) -> (MemoryLedger, SimStats) {
 }
 
 fn admin() -> Actor {
-    Actor { user_id: UserId::new("admin"), role: Role::Admin }
+    Actor {
+        user_id: UserId::new("admin"),
+        role: Role::Admin,
+    }
 }
 
 fn vendor_id(i: u32) -> VendorId {
@@ -133,7 +140,14 @@ fn employee_id(i: u32) -> EmployeeId {
 impl Simulator {
     fn run(&mut self) {
         let start = self.at(self.config.first_day, 7 * 60);
-        self.exec(Command::Tenant(ConfigureTenant { currency: Currency::new("PHP"), time_zone: self.zone }), admin(), start);
+        self.exec(
+            Command::Tenant(ConfigureTenant {
+                currency: Currency::new("PHP"),
+                time_zone: self.zone,
+            }),
+            admin(),
+            start,
+        );
         for i in 0..self.config.vendors {
             let bps = [800, 1000, 1200, 1500][(i % 4) as usize];
             let c = RegisterVendor {
@@ -147,14 +161,27 @@ impl Simulator {
             let policy = CreditPolicyInput {
                 allowance: Decimal::new(if i % 5 == 0 { 2500 } else { 1500 }, 0),
                 cadence: Cadence::SemiMonthly,
-                mode: if i % 4 == 0 { ReplenishMode::Accumulate } else { ReplenishMode::TopUp },
-                cap: if i % 4 == 0 { Some(Decimal::new(4000, 0)) } else { None },
+                mode: if i % 4 == 0 {
+                    ReplenishMode::Accumulate
+                } else {
+                    ReplenishMode::TopUp
+                },
+                cap: if i % 4 == 0 {
+                    Some(Decimal::new(4000, 0))
+                } else {
+                    None
+                },
             };
-            let c = OpenCreditAccount { employee_id: employee_id(i), name: Name::new(&format!("Employee {i}")), policy };
+            let c = OpenCreditAccount {
+                employee_id: employee_id(i),
+                name: Name::new(&format!("Employee {i}")),
+                policy,
+            };
             self.exec(Command::Credit(CreditCommand::Open(c)), admin(), start);
         }
         for day in 0..self.config.days {
-            let date = LocalDate::new(self.config.first_day.as_naive() + Duration::days(i64::from(day)));
+            let date =
+                LocalDate::new(self.config.first_day.as_naive() + Duration::days(i64::from(day)));
             self.day(date);
         }
     }
@@ -167,9 +194,16 @@ impl Simulator {
         if d.day() == 10 && self.config.vendors > 0 {
             let c = ChangeCommissionRate {
                 vendor_id: vendor_id(0),
-                commission_rate: CommissionRate::from_basis_points(800 + 50 * (d.month() as u16 % 6)).expect("rate"),
+                commission_rate: CommissionRate::from_basis_points(
+                    800 + 50 * (d.month() as u16 % 6),
+                )
+                .expect("rate"),
             };
-            self.exec(Command::Vendor(VendorCommand::ChangeCommissionRate(c)), admin(), self.at(date, 6 * 60));
+            self.exec(
+                Command::Vendor(VendorCommand::ChangeCommissionRate(c)),
+                admin(),
+                self.at(date, 6 * 60),
+            );
         }
         let sales = self.config.sales_per_day;
         for n in 0..sales {
@@ -187,9 +221,16 @@ impl Simulator {
     fn replenish(&mut self, date: LocalDate) {
         let now = self.at(date, 5 * 60);
         let period = Period::containing(now, self.zone, Cadence::SemiMonthly);
-        let service = Actor { user_id: UserId::new("scheduler"), role: Role::Service };
+        let service = Actor {
+            user_id: UserId::new("scheduler"),
+            role: Role::Service,
+        };
         for i in 0..self.config.employees {
-            let c = ReplenishCredit { employee_id: employee_id(i), period, now };
+            let c = ReplenishCredit {
+                employee_id: employee_id(i),
+                period,
+                now,
+            };
             self.exec(Command::Credit(CreditCommand::Replenish(c)), service, now);
         }
     }
@@ -201,22 +242,41 @@ impl Simulator {
         let lines = (0..1 + self.rng.below(3))
             .map(|_| {
                 let (item, cents) = MENU[self.rng.below(MENU.len() as u64) as usize];
-                LineInput { item: ItemCode::new(item), quantity: 1 + self.rng.below(2) as u32, unit_price: Decimal::new(cents, 2) }
+                LineInput {
+                    item: ItemCode::new(item),
+                    quantity: 1 + self.rng.below(2) as u32,
+                    unit_price: Decimal::new(cents, 2),
+                }
             })
             .collect();
         let payment = match self.rng.below(100) {
-            0..35 if self.config.employees > 0 => {
-                Payment::Credit { employee_id: employee_id(self.rng.below(u64::from(self.config.employees)) as u32) }
-            }
+            0..35 if self.config.employees > 0 => Payment::Credit {
+                employee_id: employee_id(self.rng.below(u64::from(self.config.employees)) as u32),
+            },
             0..70 => Payment::Cash,
             70..85 => Payment::Card,
             85..95 => Payment::MobileMoney,
-            _ => Payment::Invoice { due_date: LocalDate::new(now.local_date(self.zone).as_naive() + Duration::days(7)) },
+            _ => Payment::Invoice {
+                due_date: LocalDate::new(now.local_date(self.zone).as_naive() + Duration::days(7)),
+            },
         };
         // A few sales were rung up offline and sync hours later.
-        let occurred_at = self.rng.chance(3).then(|| now.plus_seconds(-3600 * (1 + self.rng.below(6) as i64)));
-        let cashier = Actor { user_id: UserId::new(&format!("cashier-{vendor}")), role: Role::Cashier };
-        let mut c = RecordSale { order_id, vendor_id: vendor_id(vendor), lines, payment, occurred_at, now };
+        let occurred_at = self
+            .rng
+            .chance(3)
+            .then(|| now.plus_seconds(-3600 * (1 + self.rng.below(6) as i64)));
+        let cashier = Actor {
+            user_id: UserId::new(&format!("cashier-{vendor}")),
+            role: Role::Cashier,
+        };
+        let mut c = RecordSale {
+            order_id,
+            vendor_id: vendor_id(vendor),
+            lines,
+            payment,
+            occurred_at,
+            now,
+        };
         let mut recorded = self.exec(Command::Sale(SaleCommand::Record(c.clone())), cashier, now);
         if !recorded && matches!(payment, Payment::Credit { .. }) {
             // Out of credit: the employee pays the rest of the way in cash.
@@ -238,12 +298,21 @@ impl Simulator {
             return;
         }
         let order_id = self.orders[self.orders.len() - 1 - self.rng.below(recent) as usize];
-        let Some(order) = self.ledger.order_state(order_id) else { return };
-        if !matches!(order.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded) {
+        let Some(order) = self.ledger.order_state(order_id) else {
+            return;
+        };
+        if !matches!(
+            order.status,
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded
+        ) {
             return;
         }
         let remaining = order.remaining().amount();
-        let amount = if self.rng.chance(50) { remaining } else { (remaining / Decimal::from(2)).round_dp(2) };
+        let amount = if self.rng.chance(50) {
+            remaining
+        } else {
+            (remaining / Decimal::from(2)).round_dp(2)
+        };
         if amount.is_zero() {
             return;
         }
@@ -255,7 +324,10 @@ impl Simulator {
             reason: Some(Reason::new("customer returned the item")),
             now,
         };
-        let vendor = Actor { user_id: UserId::new(&format!("owner-{}", order.vendor_id)), role: Role::Vendor };
+        let vendor = Actor {
+            user_id: UserId::new(&format!("owner-{}", order.vendor_id)),
+            role: Role::Vendor,
+        };
         self.exec(Command::Sale(SaleCommand::Refund(c)), vendor, now);
     }
 
@@ -263,11 +335,22 @@ impl Simulator {
         let now = self.at(date, 18 * 60);
         let due: Vec<OrderId> = std::mem::take(&mut self.invoices);
         for order_id in due {
-            let Some(order) = self.ledger.order_state(order_id) else { continue };
+            let Some(order) = self.ledger.order_state(order_id) else {
+                continue;
+            };
             // Each pending invoice has a 1-in-5 chance of being paid each day.
             if order.status == OrderStatus::Pending && self.rng.chance(20) {
-                let tender = if self.rng.chance(50) { Tender::Card } else { Tender::MobileMoney };
-                let c = ReceivePayment { order_id, amount: order.gross.amount(), tender, now };
+                let tender = if self.rng.chance(50) {
+                    Tender::Card
+                } else {
+                    Tender::MobileMoney
+                };
+                let c = ReceivePayment {
+                    order_id,
+                    amount: order.gross.amount(),
+                    tender,
+                    now,
+                };
                 self.exec(Command::Sale(SaleCommand::ReceivePayment(c)), admin(), now);
             } else if order.status == OrderStatus::Pending {
                 self.invoices.push(order_id);
@@ -281,7 +364,11 @@ impl Simulator {
             Ok(_) => true,
             Err(rejection) => {
                 self.stats.rejected += 1;
-                *self.stats.rejected_by_code.entry(rejection.code()).or_default() += 1;
+                *self
+                    .stats
+                    .rejected_by_code
+                    .entry(rejection.code())
+                    .or_default() += 1;
                 false
             }
         }
@@ -299,7 +386,12 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_log() {
-        let small = SimConfig { days: 3, employees: 10, sales_per_day: 30, ..SimConfig::default() };
+        let small = SimConfig {
+            days: 3,
+            employees: 10,
+            sales_per_day: 30,
+            ..SimConfig::default()
+        };
         let (a, _) = simulate(small.clone());
         let (b, _) = simulate(small.clone());
         assert_eq!(a.records(), b.records());
@@ -309,11 +401,19 @@ mod tests {
 
     #[test]
     fn a_simulated_log_audits_clean() {
-        let (ledger, stats) = simulate(SimConfig { days: 20, employees: 20, sales_per_day: 60, ..SimConfig::default() });
+        let (ledger, stats) = simulate(SimConfig {
+            days: 20,
+            employees: 20,
+            sales_per_day: 60,
+            ..SimConfig::default()
+        });
         let report = ledger_core::audit::audit(ledger.records().iter().map(Vec::as_slice));
         assert!(report.is_clean(), "{:#?}", report.findings);
         assert!(report.events > 1000);
         // Credit runs out now and then, as in life: the rules were exercised.
-        assert!(stats.rejected_by_code.contains_key("insufficient_credit"), "{stats:?}");
+        assert!(
+            stats.rejected_by_code.contains_key("insufficient_credit"),
+            "{stats:?}"
+        );
     }
 }

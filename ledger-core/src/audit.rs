@@ -191,18 +191,17 @@ impl Auditor {
         let lines = postings(envelope);
         self.report.postings += lines.len() as u64;
         let mut sum = Decimal::ZERO;
+        // One finding per event, however many of its postings differ.
+        if let Some(currency) = envelope.event.currency()
+            && *self.currencies.entry(tenant_id).or_insert(currency) != currency
+        {
+            self.find(Finding::MixedCurrency {
+                tenant_id,
+                stream,
+                version,
+            });
+        }
         for p in &lines {
-            let currency = *self
-                .currencies
-                .entry(tenant_id)
-                .or_insert(p.amount.currency());
-            if currency != p.amount.currency() {
-                self.find(Finding::MixedCurrency {
-                    tenant_id,
-                    stream,
-                    version,
-                });
-            }
             sum += p.amount.amount();
             *self.ledger.entry((tenant_id, p.account)).or_default() += p.amount.amount();
         }

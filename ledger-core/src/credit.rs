@@ -308,6 +308,15 @@ fn replenish(
     account: &CreditAccount,
     tenant: TenantSettings,
 ) -> Result<Vec<Event>, Rejection> {
+    // Once per period: a period that overlaps or precedes the last one
+    // replenished is already covered, so running it again changes nothing.
+    // This comes first: a replay succeeds with no events whatever happened
+    // since (a suspension, a new cadence, a new time zone).
+    if let Some(last) = account.last_period
+        && c.period.first_day() <= last.last_day()
+    {
+        return Ok(vec![]);
+    }
     if account.suspended {
         return Err(Rejection::CreditAccountSuspended);
     }
@@ -316,13 +325,6 @@ fn replenish(
     }
     if tenant.time_zone.start_of(c.period.first_day()) > c.now {
         return Err(Rejection::PeriodNotStarted);
-    }
-    // Once per period: a period that overlaps or precedes the last one
-    // replenished is already covered, so running it again changes nothing.
-    if let Some(last) = account.last_period
-        && c.period.first_day() <= last.last_day()
-    {
-        return Ok(vec![]);
     }
     let balance_after = account.policy.replenished(account.balance)?;
     let amount = balance_after
@@ -583,6 +585,21 @@ mod tests {
             tenant(),
             top_up(),
             replenished("2026-11-H2", dec!(500), dec!(500)),
+        ])
+        .when(&replenish("2026-11-H1"))
+        .then(&[]);
+    }
+
+    #[test]
+    fn regression_a_replay_of_a_done_period_succeeds_after_a_suspension() {
+        let suspended = Event::CreditAccountSuspended(CreditAccountSuspended {
+            reason: Reason::new("left"),
+        });
+        given::<Credit>(&[
+            tenant(),
+            top_up(),
+            replenished("2026-11-H1", dec!(500), dec!(500)),
+            suspended,
         ])
         .when(&replenish("2026-11-H1"))
         .then(&[]);

@@ -458,6 +458,16 @@ impl Event {
         }
     }
 
+    /// The currency of the amounts an event holds: money it moves, or a credit
+    /// policy's allowance. `None` for events without amounts.
+    pub fn currency(&self) -> Option<Currency> {
+        match self {
+            Self::CreditAccountOpened(e) => Some(e.policy.allowance.currency()),
+            Self::CreditPolicyChanged(e) => Some(e.policy.allowance.currency()),
+            other => other.amount().map(|m| m.currency()),
+        }
+    }
+
     /// The money an event moves, where it moves some.
     pub fn amount(&self) -> Option<Money> {
         match self {

@@ -57,7 +57,7 @@ pub struct MemoryLedger {
     vendors: FxHashMap<VendorId, VendorState>,
     credit: FxHashMap<EmployeeId, CreditState>,
     orders: FxHashMap<OrderId, OrderState>,
-    money_moved: bool,
+    amounts_recorded: bool,
     records: Vec<Vec<u8>>,
     next_id: u128,
 }
@@ -71,7 +71,7 @@ impl MemoryLedger {
             vendors: FxHashMap::default(),
             credit: FxHashMap::default(),
             orders: FxHashMap::default(),
-            money_moved: false,
+            amounts_recorded: false,
             records: Vec::new(),
             next_id: 1,
         }
@@ -162,7 +162,7 @@ impl MemoryLedger {
                 c,
                 &TenantContext {
                     settings: self.tenant,
-                    money_moved: self.money_moved,
+                    amounts_recorded: self.amounts_recorded,
                 },
             ),
             Command::Vendor(c) => {
@@ -250,7 +250,7 @@ impl MemoryLedger {
                 self.orders.insert(key, evolve_order(state, e));
             }
         }
-        self.money_moved |= e.amount().is_some();
+        self.amounts_recorded |= e.currency().is_some();
     }
 }
 

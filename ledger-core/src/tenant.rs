@@ -28,11 +28,14 @@ pub struct ConfigureTenant {
 
 /// What `ConfigureTenant` decides on: the tenant stream, plus one fact the
 /// command handler establishes from the store, because no single stream holds
-/// it: whether any money has moved in the tenant yet.
+/// it: whether any event of the tenant records an amount yet
+/// ([`Event::currency`](crate::event::Event::currency) is `Some`). That is
+/// money moving, and also a credit policy's allowance: once an account holds
+/// an allowance in a currency, changing the currency would strand it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TenantContext {
     pub settings: TenantState,
-    pub money_moved: bool,
+    pub amounts_recorded: bool,
 }
 
 pub struct Tenant;
@@ -55,7 +58,7 @@ impl Decider for Tenant {
         }
         if let Some(current) = s.settings
             && current.currency != c.currency
-            && s.money_moved
+            && s.amounts_recorded
         {
             return Err(Rejection::CurrencyLocked);
         }
@@ -116,27 +119,27 @@ mod tests {
     }
 
     #[test]
-    fn the_zone_may_change_after_money_moved() {
+    fn the_zone_may_change_after_amounts_were_recorded() {
         let state = TenantContext {
             settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings,
-            money_moved: true,
+            amounts_recorded: true,
         };
         let events = Tenant::decide(&configure("PHP", "Asia/Tokyo"), &state).unwrap();
         assert_eq!(events, [configured("PHP", "Asia/Tokyo")]);
     }
 
     #[test]
-    fn the_currency_may_change_before_money_moved() {
+    fn the_currency_may_change_before_any_amount_is_recorded() {
         given::<Tenant>(&[configured("PHP", "Asia/Manila")])
             .when(&configure("USD", "Asia/Manila"))
             .then(&[configured("USD", "Asia/Manila")]);
     }
 
     #[test]
-    fn the_currency_is_locked_once_money_moved() {
+    fn the_currency_is_locked_once_an_amount_is_recorded() {
         let state = TenantContext {
             settings: Tenant::fold(&[configured("PHP", "Asia/Manila")]).settings,
-            money_moved: true,
+            amounts_recorded: true,
         };
         assert_eq!(
             Tenant::decide(&configure("USD", "Asia/Manila"), &state),

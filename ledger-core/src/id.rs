@@ -23,6 +23,20 @@ pub enum IdError {
     BadChar,
 }
 
+/// Which bytes an identifier may hold: `[A-Za-z0-9._-]`. A table, because
+/// ids are checked on every decode and a lookup per byte beats a chain of
+/// range comparisons.
+const ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    table
+};
+
 /// The text of an identifier: 1..=[`ID_LEN_MAX`] bytes of `[A-Za-z0-9._-]`,
 /// stored inline and zero-padded.
 ///
@@ -53,10 +67,7 @@ impl IdText {
         if raw.len() > ID_LEN_MAX {
             return Err(IdError::TooLong);
         }
-        if !raw
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !raw.iter().all(|&b| ID_BYTE[usize::from(b)]) {
             return Err(IdError::BadChar);
         }
         let mut bytes = [0u8; ID_LEN_MAX];

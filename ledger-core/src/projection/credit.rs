@@ -101,6 +101,7 @@ impl CreditBalances {
 
     /// Folds an admitted event.
     pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<CreditChange>) {
+        debug_assert_eq!(envelope.stream().kind(), StreamKind::Credit);
         let tenant_id = envelope.tenant_id();
         let key = (tenant_id, employee_id(envelope));
         let h = &envelope.header;

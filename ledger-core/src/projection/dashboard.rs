@@ -148,6 +148,7 @@ impl VendorDailyTotals {
 
     /// Folds an admitted event.
     pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<DashboardChange>) {
+        debug_assert_eq!(envelope.stream().kind(), StreamKind::Order);
         let tenant_id = envelope.tenant_id();
         let Some((vendor_id, date, delta)) = DayTotals::delta(&envelope.event) else {
             return;

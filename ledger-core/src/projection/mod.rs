@@ -21,7 +21,7 @@ pub mod orders;
 use rustc_hash::FxHashMap;
 
 use crate::envelope::Envelope;
-use crate::id::{StreamId, StreamVersion, TenantId};
+use crate::id::{StreamId, StreamKind, StreamVersion, TenantId};
 
 pub use activity::ActivityLog;
 pub use credit::CreditBalances;
@@ -123,11 +123,18 @@ impl ReadModels {
     pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
         // The activity log sees every stream, so its gate decides for all;
         // the others then fold without gating again (one lookup, not four).
+        // Each `evolve` is given only its own stream kind: a stream's id is
+        // only an order id or an employee id within its kind.
         let outcome = self.activity.apply(envelope);
         if outcome == Outcome::Applied {
-            self.dashboard.evolve(envelope, &mut Discard);
-            self.orders.evolve(envelope, &mut Discard);
-            self.credit.evolve(envelope, &mut Discard);
+            match envelope.stream().kind() {
+                StreamKind::Order => {
+                    self.dashboard.evolve(envelope, &mut Discard);
+                    self.orders.evolve(envelope, &mut Discard);
+                }
+                StreamKind::Credit => self.credit.evolve(envelope, &mut Discard),
+                StreamKind::Tenant | StreamKind::Vendor => {}
+            }
         }
         outcome
     }
@@ -136,9 +143,14 @@ impl ReadModels {
     pub fn apply_into(&mut self, envelope: &Envelope, changes: &mut Changes) -> Outcome {
         let outcome = self.activity.apply_into(envelope, &mut changes.activity);
         if outcome == Outcome::Applied {
-            self.dashboard.evolve(envelope, &mut changes.dashboard);
-            self.orders.evolve(envelope, &mut changes.orders);
-            self.credit.evolve(envelope, &mut changes.credit);
+            match envelope.stream().kind() {
+                StreamKind::Order => {
+                    self.dashboard.evolve(envelope, &mut changes.dashboard);
+                    self.orders.evolve(envelope, &mut changes.orders);
+                }
+                StreamKind::Credit => self.credit.evolve(envelope, &mut changes.credit),
+                StreamKind::Tenant | StreamKind::Vendor => {}
+            }
         }
         outcome
     }

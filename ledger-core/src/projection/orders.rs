@@ -58,7 +58,9 @@ pub struct OrderChange {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderViews {
-    views: FxHashMap<(TenantId, OrderId), OrderView>,
+    /// Boxed: a map growing to millions of views moves pointers when it
+    /// rehashes, not ~400-byte views.
+    views: FxHashMap<(TenantId, OrderId), Box<OrderView>>,
 }
 
 impl OrderViews {
@@ -86,6 +88,7 @@ impl OrderViews {
 
     /// Folds an admitted event.
     pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<OrderChange>) {
+        debug_assert_eq!(envelope.stream().kind(), StreamKind::Order);
         let tenant_id = envelope.tenant_id();
         let h = &envelope.header;
         let key = (tenant_id, order_id(envelope));
@@ -93,7 +96,7 @@ impl OrderViews {
             Event::SaleRecorded(e) => self
                 .views
                 .entry(key)
-                .insert_entry(OrderView {
+                .insert_entry(Box::new(OrderView {
                     order_id: key.1,
                     vendor_id: e.vendor_id,
                     lines: e.lines.clone(),
@@ -115,8 +118,9 @@ impl OrderViews {
                     business_date: e.business_date,
                     paid_at: e.payment.tender().map(|_| h.occurred_at),
                     version: h.version,
-                })
-                .into_mut(),
+                }))
+                .into_mut()
+                .as_mut(),
             Event::PaymentReceived(_) => {
                 let Some(view) = self.views.get_mut(&key) else {
                     return;
@@ -158,7 +162,7 @@ impl OrderViews {
     }
 
     pub fn get(&self, tenant_id: TenantId, order_id: OrderId) -> Option<&OrderView> {
-        self.views.get(&(tenant_id, order_id))
+        self.views.get(&(tenant_id, order_id)).map(Box::as_ref)
     }
 
     /// A page of orders, newest first (by business time, then id), strictly
@@ -173,7 +177,7 @@ impl OrderViews {
                     && (q.from..q.until).contains(&v.occurred_at)
                     && q.cursor.is_none_or(|c| (v.occurred_at, v.order_id) < c)
             })
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.as_ref())
             .collect();
         page.sort_unstable_by_key(|v| std::cmp::Reverse((v.occurred_at, v.order_id)));
         page.truncate(q.limit.min(PAGE_ORDERS_MAX));
@@ -182,7 +186,7 @@ impl OrderViews {
 
     /// Every view, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (TenantId, &OrderView)> {
-        self.views.iter().map(|((t, _), v)| (*t, v))
+        self.views.iter().map(|((t, _), v)| (*t, v.as_ref()))
     }
 
     pub fn len(&self) -> usize {

@@ -2431,3 +2431,95 @@ fn regression_currency_is_locked_once_a_credit_allowance_exists() {
         "a rejection writes nothing"
     );
 }
+
+/// Found while profiling: `ReadModels` fed order events to the credit fold,
+/// which looked the order's id up as an employee id. An order named like an
+/// employee then overwrote that employee's view version.
+#[test]
+fn regression_an_order_named_like_an_employee_leaves_the_credit_view_alone() {
+    let mut ledger = MemoryLedger::new(TenantId::new("t1"));
+    let admin = Actor {
+        user_id: ledger_core::UserId::new("admin"),
+        role: Role::Admin,
+    };
+    let now: ledger_core::Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+    let run =
+        |ledger: &mut MemoryLedger, command: Command| ledger.execute(&command, admin, now).unwrap();
+    run(
+        &mut ledger,
+        Command::Tenant(ConfigureTenant {
+            currency: Currency::new("PHP"),
+            time_zone: TimeZone::new("Asia/Manila"),
+        }),
+    );
+    run(
+        &mut ledger,
+        Command::Vendor(VendorCommand::Register(RegisterVendor {
+            vendor_id: ledger_core::VendorId::new("v1"),
+            name: Name::new("Stall"),
+            commission_rate: CommissionRate::from_basis_points(1000).unwrap(),
+        })),
+    );
+    run(
+        &mut ledger,
+        Command::Credit(CreditCommand::Open(OpenCreditAccount {
+            employee_id: EmployeeId::new("X1"),
+            name: Name::new("Ana"),
+            policy: CreditPolicyInput {
+                allowance: Decimal::new(500, 0),
+                cadence: Cadence::SemiMonthly,
+                mode: ReplenishMode::TopUp,
+                cap: None,
+            },
+        })),
+    );
+    for line in 0..3 {
+        let order_id = if line == 0 {
+            "X1".to_owned()
+        } else {
+            format!("X1-{line}")
+        };
+        run(
+            &mut ledger,
+            Command::Sale(SaleCommand::Record(RecordSale {
+                order_id: OrderId::new(&order_id),
+                vendor_id: ledger_core::VendorId::new("v1"),
+                lines: vec![LineInput {
+                    item: ItemCode::new("TEA"),
+                    quantity: 1,
+                    unit_price: Decimal::new(25, 0),
+                }],
+                payment: Payment::Cash,
+                occurred_at: None,
+                now,
+            })),
+        );
+        run(
+            &mut ledger,
+            Command::Sale(SaleCommand::Refund(IssueRefund {
+                order_id: OrderId::new(&order_id),
+                refund_id: RefundId::new("r1"),
+                amount: Decimal::new(5, 0),
+                reason: None,
+                now,
+            })),
+        );
+    }
+    let mut models = ReadModels::default();
+    let mut alone = CreditBalances::default();
+    let mut changes = Changes::default();
+    for record in ledger.records() {
+        let envelope = codec::decode(record).unwrap();
+        models.apply_into(&envelope, &mut changes);
+        alone.apply(&envelope);
+    }
+    let tenant = TenantId::new("t1");
+    let view = models.credit.get(tenant, EmployeeId::new("X1")).unwrap();
+    assert_eq!(
+        view.version,
+        StreamVersion::new(1),
+        "only the account's own event"
+    );
+    assert_eq!(models.credit, alone);
+    assert_eq!(changes.credit.len(), 1, "{:?}", changes.credit);
+}

@@ -36,16 +36,16 @@ enum Cmd {
 #[derive(clap::Args)]
 struct DemoArgs {
     /// Seed of the simulation: the same seed gives the same log, byte for byte.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = SimConfig::default().seed)]
     seed: u64,
     /// Days of trading to simulate.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = SimConfig::default().days)]
     days: u32,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = SimConfig::default().vendors)]
     vendors: u32,
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = SimConfig::default().employees)]
     employees: u32,
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = SimConfig::default().sales_per_day)]
     sales_per_day: u32,
     /// Dashboard granularity: day, week or month.
     #[arg(long, default_value = "week", value_parser = parse_granularity)]

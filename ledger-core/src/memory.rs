@@ -182,25 +182,28 @@ impl MemoryLedger {
         }
     }
 
-    /// The streams a sale command reads: the order, then the vendor and the
-    /// credit account it names (for a new sale) or that the order names.
+    /// The vendor and credit account a sale command reads besides its order:
+    /// those it names (a new sale), or those its order names (payment, refund).
+    fn sale_streams(&self, c: &SaleCommand) -> (Option<VendorId>, Option<EmployeeId>) {
+        if let SaleCommand::Record(r) = c {
+            let employee = match r.payment {
+                Payment::Credit { employee_id } => Some(employee_id),
+                _ => None,
+            };
+            return (Some(r.vendor_id), employee);
+        }
+        match self.order_state(c.order_id()) {
+            Some(o) => (Some(o.vendor_id), o.credit_employee()),
+            None => (None, None),
+        }
+    }
+
     fn sale_context(&self, c: &SaleCommand) -> SaleContext {
-        let order = self.orders.get(&c.order_id()).cloned().flatten();
-        let (vendor_id, employee_id) = match (c, &order) {
-            (SaleCommand::Record(r), _) => (
-                Some(r.vendor_id),
-                match r.payment {
-                    Payment::Credit { employee_id } => Some(employee_id),
-                    _ => None,
-                },
-            ),
-            (_, Some(o)) => (Some(o.vendor_id), o.credit_employee()),
-            (_, None) => (None, None),
-        };
+        let (vendor_id, employee_id) = self.sale_streams(c);
         SaleContext {
             tenant: self.tenant,
             vendor: vendor_id.and_then(|v| self.vendors.get(&v).cloned().flatten()),
-            order,
+            order: self.orders.get(&c.order_id()).cloned().flatten(),
             credit: employee_id.and_then(|e| self.credit.get(&e).cloned().flatten()),
         }
     }
@@ -212,17 +215,7 @@ impl MemoryLedger {
             (StreamKind::Credit, Command::Credit(c)) => StreamId::credit(employee_of(c)),
             (StreamKind::Order, Command::Sale(c)) => StreamId::order(c.order_id()),
             (StreamKind::Credit, Command::Sale(c)) => {
-                let employee = self
-                    .sale_context(c)
-                    .order
-                    .and_then(|o| o.credit_employee())
-                    .or(match c {
-                        SaleCommand::Record(r) => match r.payment {
-                            Payment::Credit { employee_id } => Some(employee_id),
-                            _ => None,
-                        },
-                        _ => None,
-                    });
+                let (_, employee) = self.sale_streams(c);
                 StreamId::credit(employee.expect("a sale's credit event names its employee"))
             }
             (kind, _) => unreachable!("a {kind:?} event from {command:?}"),

@@ -91,13 +91,6 @@ impl StreamGate {
         }
         outcome
     }
-
-    pub fn last_applied(&self, tenant_id: TenantId, stream: StreamId) -> StreamVersion {
-        self.applied
-            .get(&(tenant_id, stream))
-            .copied()
-            .unwrap_or_default()
-    }
 }
 
 /// Every projection, fed together: the in-process read side.

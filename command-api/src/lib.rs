@@ -1,0 +1,1 @@
+//! Tally HTTP API.

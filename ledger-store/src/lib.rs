@@ -1,0 +1,295 @@
+//! Tally's storage ports and adapters.
+//!
+//! Two ports: [`EventStore`], the append-only log of sealed event records,
+//! and [`ReadModelStore`], where projections persist their state and the log
+//! position they have folded up to. Only this crate knows how events and read
+//! models sit in a database; everything above it speaks in streams,
+//! versions, positions and record bytes.
+//!
+//! Adapters: [`sqlite::SqliteStore`], the embedded default (the DynamoDB
+//! adapter comes next). Every adapter passes the same [`conformance`] suite.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+
+use ledger_core::codec::Sealed;
+use ledger_core::id::{StreamId, StreamVersion, TenantId};
+
+/// Most events one append may write (DynamoDB's `TransactWriteItems` holds
+/// 100 actions; the idempotency record takes one).
+pub const APPEND_EVENTS_MAX: usize = 99;
+/// Most streams one append may write.
+pub const APPEND_STREAMS_MAX: usize = 8;
+/// Most records one `read_stream` or `read_log` page returns.
+pub const READ_PAGE_RECORDS_MAX: usize = 1_000;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Largest stored idempotent response, in bytes.
+pub const IDEMPOTENCY_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+
+/// A commit position in the whole log: 1 for the first record ever appended,
+/// strictly increasing in commit order. `Position::ZERO` is "before the first".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(pub u64);
+
+impl Position {
+    pub const ZERO: Position = Position(0);
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A client's idempotency key: 1 to [`IDEMPOTENCY_KEY_LEN_MAX`] printable
+/// ASCII characters, scoped by tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// # Errors
+    /// When the key is empty, too long, or holds anything but printable ASCII.
+    pub fn parse(text: &str) -> Result<Self, InvalidIdempotencyKey> {
+        let ok = !text.is_empty()
+            && text.len() <= IDEMPOTENCY_KEY_LEN_MAX
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(InvalidIdempotencyKey)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an idempotency key is 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable ASCII characters without spaces"
+)]
+pub struct InvalidIdempotencyKey;
+
+/// A stored event record, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub position: Position,
+    pub tenant_id: TenantId,
+    pub stream: StreamId,
+    pub version: StreamVersion,
+    /// The ledger-core codec's bytes, exactly as appended.
+    pub bytes: Vec<u8>,
+}
+
+/// Events for one stream, to be written at `expected + 1`, `expected + 2`, ...
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    /// The stream's version the command decided against
+    /// (`StreamVersion::NONE` for a new stream).
+    pub expected: StreamVersion,
+    /// Sealed for this tenant and stream, with consecutive versions from
+    /// `expected + 1`.
+    pub events: Vec<Sealed>,
+}
+
+/// What a command remembers under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyWrite {
+    pub key: IdempotencyKey,
+    /// A digest of the request, to tell a replay from a different request.
+    pub request_hash: [u8; 32],
+    /// The response to give any replay: opaque to the store.
+    pub response: Vec<u8>,
+}
+
+/// An idempotency record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: IdempotencyKey,
+    pub request_hash: [u8; 32],
+    pub response: Vec<u8>,
+    /// The log position of the append that stored it: its last event's, or
+    /// the head at the time for an append without events.
+    pub position: Position,
+}
+
+/// One command's write: events on one or more streams and its idempotency
+/// record, all or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub tenant_id: TenantId,
+    pub streams: Vec<StreamAppend>,
+    pub idempotency: Option<IdempotencyWrite>,
+}
+
+impl AppendRequest {
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.events.len()).sum()
+    }
+}
+
+/// A successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The position of the append's last event (or, with no events, the
+    /// log head when the idempotency record was stored).
+    pub position: Position,
+}
+
+/// Why an append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A stream was not at the expected version.
+    #[error("stream {stream} is at version {actual}, not {expected}")]
+    VersionConflict {
+        stream: StreamId,
+        expected: StreamVersion,
+        actual: StreamVersion,
+    },
+    /// The idempotency key is already stored (possibly by a concurrent
+    /// request); here is what it holds.
+    #[error("idempotency key {} is already recorded", .0.key.as_str())]
+    KeyExists(Box<IdempotencyRecord>),
+    /// The request breaks the port's shape rules (a programmer error in the
+    /// caller, reported instead of written).
+    #[error("invalid append: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An operating error of the underlying store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// The event log.
+///
+/// The contract every adapter MUST keep (the [`conformance`] suite checks it):
+///
+/// - `append` MUST write all of a request's events and its idempotency
+///   record, or nothing.
+/// - `append` MUST fail with [`AppendError::VersionConflict`], naming the
+///   stream, when any stream of the request is not at its `expected`
+///   version; nothing of the request is written then.
+/// - `append` MUST fail with [`AppendError::KeyExists`], carrying the stored
+///   record, when the request's idempotency key is already stored for the
+///   tenant, and MUST check that before versions, so a replay whose streams
+///   have moved on still finds its record.
+/// - `append` MUST reject (as [`AppendError::Invalid`]) a request whose events
+///   do not carry the request's tenant and stream with consecutive versions
+///   from `expected + 1`, that holds a stream twice, that has more than
+///   [`APPEND_EVENTS_MAX`] events or [`APPEND_STREAMS_MAX`] streams, or that has
+///   neither events nor an idempotency record.
+/// - Once `append` returns `Ok`, the write MUST be durable and visible to
+///   every read that starts afterwards (read-after-write).
+/// - Positions MUST be unique, strictly increasing in commit order, and every
+///   committed record MUST get one; `read_log` MUST return records in
+///   position order with no committed record skipped.
+/// - `read_stream` and `read_log` MUST return at most `limit` (capped at
+///   [`READ_PAGE_RECORDS_MAX`]) records; callers page with the last record's
+///   version or position.
+/// - `follow` MUST yield a receiver whose value reaches every committed
+///   position, soon after the commit.
+pub trait EventStore: Send + Sync + 'static {
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<Committed, AppendError>> + Send;
+
+    /// The idempotency record stored under `key` for `tenant_id`, if any.
+    fn idempotency(
+        &self,
+        tenant_id: TenantId,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// A stream's records with versions after `after`, in version order.
+    fn read_stream(
+        &self,
+        tenant_id: TenantId,
+        stream: StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+
+    /// The whole log's records with positions after `after`, in commit order.
+    fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+
+    /// The last committed position.
+    fn head(&self) -> Position;
+
+    /// A receiver of the last committed position, updated after each commit.
+    fn follow(&self) -> tokio::sync::watch::Receiver<Position>;
+}
+
+/// Reads a whole stream after `after`, page by page.
+///
+/// # Errors
+/// The store's.
+pub async fn read_stream_all<S: EventStore>(
+    store: &S,
+    tenant_id: TenantId,
+    stream: StreamId,
+    after: StreamVersion,
+) -> Result<Vec<Record>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = store
+            .read_stream(tenant_id, stream, cursor, READ_PAGE_RECORDS_MAX)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        cursor = last.version;
+        let full = page.len() == READ_PAGE_RECORDS_MAX;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// A projection's persisted state and the log position it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every record up to and including this position is folded in.
+    pub position: Position,
+    /// The projection's own encoding of its state.
+    pub state: Vec<u8>,
+}
+
+/// Where projections keep their state between runs.
+///
+/// - `save_checkpoint` MUST replace the named checkpoint atomically: a later
+///   `load_checkpoint` sees the old one or the new one, never a mix.
+/// - Once `save_checkpoint` returns, the checkpoint MUST be durable.
+pub trait ReadModelStore: Send + Sync + 'static {
+    fn load_checkpoint(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
+
+    fn save_checkpoint(
+        &self,
+        projection: &str,
+        checkpoint: Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

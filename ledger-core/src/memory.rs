@@ -35,7 +35,7 @@ pub enum Command {
 
 impl Command {
     /// When the command's facts happened: the sale's business time, or `now`.
-    fn occurred_at(&self, now: Timestamp) -> Timestamp {
+    pub fn occurred_at(&self, now: Timestamp) -> Timestamp {
         match self {
             Command::Sale(SaleCommand::Record(c)) => c.occurred_at(),
             _ => now,
@@ -43,14 +43,36 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Head {
-    version: StreamVersion,
-    hash: Hash,
+/// A stream's head: the version and hash the next event links to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    pub version: StreamVersion,
+    pub hash: Hash,
 }
 
-/// One tenant's log, in memory.
-pub struct MemoryLedger {
+/// The streams a command may write (locked exclusively by a concurrent
+/// handler) and those it only reads (locked shared).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touches {
+    pub writes: Vec<StreamId>,
+    pub reads: Vec<StreamId>,
+}
+
+/// Who sealed a decision, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealContext {
+    pub command_id: CommandId,
+    pub actor: Actor,
+    pub now: Timestamp,
+}
+
+/// One tenant's aggregates, folded: the state every command decides on.
+///
+/// This is the one place that knows which streams a command reads and
+/// writes, and which stream each decided event goes to. [`MemoryLedger`]
+/// and the service's command handler both decide through it.
+#[derive(Debug, Clone)]
+pub struct Aggregates {
     tenant_id: TenantId,
     heads: FxHashMap<StreamId, Head>,
     tenant: TenantState,
@@ -58,11 +80,9 @@ pub struct MemoryLedger {
     credit: FxHashMap<EmployeeId, CreditState>,
     orders: FxHashMap<OrderId, OrderState>,
     amounts_recorded: bool,
-    records: Vec<Vec<u8>>,
-    next_id: u128,
 }
 
-impl MemoryLedger {
+impl Aggregates {
     pub fn new(tenant_id: TenantId) -> Self {
         Self {
             tenant_id,
@@ -72,8 +92,6 @@ impl MemoryLedger {
             credit: FxHashMap::default(),
             orders: FxHashMap::default(),
             amounts_recorded: false,
-            records: Vec::new(),
-            next_id: 1,
         }
     }
 
@@ -81,13 +99,16 @@ impl MemoryLedger {
         self.tenant_id
     }
 
-    /// Every record, in commit order.
-    pub fn records(&self) -> &[Vec<u8>] {
-        &self.records
+    pub fn settings(&self) -> TenantState {
+        self.tenant
     }
 
-    pub fn into_records(self) -> Vec<Vec<u8>> {
-        self.records
+    pub fn head(&self, stream: StreamId) -> Head {
+        self.heads.get(&stream).copied().unwrap_or_default()
+    }
+
+    pub fn vendor_state(&self, vendor_id: VendorId) -> Option<&crate::vendor::RegisteredVendor> {
+        self.vendors.get(&vendor_id).and_then(Option::as_ref)
     }
 
     pub fn credit_state(&self, employee_id: EmployeeId) -> Option<&crate::credit::CreditAccount> {
@@ -98,66 +119,41 @@ impl MemoryLedger {
         self.orders.get(&order_id).and_then(Option::as_ref)
     }
 
-    /// Decides `command` and appends its events, all or nothing.
+    /// The streams `command` may write and read, given the current state.
+    /// For a payment or refund the credit stream comes from the order, so a
+    /// concurrent handler must check the answer again once it holds locks.
+    pub fn touches(&self, command: &Command) -> Touches {
+        let tenant = StreamId::tenant(self.tenant_id);
+        match command {
+            Command::Tenant(_) => Touches {
+                writes: vec![tenant],
+                reads: vec![],
+            },
+            Command::Vendor(c) => Touches {
+                writes: vec![StreamId::vendor(vendor_of(c))],
+                reads: vec![tenant],
+            },
+            Command::Credit(c) => Touches {
+                writes: vec![StreamId::credit(employee_of(c))],
+                reads: vec![tenant],
+            },
+            Command::Sale(c) => {
+                let (vendor, employee) = self.sale_streams(c);
+                let mut writes = vec![StreamId::order(c.order_id())];
+                writes.extend(employee.map(StreamId::credit));
+                let mut reads = vec![tenant];
+                reads.extend(vendor.map(StreamId::vendor));
+                Touches { writes, reads }
+            }
+        }
+    }
+
+    /// Decides `command`: its events, each with the stream it goes to.
     ///
     /// # Errors
-    /// The decider's [`Rejection`]; nothing is appended then.
-    pub fn execute(
-        &mut self,
-        command: &Command,
-        actor: Actor,
-        now: Timestamp,
-    ) -> Result<Vec<Envelope>, Rejection> {
-        let events = self.decide(command)?;
-        let command_id = CommandId::from_u128(self.mint());
-        let occurred_at = command.occurred_at(now);
-        let mut sealed = Vec::with_capacity(events.len());
-        for event in events {
-            let stream = self.stream_of(command, &event);
-            let head = self.heads.get(&stream).copied().unwrap_or_default();
-            let header = Header {
-                event_id: EventId::from_u128(self.mint()),
-                tenant_id: self.tenant_id,
-                stream,
-                version: head.version.next(),
-                occurred_at,
-                recorded_at: now,
-                command_id,
-                actor,
-            };
-            let Sealed { envelope, bytes } =
-                codec::seal(header, event, head.hash).map_err(|_| Rejection::LimitExceeded {
-                    field: "event",
-                    what: "encoded size",
-                    max: crate::limits::EVENT_BYTES_MAX as i64,
-                })?;
-            // Within one decision each event goes to a distinct stream, so the
-            // heads read above are still current.
-            self.heads.insert(
-                stream,
-                Head {
-                    version: envelope.version(),
-                    hash: envelope.hash,
-                },
-            );
-            sealed.push((envelope, bytes));
-        }
-        let mut out = Vec::with_capacity(sealed.len());
-        for (envelope, bytes) in sealed {
-            self.evolve(&envelope);
-            self.records.push(bytes);
-            out.push(envelope);
-        }
-        Ok(out)
-    }
-
-    fn mint(&mut self) -> u128 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    fn decide(&self, command: &Command) -> Result<Vec<Event>, Rejection> {
-        match command {
+    /// The decider's [`Rejection`].
+    pub fn decide(&self, command: &Command) -> Result<Vec<(StreamId, Event)>, Rejection> {
+        let events = match command {
             Command::Tenant(c) => Tenant::decide(
                 c,
                 &TenantContext {
@@ -179,7 +175,96 @@ impl MemoryLedger {
                 )
             }
             Command::Sale(c) => Sale::decide(c, &self.sale_context(c)),
+        }?;
+        Ok(events
+            .into_iter()
+            .map(|event| (self.stream_of(command, &event), event))
+            .collect())
+    }
+
+    /// Seals decided events onto their streams' heads, in order. Within one
+    /// decision each event goes to a distinct stream, so the heads are
+    /// those of the current state.
+    ///
+    /// # Errors
+    /// [`Rejection::LimitExceeded`] when an event encodes beyond
+    /// [`crate::limits::EVENT_BYTES_MAX`].
+    pub fn seal(
+        &self,
+        decided: Vec<(StreamId, Event)>,
+        occurred_at: Timestamp,
+        context: SealContext,
+        mut event_id: impl FnMut() -> EventId,
+    ) -> Result<Vec<Sealed>, Rejection> {
+        let mut sealed = Vec::with_capacity(decided.len());
+        for (stream, event) in decided {
+            debug_assert!(
+                sealed
+                    .iter()
+                    .all(|s: &Sealed| s.envelope.stream() != stream)
+            );
+            let head = self.head(stream);
+            let header = Header {
+                event_id: event_id(),
+                tenant_id: self.tenant_id,
+                stream,
+                version: head.version.next(),
+                occurred_at,
+                recorded_at: context.now,
+                command_id: context.command_id,
+                actor: context.actor,
+            };
+            let s =
+                codec::seal(header, event, head.hash).map_err(|_| Rejection::LimitExceeded {
+                    field: "event",
+                    what: "encoded size",
+                    max: crate::limits::EVENT_BYTES_MAX as i64,
+                })?;
+            sealed.push(s);
         }
+        Ok(sealed)
+    }
+
+    /// Folds one stored event of this tenant in. Events of a stream must
+    /// come in version order.
+    pub fn evolve(&mut self, envelope: &Envelope) {
+        assert_eq!(
+            envelope.tenant_id(),
+            self.tenant_id,
+            "an event of another tenant"
+        );
+        let stream = envelope.stream();
+        let head = self.heads.entry(stream).or_default();
+        assert_eq!(
+            envelope.version(),
+            head.version.next(),
+            "{stream} evolved out of order"
+        );
+        *head = Head {
+            version: envelope.version(),
+            hash: envelope.hash,
+        };
+        let id = stream.id();
+        let e = &envelope.event;
+        match stream.kind() {
+            StreamKind::Tenant => self.tenant = evolve_settings(self.tenant, e),
+            StreamKind::Vendor => {
+                let key = VendorId::from_text(id);
+                let state = self.vendors.remove(&key).flatten();
+                self.vendors.insert(key, Vendor::evolve(state, e));
+            }
+            StreamKind::Credit => {
+                let key = EmployeeId::from_text(id);
+                let state = self.credit.remove(&key).flatten();
+                self.credit.insert(key, evolve_account(state, e));
+            }
+            StreamKind::Order => {
+                let key = OrderId::from_text(id);
+                let state = self.orders.remove(&key).flatten();
+                self.orders.insert(key, evolve_order(state, e));
+            }
+        }
+        self.amounts_recorded |= e.currency().is_some();
     }
 
     /// The vendor and credit account a sale command reads besides its order:
@@ -221,29 +306,85 @@ impl MemoryLedger {
             (kind, _) => unreachable!("a {kind:?} event from {command:?}"),
         }
     }
+}
 
-    fn evolve(&mut self, envelope: &Envelope) {
-        let id = envelope.stream().id();
-        let e = &envelope.event;
-        match envelope.stream().kind() {
-            StreamKind::Tenant => self.tenant = evolve_settings(self.tenant, e),
-            StreamKind::Vendor => {
-                let key = VendorId::from_text(id);
-                let state = self.vendors.remove(&key).flatten();
-                self.vendors.insert(key, Vendor::evolve(state, e));
-            }
-            StreamKind::Credit => {
-                let key = EmployeeId::from_text(id);
-                let state = self.credit.remove(&key).flatten();
-                self.credit.insert(key, evolve_account(state, e));
-            }
-            StreamKind::Order => {
-                let key = OrderId::from_text(id);
-                let state = self.orders.remove(&key).flatten();
-                self.orders.insert(key, evolve_order(state, e));
-            }
+/// One tenant's log, in memory.
+pub struct MemoryLedger {
+    aggregates: Aggregates,
+    records: Vec<Vec<u8>>,
+    next_id: u128,
+}
+
+impl MemoryLedger {
+    pub fn new(tenant_id: TenantId) -> Self {
+        Self {
+            aggregates: Aggregates::new(tenant_id),
+            records: Vec::new(),
+            next_id: 1,
         }
-        self.amounts_recorded |= e.currency().is_some();
+    }
+
+    pub fn tenant_id(&self) -> TenantId {
+        self.aggregates.tenant_id()
+    }
+
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
+    }
+
+    /// Every record, in commit order.
+    pub fn records(&self) -> &[Vec<u8>] {
+        &self.records
+    }
+
+    pub fn into_records(self) -> Vec<Vec<u8>> {
+        self.records
+    }
+
+    pub fn credit_state(&self, employee_id: EmployeeId) -> Option<&crate::credit::CreditAccount> {
+        self.aggregates.credit_state(employee_id)
+    }
+
+    pub fn order_state(&self, order_id: OrderId) -> Option<&crate::sale::Order> {
+        self.aggregates.order_state(order_id)
+    }
+
+    /// Decides `command` and appends its events, all or nothing.
+    ///
+    /// # Errors
+    /// The decider's [`Rejection`]; nothing is appended then.
+    pub fn execute(
+        &mut self,
+        command: &Command,
+        actor: Actor,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, Rejection> {
+        let decided = self.aggregates.decide(command)?;
+        let context = SealContext {
+            command_id: CommandId::from_u128(self.mint()),
+            actor,
+            now,
+        };
+        let mut next_id = self.next_id;
+        let sealed = self
+            .aggregates
+            .seal(decided, command.occurred_at(now), context, || {
+                next_id += 1;
+                EventId::from_u128(next_id)
+            })?;
+        self.next_id = next_id;
+        let mut out = Vec::with_capacity(sealed.len());
+        for Sealed { envelope, bytes } in sealed {
+            self.aggregates.evolve(&envelope);
+            self.records.push(bytes);
+            out.push(envelope);
+        }
+        Ok(out)
+    }
+
+    fn mint(&mut self) -> u128 {
+        self.next_id += 1;
+        self.next_id
     }
 }
 

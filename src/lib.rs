@@ -1,4 +1,6 @@
 //! The `tally` binary's library: the workload simulator shared by the CLI
-//! and the benchmarks. The binary itself (`src/main.rs`) is glue.
+//! and the benchmarks, the server wiring, and the load generator. The
+//! binary itself (`src/main.rs`) is glue.
 
+pub mod server;
 pub mod sim;

@@ -6,12 +6,16 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use command_api::auth::{Claims, LocalKey, TOKEN_TTL_DEFAULT};
 use ledger_core::audit::Auditor;
 use ledger_core::codec;
+use ledger_core::envelope::Role;
+use ledger_core::id::{EmployeeId, UserId, VendorId};
 use ledger_core::projection::ReadModels;
 use ledger_core::projection::dashboard::{DashboardQuery, DayTotals, Granularity};
 use ledger_core::{LocalDate, TenantId};
 use rust_decimal::Decimal;
+use tally::server::{Server, ServerConfig};
 use tally::sim::{SimConfig, simulate};
 
 #[derive(Parser)]
@@ -31,6 +35,48 @@ enum Cmd {
     /// into every projection, print the dashboard and credit figures, and
     /// audit the log.
     Demo(DemoArgs),
+    /// Run the ledger server: embedded store, command API, live projections.
+    Serve(ServeArgs),
+    /// Mint a bearer token signed with the data directory's key. The token
+    /// is the last line printed.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the ledger, its projections' checkpoints and the token key live.
+    #[arg(long, default_value = "tally-data")]
+    data: std::path::PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// On an empty store, create the demo tenant `demo` with a few weeks of sales.
+    #[arg(long)]
+    demo: bool,
+    /// Log as JSON lines (the filter comes from RUST_LOG, default info).
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(long, default_value = "tally-data")]
+    data: std::path::PathBuf,
+    #[arg(long)]
+    tenant: String,
+    /// admin, vendor, cashier, employee or service.
+    #[arg(long)]
+    role: String,
+    /// The vendor of a vendor or cashier token.
+    #[arg(long, conflicts_with = "employee")]
+    vendor: Option<String>,
+    /// The employee of an employee token.
+    #[arg(long)]
+    employee: Option<String>,
+    /// The user the token names (its events' actor); defaults to the role.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long, default_value_t = 12)]
+    ttl_hours: u64,
 }
 
 #[derive(clap::Args)]
@@ -63,7 +109,153 @@ fn parse_granularity(text: &str) -> Result<Granularity, String> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Demo(args) => demo(&args),
+        Cmd::Serve(args) => serve(args),
+        Cmd::Token(args) => token(&args),
     }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs(args.log_json);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = Server::start(ServerConfig {
+            data_dir: args.data.clone(),
+            listen: args.listen,
+            demo: args.demo,
+        })
+        .await?;
+        let base = format!("http://{}", server.addr);
+        println!(
+            "tally is serving on {base} (data in {})",
+            args.data.display()
+        );
+        if args.demo {
+            print_demo_help(&server, &base);
+        }
+        wait_for_signal().await;
+        println!("shutting down");
+        server.stop().await
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_demo_help(server: &Server, base: &str) {
+    let mint = |role: Role, vendor: Option<&str>, employee: Option<&str>| {
+        let claims = Claims::new(
+            TenantId::new("demo"),
+            UserId::new(&format!("demo-{}", role_name(role))),
+            &[role],
+            vendor.map(VendorId::new),
+            employee.map(EmployeeId::new),
+            TOKEN_TTL_DEFAULT,
+        );
+        server.key.mint(&claims)
+    };
+    let admin = mint(Role::Admin, None, None);
+    let cashier = mint(Role::Cashier, Some("V01"), None);
+    let employee = mint(Role::Employee, None, Some("E0001"));
+    if server.demo_seeded {
+        println!(
+            "demo tenant `demo` created: vendors V01.., employees E0001.., {} days of sales",
+            tally::server::DEMO_DAYS
+        );
+    } else {
+        println!("the store was not empty: the demo tenant was not re-created");
+    }
+    println!(
+        r#"
+Tokens (valid 12 h; mint more with `tally token --data DIR --tenant demo --role ROLE`):
+  ADMIN={admin}
+  CASHIER={cashier}
+  EMPLOYEE={employee}
+
+Try:
+  curl -s {base}/healthz
+  curl -s -H "Authorization: Bearer $ADMIN" "{base}/v1/dashboard?from=2026-01-01&to=2026-12-31&granularity=week"
+  curl -s -H "Authorization: Bearer $EMPLOYEE" {base}/v1/employees/E0001/credit
+  curl -s -X POST {base}/v1/sales -H "Authorization: Bearer $CASHIER" \
+       -H "Content-Type: application/json" -H "Idempotency-Key: first-sale" \
+       -d '{{"order_id":"O-first","lines":[{{"item":"ADOBO","quantity":2,"unit_price":"85.00"}}],"payment":{{"method":"credit","employee_id":"E0001"}}}}'
+  curl -s -H "Authorization: Bearer $ADMIN" "{base}/v1/orders?vendor_id=V01&limit=5"
+  curl -s {base}/openapi.json
+"#
+    );
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Vendor => "vendor",
+        Role::Cashier => "cashier",
+        Role::Employee => "employee",
+        Role::Service => "service",
+    }
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let role: Role =
+        serde_json::from_value(serde_json::Value::String(args.role.clone())).map_err(|_| {
+            anyhow::anyhow!(
+                "{:?}: expected admin, vendor, cashier, employee or service",
+                args.role
+            )
+        })?;
+    let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let vendor = args
+        .vendor
+        .as_deref()
+        .map(VendorId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--vendor: {e}"))?;
+    let employee = args
+        .employee
+        .as_deref()
+        .map(EmployeeId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--employee: {e}"))?;
+    match role {
+        Role::Vendor | Role::Cashier if vendor.is_none() => {
+            bail!("a {} token needs --vendor", args.role)
+        }
+        Role::Employee if employee.is_none() => bail!("an employee token needs --employee"),
+        _ => {}
+    }
+    let user = args
+        .user
+        .clone()
+        .unwrap_or_else(|| role_name(role).to_owned());
+    let user = UserId::parse(&user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    let key = LocalKey::load_or_create(&args.data)
+        .with_context(|| format!("reading the key in {}", args.data.display()))?;
+    let claims = Claims::new(
+        tenant,
+        user,
+        &[role],
+        vendor,
+        employee,
+        std::time::Duration::from_secs(args.ttl_hours * 3600),
+    );
+    println!("{}", key.mint(&claims));
+    Ok(())
 }
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {

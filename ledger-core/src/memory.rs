@@ -119,6 +119,17 @@ impl Aggregates {
         self.orders.get(&order_id).and_then(Option::as_ref)
     }
 
+    /// Every enrolled employee, in id order.
+    pub fn employees(&self) -> Vec<EmployeeId> {
+        let mut ids: Vec<EmployeeId> = self
+            .credit
+            .iter()
+            .filter_map(|(id, account)| account.as_ref().map(|_| *id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The streams `command` may write and read, given the current state.
     /// For a payment or refund the credit stream comes from the order, so a
     /// concurrent handler must check the answer again once it holds locks.

@@ -1,0 +1,143 @@
+//! Request extractors that turn every malformed input into a [`Problem`].
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use ledger_store::IdempotencyKey;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::problem::Problem;
+use crate::auth::{self, Principal};
+use crate::http::AppState;
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The caller, from the bearer token. The tenant comes only from here.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<AppState<S>> for Auth
+where
+    S: 'static,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthorized("an Authorization: Bearer token is required"))?
+            .to_str()
+            .map_err(|_| Problem::unauthorized("the Authorization header is not text"))?;
+        let token = auth::bearer(value).map_err(|e| Problem::unauthorized(e.to_string()))?;
+        let principal = state
+            .verifier
+            .verify(token)
+            .map_err(|e| Problem::unauthorized(e.to_string()))?;
+        Ok(Auth(principal))
+    }
+}
+
+/// The `Idempotency-Key` header every write must carry.
+pub struct Key(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(IDEMPOTENCY_KEY_HEADER).ok_or_else(|| {
+            Problem::validation("the Idempotency-Key header is required on writes")
+        })?;
+        let text = value
+            .to_str()
+            .map_err(|_| Problem::validation("the Idempotency-Key header is not text"))?;
+        IdempotencyKey::parse(text)
+            .map(Key)
+            .map_err(|e| Problem::validation(e.to_string()))
+    }
+}
+
+/// A JSON body, parsed strictly (unknown fields are refused by the types),
+/// with the digest that tells a replay from a different request.
+pub struct Body<T> {
+    pub value: T,
+    /// SHA-256 over the request path and the body re-encoded canonically,
+    /// so whitespace or key order in the client's bytes do not matter.
+    pub request_hash: [u8; 32],
+}
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Serialize,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let path = req.uri().path().to_owned();
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(Problem::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "validation_failed",
+                "the body must be application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Problem::new(e.status(), "validation_failed", e.body_text()))?;
+        let value: T = serde_json::from_slice(&bytes)
+            .map_err(|e| Problem::validation(format!("the body does not parse: {e}")))?;
+        let canonical = serde_json::to_vec(&value).expect("a parsed body re-encodes");
+        Ok(Body {
+            request_hash: request_hash(&path, &canonical),
+            value,
+        })
+    }
+}
+
+pub fn request_hash(path: &str, canonical_body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((path.len() as u64).to_le_bytes());
+    h.update(path.as_bytes());
+    h.update(canonical_body);
+    h.finalize().into()
+}
+
+/// Query parameters, parsed strictly.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_strict(query).map(Params)
+    }
+}
+
+fn serde_urlencoded_strict<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| Problem::validation("bad query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| Problem::validation(format!("bad query parameters: {}", e.body_text())))
+}
+
+/// A path parameter parsed with the type's own validation.
+pub fn path_id<T, E: std::fmt::Display>(
+    text: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, Problem> {
+    parse(text).map_err(|e| Problem::validation(format!("bad {what}: {e}")))
+}

@@ -1,0 +1,208 @@
+//! The OpenAPI 3.1 document, built from the route table.
+//!
+//! Request bodies and query parameters are described by the same types the
+//! handlers parse (their `schemars` schemas), so the document states exactly
+//! what the server accepts.
+
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Value, json};
+
+type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// One route's documentation.
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub roles: &'static [&'static str],
+    body: Option<SchemaFn>,
+    query: Option<SchemaFn>,
+}
+
+pub fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    roles: &'static [&'static str],
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        summary,
+        roles,
+        body: None,
+        query: None,
+    }
+}
+
+impl RouteDoc {
+    pub fn body<T: JsonSchema>(mut self) -> Self {
+        self.body = Some(|g| g.subschema_for::<T>());
+        self
+    }
+
+    pub fn query<T: JsonSchema>(mut self) -> Self {
+        self.query = Some(|g| g.root_schema_for::<T>());
+        self
+    }
+
+    /// The path in axum's syntax (the same `{param}` form).
+    pub fn axum_path(&self) -> String {
+        self.path.to_owned()
+    }
+
+    fn is_write(&self) -> bool {
+        self.method != "GET"
+    }
+
+    fn operation(&self, generator: &mut SchemaGenerator) -> Value {
+        let mut parameters: Vec<Value> = path_params(self.path)
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if let Some(query) = self.query {
+            let schema = query(generator).to_value();
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, prop) in props {
+                    parameters.push(json!({
+                        "name": name,
+                        "in": "query",
+                        "required": required.contains(&name.as_str()),
+                        "schema": prop,
+                    }));
+                }
+            }
+        }
+        if self.is_write() {
+            parameters.push(json!({
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": true,
+                "description": "The client's key for this command: a repeat with the same request returns the original result and writes nothing; with a different request it is refused (idempotency_key_reused).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": ledger_store::IDEMPOTENCY_KEY_LEN_MAX},
+            }));
+        }
+        let mut op = json!({
+            "summary": self.summary,
+            "operationId": operation_id(self.method, self.path),
+            "parameters": parameters,
+            "responses": responses(self),
+        });
+        if !self.roles.is_empty() {
+            op["security"] = json!([{"bearer": []}]);
+            op["x-roles"] = json!(self.roles);
+        }
+        if let Some(schema) = self.body {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": schema(generator).to_value()}},
+            });
+        }
+        op
+    }
+}
+
+fn responses(route: &RouteDoc) -> Value {
+    let problem =
+        json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+    let mut r = serde_json::Map::new();
+    let ok = if route.method == "POST"
+        && !route.path.ends_with("/batch")
+        && !route.path.ends_with("/replenishments")
+    {
+        "201"
+    } else {
+        "200"
+    };
+    r.insert(ok.into(), json!({"description": "Success. Writes carry the commit position in the Tally-Position header; reads carry the projected position."}));
+    r.insert(
+        "400".into(),
+        json!({"description": "validation_failed or limit_exceeded", "content": problem}),
+    );
+    if !route.roles.is_empty() {
+        r.insert(
+            "401".into(),
+            json!({"description": "unauthorized", "content": problem}),
+        );
+        r.insert(
+            "403".into(),
+            json!({"description": "forbidden", "content": problem}),
+        );
+        r.insert(
+            "404".into(),
+            json!({"description": "not_found (another tenant's ids too)", "content": problem}),
+        );
+    }
+    if route.is_write() {
+        r.insert("409".into(), json!({"description": "a state conflict (e.g. order_exists, conflict)", "content": problem}));
+        r.insert("422".into(), json!({"description": "a rule refused the command (e.g. insufficient_credit, refund_exceeds_remaining, idempotency_key_reused)", "content": problem}));
+    } else if !route.roles.is_empty() {
+        r.insert("503".into(), json!({"description": "not_yet_visible: min_position was not projected in time", "content": problem}));
+    }
+    Value::Object(r)
+}
+
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.push_str(
+            seg.trim_matches(|c| c == '{' || c == '}')
+                .replace(['.', '-'], "_")
+                .as_str(),
+        );
+    }
+    id
+}
+
+/// The whole document.
+pub struct Doc {
+    routes: Vec<RouteDoc>,
+}
+
+impl Doc {
+    pub fn new(routes: Vec<RouteDoc>) -> Self {
+        Self { routes }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let settings = SchemaSettings::draft2020_12().with(|s| {
+            s.definitions_path = "/components/schemas".into();
+        });
+        let mut generator = SchemaGenerator::new(settings);
+        let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+        for route in &self.routes {
+            let op = route.operation(&mut generator);
+            paths
+                .entry(route.path)
+                .or_default()
+                .insert(route.method.to_ascii_lowercase(), op);
+        }
+        // Registers the Problem definition the responses refer to.
+        generator.subschema_for::<super::problem::Problem>();
+        let schemas = generator.take_definitions(true);
+        json!({
+            "openapi": "3.1.0",
+            "info": {
+                "title": "Tally",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "Event-sourced ledger for multi-tenant point of sale. Every write needs an Idempotency-Key header and answers with the log position of its events in the Tally-Position header. Reads reflect the log up to the projected position they return in the same header; they may lag writes by a moment, and a client that must see its own write passes min_position=<that position>. Amounts are decimal strings in the tenant's currency. Errors are application/problem+json with a stable code.",
+            },
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+                "schemas": schemas,
+            },
+            "paths": paths,
+        })
+    }
+}

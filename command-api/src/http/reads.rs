@@ -1,0 +1,427 @@
+//! Read endpoints: queries over the projected read models, and admin reads
+//! of the log itself.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ledger_core::codec;
+use ledger_core::envelope::Role;
+use ledger_core::id::{EmployeeId, OrderId, StreamId, StreamVersion, UserId, VendorId};
+use ledger_core::projection::activity::{ActivityFilter, PAGE_ACTIVITY_MAX};
+use ledger_core::projection::credit::PAGE_STATEMENT_MAX;
+use ledger_core::projection::dashboard::{DashboardQuery, Granularity};
+use ledger_core::projection::orders::{OrderListQuery, PAGE_ORDERS_MAX};
+use ledger_core::time::{LocalDate, Timestamp};
+use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::extract::{Auth, Params, path_id};
+use super::problem::Problem;
+use super::writes::{now, require};
+use super::{App, AppState, POSITION_HEADER, READ_WAIT_MAX};
+use crate::auth::Principal;
+
+/// A page size when the client names none.
+pub const PAGE_DEFAULT: usize = 50;
+
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// Wait (briefly) until the read models reflect this log position, e.g.
+    /// the Tally-Position of the client's own write.
+    #[serde(default)]
+    pub min_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardParams {
+    pub from: LocalDate,
+    /// Inclusive.
+    pub to: LocalDate,
+    #[serde(default = "day")]
+    pub granularity: Granularity,
+    /// One vendor; admins may omit it for every vendor of the tenant.
+    #[serde(default)]
+    pub vendor_id: Option<VendorId>,
+    #[serde(default)]
+    pub min_position: Option<u64>,
+}
+
+fn day() -> Granularity {
+    Granularity::Day
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderListParams {
+    /// Admins may omit it to list across the tenant.
+    #[serde(default)]
+    pub vendor_id: Option<VendorId>,
+    #[serde(default)]
+    pub from: Option<Timestamp>,
+    /// Exclusive.
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub min_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementParams {
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub min_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityParams {
+    #[serde(default)]
+    pub vendor_id: Option<VendorId>,
+    /// A user id: what that person did.
+    #[serde(default)]
+    pub actor: Option<UserId>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub min_position: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Only events after this version.
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
+    match limit.unwrap_or(PAGE_DEFAULT.min(max)) {
+        0 => Err(Problem::validation("limit must be at least 1")),
+        n if n > max => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "limit_exceeded",
+            format!("limit must be at most {max}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Waits for `min_position`, then answers with the projected position.
+async fn visible<S: EventStore>(app: &App<S>, min_position: Option<u64>) -> Result<u64, Problem> {
+    if let Some(p) = min_position
+        && !app.read_side.wait_for(Position(p), READ_WAIT_MAX).await
+    {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_yet_visible",
+            format!("position {p} is not projected yet; retry shortly"),
+        ));
+    }
+    Ok(app.read_side.position().0)
+}
+
+fn ok(body: Value, projected: u64) -> Response {
+    let mut response = axum::Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(POSITION_HEADER, projected.into());
+    response
+}
+
+pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {
+    let head = app.store().head().0;
+    let projected = app.read_side.position().0;
+    axum::Json(json!({
+        "status": "ok",
+        "log_position": head,
+        "projected_position": projected,
+        "projection_lag_records": head.saturating_sub(projected),
+    }))
+    .into_response()
+}
+
+pub async fn tenant<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+) -> Result<Response, Problem> {
+    let settings = app.service.with_aggregates(p.tenant_id, |a| a.settings());
+    let settings = settings.ok_or_else(|| Problem::not_found("tenant settings"))?;
+    Ok(axum::Json(json!({
+        "tenant_id": p.tenant_id,
+        "currency": settings.currency,
+        "time_zone": settings.time_zone,
+    }))
+    .into_response())
+}
+
+/// The vendor a vendor-scoped read is about: the caller's own, or for
+/// admins the one named (or all).
+fn vendor_scope(p: &Principal, named: Option<VendorId>) -> Result<Option<VendorId>, Problem> {
+    if p.has(Role::Admin) {
+        return Ok(named);
+    }
+    let own = p.vendor_id.ok_or_else(Problem::forbidden)?;
+    match named {
+        Some(v) if v != own => Err(Problem::forbidden()),
+        _ => Ok(Some(own)),
+    }
+}
+
+pub async fn dashboard<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Params(q): Params<DashboardParams>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor])?;
+    let vendor_id = vendor_scope(&p, q.vendor_id)?;
+    let projected = visible(&app, q.min_position).await?;
+    let settings = app.service.with_aggregates(p.tenant_id, |a| a.settings());
+    let settings = settings.ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "tenant_not_configured",
+            "the tenant has no settings yet",
+        )
+    })?;
+    let query = DashboardQuery {
+        tenant_id: p.tenant_id,
+        vendor_id,
+        from: q.from,
+        to: q.to,
+        granularity: q.granularity,
+        today: now().local_date(settings.time_zone),
+    };
+    let dashboard = app
+        .read_side
+        .read(|m| {
+            m.dashboard
+                .query(&query)
+                .map(|d| serde_json::to_value(d).expect("encodes"))
+        })
+        .map_err(|e| Problem::validation(e.to_string()))?;
+    Ok(ok(dashboard, projected))
+}
+
+pub async fn order<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Params(q): Params<WaitParams>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
+    let order_id = path_id(&id, "order id", OrderId::parse)?;
+    let projected = visible(&app, q.min_position).await?;
+    let view = app.read_side.read(|m| {
+        m.orders
+            .get(p.tenant_id, order_id)
+            .filter(|v| p.has(Role::Admin) || p.vendor_id == Some(v.vendor_id))
+            .map(|v| serde_json::to_value(v).expect("encodes"))
+    });
+    view.map(|v| ok(v, projected))
+        .ok_or_else(|| Problem::not_found("order"))
+}
+
+pub async fn orders<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Params(q): Params<OrderListParams>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
+    let vendor_id = vendor_scope(&p, q.vendor_id)?;
+    let limit = page_limit(q.limit, PAGE_ORDERS_MAX)?;
+    let cursor = q.cursor.as_deref().map(parse_order_cursor).transpose()?;
+    let projected = visible(&app, q.min_position).await?;
+    let query = OrderListQuery {
+        tenant_id: p.tenant_id,
+        vendor_id,
+        from: q.from.unwrap_or(Timestamp::from_micros(i64::MIN)),
+        until: q.until.unwrap_or(Timestamp::from_micros(i64::MAX)),
+        cursor,
+        limit,
+    };
+    let body = app.read_side.read(|m| {
+        let page = m.orders.list(&query);
+        let next = (page.len() == limit)
+            .then(|| {
+                page.last()
+                    .map(|v| format!("{}.{}", v.occurred_at.as_micros(), v.order_id.as_str()))
+            })
+            .flatten();
+        json!({ "items": page, "next_cursor": next })
+    });
+    Ok(ok(body, projected))
+}
+
+fn parse_order_cursor(text: &str) -> Result<(Timestamp, OrderId), Problem> {
+    let bad = || Problem::validation("bad cursor");
+    let (micros, order) = text.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    Ok((
+        Timestamp::from_micros(micros),
+        OrderId::parse(order).map_err(|_| bad())?,
+    ))
+}
+
+fn employee_scope(p: &Principal, id: &str) -> Result<EmployeeId, Problem> {
+    require(p, &[Role::Admin, Role::Employee])?;
+    let employee_id = path_id(id, "employee id", EmployeeId::parse)?;
+    if p.has(Role::Admin) || p.employee_id == Some(employee_id) {
+        Ok(employee_id)
+    } else {
+        Err(Problem::not_found("employee"))
+    }
+}
+
+pub async fn credit<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Params(q): Params<WaitParams>,
+) -> Result<Response, Problem> {
+    let employee_id = employee_scope(&p, &id)?;
+    let projected = visible(&app, q.min_position).await?;
+    let view = app.read_side.read(|m| {
+        m.credit
+            .get(p.tenant_id, employee_id)
+            .map(|v| serde_json::to_value(v).expect("encodes"))
+    });
+    view.map(|v| ok(v, projected))
+        .ok_or_else(|| Problem::not_found("employee"))
+}
+
+pub async fn statement<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Params(q): Params<StatementParams>,
+) -> Result<Response, Problem> {
+    let employee_id = employee_scope(&p, &id)?;
+    let limit = page_limit(q.limit, PAGE_STATEMENT_MAX)?;
+    let after = match q.cursor.as_deref() {
+        None => StreamVersion::NONE,
+        Some(c) => StreamVersion::new(c.parse().map_err(|_| Problem::validation("bad cursor"))?),
+    };
+    let projected = visible(&app, q.min_position).await?;
+    let body = app.read_side.read(|m| {
+        m.credit.get(p.tenant_id, employee_id)?;
+        let page = m.credit.statement(p.tenant_id, employee_id, after, limit);
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|l| l.version.get().to_string()))
+            .flatten();
+        Some(json!({ "items": page, "next_cursor": next }))
+    });
+    body.map(|b| ok(b, projected))
+        .ok_or_else(|| Problem::not_found("employee"))
+}
+
+pub async fn activity<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Params(q): Params<ActivityParams>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor])?;
+    let filter = match (q.vendor_id, q.actor) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::validation(
+                "filter by vendor_id or by actor, not both",
+            ));
+        }
+        (vendor, None) if !p.has(Role::Admin) || vendor.is_some() => {
+            ActivityFilter::Vendor(vendor_scope(&p, vendor)?.expect("a vendor scope"))
+        }
+        (None, Some(actor)) if p.has(Role::Admin) => ActivityFilter::Actor(actor),
+        (None, Some(_)) => return Err(Problem::forbidden()),
+        (None, None) => ActivityFilter::All,
+        (Some(_), None) => unreachable!("handled by the vendor arm"),
+    };
+    let limit = page_limit(q.limit, PAGE_ACTIVITY_MAX)?;
+    let cursor = q.cursor.as_deref().map(parse_activity_cursor).transpose()?;
+    let projected = visible(&app, q.min_position).await?;
+    let body = app.read_side.read(|m| {
+        let page = m.activity.query(p.tenant_id, filter, cursor, limit);
+        let next = (page.len() == limit)
+            .then(|| {
+                page.last().map(|e| {
+                    format!(
+                        "{}.{}.{}",
+                        e.recorded_at.as_micros(),
+                        e.version.get(),
+                        e.stream
+                    )
+                })
+            })
+            .flatten();
+        json!({ "items": page, "next_cursor": next })
+    });
+    Ok(ok(body, projected))
+}
+
+fn parse_activity_cursor(text: &str) -> Result<(Timestamp, StreamId, StreamVersion), Problem> {
+    let bad = || Problem::validation("bad cursor");
+    let mut parts = text.splitn(3, '.');
+    let micros: i64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let version: u64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let stream = StreamId::parse(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
+    Ok((
+        Timestamp::from_micros(micros),
+        stream,
+        StreamVersion::new(version),
+    ))
+}
+
+pub async fn stream_events<S: EventStore>(
+    State(app): State<AppState<S>>,
+    Auth(p): Auth,
+    Path((kind, id)): Path<(String, String)>,
+    Params(q): Params<StreamParams>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let stream = path_id(&format!("{kind}/{id}"), "stream", StreamId::parse)?;
+    let limit = page_limit(q.limit, READ_PAGE_RECORDS_MAX)?;
+    let after = StreamVersion::new(q.after.unwrap_or(0));
+    let records = app
+        .store()
+        .read_stream(p.tenant_id, stream, after, limit)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "store failure");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store failed; retry",
+            )
+        })?;
+    let mut items = Vec::with_capacity(records.len());
+    for r in &records {
+        let envelope = codec::decode(&r.bytes).map_err(|e| {
+            tracing::error!(error = %e, position = r.position.0, "undecodable record");
+            Problem::internal()
+        })?;
+        let mut value = serde_json::to_value(&envelope).expect("encodes");
+        value["position"] = r.position.0.into();
+        items.push(value);
+    }
+    if items.is_empty() && after == StreamVersion::NONE {
+        return Err(Problem::not_found("stream"));
+    }
+    let next = (records.len() == limit)
+        .then(|| records.last().map(|r| r.version.get().to_string()))
+        .flatten();
+    let head = app.store().head().0;
+    Ok(ok(json!({ "items": items, "next_cursor": next }), head))
+}

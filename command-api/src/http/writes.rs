@@ -1,0 +1,588 @@
+//! Write endpoints: request → ledger-core command → the command service.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ledger_core::credit::{AdjustCredit, CreditCommand, OpenCreditAccount, ReplenishCredit};
+use ledger_core::envelope::Role;
+use ledger_core::event::{Payment, Tender};
+use ledger_core::id::{EmployeeId, OrderId, RefundId, VendorId};
+use ledger_core::memory::Command;
+use ledger_core::money::CommissionRate;
+use ledger_core::sale::{IssueRefund, LineInput, ReceivePayment, RecordSale, SaleCommand};
+use ledger_core::tenant::ConfigureTenant;
+use ledger_core::text::Reason;
+use ledger_core::time::{Period, Timestamp};
+use ledger_core::vendor::{ChangeCommissionRate, RegisterVendor, VendorCommand};
+use ledger_store::{EventStore, IdempotencyKey};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::extract::{Auth, Body, Key, path_id, request_hash};
+use super::problem::Problem;
+use super::{App, POSITION_HEADER, St};
+use crate::auth::Principal;
+use crate::service::{Caller, Decision, ExecuteError, Executed, Idempotency};
+
+/// Most sales one offline batch may carry.
+pub const BATCH_SALES_MAX: usize = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommissionRequest {
+    pub commission_rate: CommissionRate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// Signed: positive adds credit, negative removes it.
+    #[schemars(with = "String")]
+    pub amount: Decimal,
+    pub reason: Reason,
+}
+
+/// A checkout. A cashier's token names the vendor; an admin names it here.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleRequest {
+    pub order_id: OrderId,
+    #[serde(default)]
+    pub vendor_id: Option<VendorId>,
+    pub lines: Vec<LineInput>,
+    pub payment: Payment,
+    /// When the sale happened, for sales recorded offline.
+    #[serde(default)]
+    pub occurred_at: Option<Timestamp>,
+}
+
+/// One sale of an offline batch, with its own idempotency key (by default
+/// `order:<order_id>`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSale {
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub order_id: OrderId,
+    #[serde(default)]
+    pub vendor_id: Option<VendorId>,
+    pub lines: Vec<LineInput>,
+    pub payment: Payment,
+    pub occurred_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub sales: Vec<BatchSale>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    #[schemars(with = "String")]
+    pub amount: Decimal,
+    pub tender: Tender,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    pub refund_id: RefundId,
+    #[schemars(with = "String")]
+    pub amount: Decimal,
+    #[serde(default)]
+    pub reason: Option<Reason>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplenishRequest {
+    pub period: Period,
+}
+
+/// What a write stores under its key and answers: a status and a body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredResponse {
+    status: u16,
+    body: serde_json::Value,
+}
+
+pub(crate) fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    Timestamp::from_micros(since.as_micros() as i64)
+}
+
+pub(crate) fn require(principal: &Principal, roles: &[Role]) -> Result<(), Problem> {
+    if roles.iter().any(|r| principal.has(*r)) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden())
+    }
+}
+
+fn render(decision: &Decision, success: StatusCode) -> Vec<u8> {
+    let stored = match decision {
+        Decision::Accepted(envelopes) => StoredResponse {
+            status: success.as_u16(),
+            body: json!({ "events": envelopes }),
+        },
+        Decision::Rejected(rejection) => {
+            let problem = Problem::from(rejection);
+            StoredResponse {
+                status: problem.status,
+                body: serde_json::to_value(problem).expect("a problem encodes"),
+            }
+        }
+    };
+    serde_json::to_vec(&stored).expect("a response encodes")
+}
+
+/// Runs one command and answers with its (possibly replayed) response.
+async fn run<S: EventStore>(
+    app: &App<S>,
+    principal: &Principal,
+    command: Command,
+    idempotency: Idempotency,
+    success: StatusCode,
+) -> Response {
+    match execute(app, principal, command, idempotency, success).await {
+        Ok(executed) => respond(&executed),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn execute<S: EventStore>(
+    app: &App<S>,
+    principal: &Principal,
+    command: Command,
+    idempotency: Idempotency,
+    success: StatusCode,
+) -> Result<Executed, Problem> {
+    let caller = Caller {
+        tenant_id: principal.tenant_id,
+        actor: principal.actor(),
+    };
+    app.service
+        .execute(caller, &command, now(), Some(idempotency), |d| {
+            render(d, success)
+        })
+        .await
+        .map_err(problem_of)
+}
+
+fn problem_of(error: ExecuteError) -> Problem {
+    match error {
+        ExecuteError::KeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used before with a different request",
+        ),
+        ExecuteError::Conflict => Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the streams changed while the command was decided; retry with the same key",
+        ),
+        ExecuteError::Store(e) => {
+            tracing::error!(error = %e, "store failure");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store failed; retry with the same key",
+            )
+        }
+        ExecuteError::Corrupt(e) => {
+            tracing::error!(error = %e, "corrupt record");
+            Problem::internal()
+        }
+    }
+}
+
+fn respond(executed: &Executed) -> Response {
+    let stored: StoredResponse =
+        serde_json::from_slice(&executed.response).expect("stored responses are ours");
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(stored.body)).into_response();
+    let headers = response.headers_mut();
+    if status.is_client_error() || status.is_server_error() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(super::problem::PROBLEM_CONTENT_TYPE),
+        );
+    }
+    headers.insert(POSITION_HEADER, executed.position.0.into());
+    if executed.replayed() {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idem(key: Key, request_hash: [u8; 32]) -> Idempotency {
+    Idempotency {
+        key: key.0,
+        request_hash,
+    }
+}
+
+/// The hash of a write addressed by path parameters: the path is part of it.
+fn hash_of(path: &str, body: &impl Serialize) -> [u8; 32] {
+    request_hash(path, &serde_json::to_vec(body).expect("a body encodes"))
+}
+
+pub async fn configure_tenant<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    key: Key,
+    body: Body<ConfigureTenant>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let command = Command::Tenant(body.value);
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(key, body.request_hash),
+        StatusCode::OK,
+    )
+    .await)
+}
+
+pub async fn register_vendor<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    key: Key,
+    body: Body<RegisterVendor>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let command = Command::Vendor(VendorCommand::Register(body.value));
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(key, body.request_hash),
+        StatusCode::CREATED,
+    )
+    .await)
+}
+
+pub async fn change_commission<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    key: Key,
+    body: Body<CommissionRequest>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let vendor_id = path_id(&id, "vendor id", VendorId::parse)?;
+    let hash = hash_of(&format!("/v1/vendors/{id}/commission"), &body.value);
+    let command = Command::Vendor(VendorCommand::ChangeCommissionRate(ChangeCommissionRate {
+        vendor_id,
+        commission_rate: body.value.commission_rate,
+    }));
+    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+}
+
+pub async fn enroll_employee<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    key: Key,
+    body: Body<OpenCreditAccount>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let command = Command::Credit(CreditCommand::Open(body.value));
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(key, body.request_hash),
+        StatusCode::CREATED,
+    )
+    .await)
+}
+
+pub async fn adjust_credit<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    key: Key,
+    body: Body<AdjustmentRequest>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin])?;
+    let employee_id = path_id(&id, "employee id", EmployeeId::parse)?;
+    let hash = hash_of(
+        &format!("/v1/employees/{id}/credit/adjustments"),
+        &body.value,
+    );
+    let command = Command::Credit(CreditCommand::Adjust(AdjustCredit {
+        employee_id,
+        amount: body.value.amount,
+        reason: body.value.reason,
+    }));
+    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+}
+
+/// The vendor a sale is recorded for: the cashier's own, or the one an
+/// admin names.
+fn sale_vendor(p: &Principal, named: Option<VendorId>) -> Result<VendorId, Problem> {
+    if p.has(Role::Admin) {
+        return named.ok_or_else(|| Problem::validation("vendor_id is required for an admin"));
+    }
+    require(p, &[Role::Cashier])?;
+    let own = p.vendor_id.ok_or_else(Problem::forbidden)?;
+    match named {
+        Some(v) if v != own => Err(Problem::forbidden()),
+        _ => Ok(own),
+    }
+}
+
+fn record_sale_command(
+    p: &Principal,
+    sale: SaleRequest,
+    now: Timestamp,
+) -> Result<Command, Problem> {
+    let vendor_id = sale_vendor(p, sale.vendor_id)?;
+    Ok(Command::Sale(SaleCommand::Record(RecordSale {
+        order_id: sale.order_id,
+        vendor_id,
+        lines: sale.lines,
+        payment: sale.payment,
+        occurred_at: sale.occurred_at,
+        now,
+    })))
+}
+
+pub async fn record_sale<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    key: Key,
+    body: Body<SaleRequest>,
+) -> Result<Response, Problem> {
+    let command = record_sale_command(&p, body.value, now())?;
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(key, body.request_hash),
+        StatusCode::CREATED,
+    )
+    .await)
+}
+
+/// Each sale of the batch is its own command with its own key: one result
+/// per sale, in order. A sale first tried online and then synced in a batch
+/// with the same key is recognised as the same request.
+pub async fn record_sales_batch<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    body: Body<BatchRequest>,
+) -> Result<Response, Problem> {
+    if !(p.has(Role::Admin) || p.has(Role::Cashier)) {
+        return Err(Problem::forbidden());
+    }
+    let sales = body.value.sales;
+    if sales.is_empty() || sales.len() > BATCH_SALES_MAX {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "limit_exceeded",
+            format!("a batch holds 1 to {BATCH_SALES_MAX} sales"),
+        ));
+    }
+    let mut items = Vec::with_capacity(sales.len());
+    for sale in &sales {
+        let key = match &sale.idempotency_key {
+            Some(k) => IdempotencyKey::parse(k),
+            None => IdempotencyKey::parse(&format!("order:{}", sale.order_id.as_str())),
+        }
+        .map_err(|e| Problem::validation(format!("sale {}: {e}", sale.order_id.as_str())))?;
+        items.push(key);
+    }
+    let mut results = Vec::with_capacity(sales.len());
+    let mut last_position = 0;
+    for (sale, key) in sales.into_iter().zip(items) {
+        let order_id = sale.order_id;
+        let single = SaleRequest {
+            order_id: sale.order_id,
+            vendor_id: sale.vendor_id,
+            lines: sale.lines,
+            payment: sale.payment,
+            occurred_at: Some(sale.occurred_at),
+        };
+        let hash = hash_of("/v1/sales", &single);
+        let outcome = match record_sale_command(&p, single, now()) {
+            Err(problem) => Err(problem),
+            Ok(command) => {
+                execute(
+                    &app,
+                    &p,
+                    command,
+                    Idempotency {
+                        key: key.clone(),
+                        request_hash: hash,
+                    },
+                    StatusCode::CREATED,
+                )
+                .await
+            }
+        };
+        results.push(match outcome {
+            Ok(executed) => {
+                last_position = last_position.max(executed.position.0);
+                let stored: StoredResponse =
+                    serde_json::from_slice(&executed.response).expect("stored responses are ours");
+                let result = match (executed.replayed(), stored.status < 300) {
+                    (true, _) => "duplicate",
+                    (false, true) => "created",
+                    (false, false) => "rejected",
+                };
+                json!({
+                    "idempotency_key": key.as_str(),
+                    "order_id": order_id,
+                    "result": result,
+                    "status": stored.status,
+                    "position": executed.position.0,
+                    "body": stored.body,
+                })
+            }
+            Err(problem) => json!({
+                "idempotency_key": key.as_str(),
+                "order_id": order_id,
+                "result": "rejected",
+                "status": problem.status,
+                "body": problem,
+            }),
+        });
+    }
+    let mut response = axum::Json(json!({ "results": results })).into_response();
+    response
+        .headers_mut()
+        .insert(POSITION_HEADER, last_position.into());
+    Ok(response)
+}
+
+/// Payments and refunds address an order another vendor may own: outside
+/// the caller's vendor it does not exist.
+fn check_order_vendor<S: EventStore>(
+    app: &App<S>,
+    p: &Principal,
+    order_id: OrderId,
+) -> Result<(), Problem> {
+    if p.has(Role::Admin) {
+        return Ok(());
+    }
+    let vendor = app.service.with_aggregates(p.tenant_id, |a| {
+        a.order_state(order_id).map(|o| o.vendor_id)
+    });
+    match vendor {
+        Some(v) if p.vendor_id == Some(v) => Ok(()),
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "no such order",
+        )),
+    }
+}
+
+pub async fn receive_payment<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    key: Key,
+    body: Body<PaymentRequest>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
+    let order_id = path_id(&id, "order id", OrderId::parse)?;
+    check_order_vendor(&app, &p, order_id)?;
+    let hash = hash_of(&format!("/v1/orders/{id}/payments"), &body.value);
+    let command = Command::Sale(SaleCommand::ReceivePayment(ReceivePayment {
+        order_id,
+        amount: body.value.amount,
+        tender: body.value.tender,
+        now: now(),
+    }));
+    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+}
+
+pub async fn issue_refund<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    key: Key,
+    body: Body<RefundRequest>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Vendor])?;
+    let order_id = path_id(&id, "order id", OrderId::parse)?;
+    check_order_vendor(&app, &p, order_id)?;
+    let hash = hash_of(&format!("/v1/orders/{id}/refunds"), &body.value);
+    let command = Command::Sale(SaleCommand::Refund(IssueRefund {
+        order_id,
+        refund_id: body.value.refund_id,
+        amount: body.value.amount,
+        reason: body.value.reason,
+        now: now(),
+    }));
+    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+}
+
+/// Replenishes every enrolled employee for the period. Each employee's
+/// replenishment is idempotent by period on its own, so a rerun after a
+/// crash finishes the job; the summary is remembered under the key.
+pub async fn replenish<S: EventStore>(
+    axum::extract::State(app): St<S>,
+    Auth(p): Auth,
+    key: Key,
+    body: Body<ReplenishRequest>,
+) -> Result<Response, Problem> {
+    require(&p, &[Role::Admin, Role::Service])?;
+    let caller = Caller {
+        tenant_id: p.tenant_id,
+        actor: p.actor(),
+    };
+    let idempotency = idem(key, body.request_hash);
+    if let Some(replayed) = app
+        .service
+        .replay(caller, &idempotency)
+        .await
+        .map_err(problem_of)?
+    {
+        return Ok(respond(&replayed));
+    }
+    let period = body.value.period;
+    let employees = app.service.with_aggregates(p.tenant_id, |a| a.employees());
+    let (mut replenished, mut unchanged, mut skipped) = (Vec::new(), 0u64, Vec::new());
+    for employee_id in employees {
+        let command = Command::Credit(CreditCommand::Replenish(ReplenishCredit {
+            employee_id,
+            period,
+            now: now(),
+        }));
+        let executed = app
+            .service
+            .execute(caller, &command, now(), None, |_| Vec::new())
+            .await
+            .map_err(problem_of)?;
+        match executed.decision {
+            Some(Decision::Accepted(events)) if events.is_empty() => unchanged += 1,
+            Some(Decision::Accepted(_)) => replenished.push(employee_id),
+            Some(Decision::Rejected(r)) => skipped.push(
+                json!({"employee_id": employee_id, "code": r.code(), "detail": r.to_string()}),
+            ),
+            None => unreachable!("unkeyed commands are never replays"),
+        }
+    }
+    let body = json!({
+        "period": period,
+        "replenished": replenished,
+        "unchanged": unchanged,
+        "skipped": skipped,
+    });
+    let stored = serde_json::to_vec(&StoredResponse { status: 200, body }).expect("encodes");
+    let executed = app
+        .service
+        .remember(caller, idempotency, stored)
+        .await
+        .map_err(problem_of)?;
+    Ok(respond(&executed))
+}

@@ -147,11 +147,10 @@ impl<S: EventStore> CommandService<S> {
         idempotency: Option<Idempotency>,
         render: impl Fn(&Decision) -> Vec<u8>,
     ) -> Result<Executed, ExecuteError> {
-        if let Some(idem) = &idempotency
-            && let Some(record) = self.store.idempotency(caller.tenant_id, &idem.key).await?
-        {
-            return replay(record, idem);
-        }
+        // No lookup of the key before deciding: the append checks it
+        // atomically, before versions, and hands back the stored record, so
+        // a replay costs a decision but a first request (the common case)
+        // costs no extra read.
         let aggregates = self.aggregates(caller.tenant_id);
         for _ in 0..COMMAND_ATTEMPTS_MAX {
             let touches = lock(&aggregates).touches(command);

@@ -2,5 +2,6 @@
 //! and the benchmarks, the server wiring, and the load generator. The
 //! binary itself (`src/main.rs`) is glue.
 
+pub mod load;
 pub mod server;
 pub mod sim;

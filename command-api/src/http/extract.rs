@@ -1,6 +1,7 @@
 //! Request extractors that turn every malformed input into a [`Problem`].
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use ledger_store::IdempotencyKey;
 use serde::Serialize;
@@ -85,14 +86,21 @@ where
             .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
             return Err(Problem::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "validation_failed",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
                 "the body must be application/json",
             ));
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| Problem::new(e.status(), "validation_failed", e.body_text()))?;
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is larger than this route accepts",
+                ),
+                status => Problem::new(status, "validation_failed", e.body_text()),
+            })?;
         let value: T = serde_json::from_slice(&bytes)
             .map_err(|e| Problem::validation(format!("the body does not parse: {e}")))?;
         let canonical = serde_json::to_vec(&value).expect("a parsed body re-encodes");

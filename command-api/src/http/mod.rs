@@ -135,7 +135,8 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
                 "Sync sales recorded offline; one result per sale",
                 &["cashier", "admin"],
             )
-            .body::<writes::BatchRequest>(),
+            .body::<writes::BatchRequest>()
+            .keys_per_item(),
             post(writes::record_sales_batch::<S>)
                 .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX)),
         ),
@@ -260,6 +261,13 @@ pub fn router<S: EventStore>(app: AppState<S>) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .fallback(|| async { problem::Problem::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            problem::Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not answer this method; see the Allow header",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

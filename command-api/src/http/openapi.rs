@@ -19,6 +19,9 @@ pub struct RouteDoc {
     pub roles: &'static [&'static str],
     body: Option<SchemaFn>,
     query: Option<SchemaFn>,
+    /// Whether the route takes the `Idempotency-Key` header: every write
+    /// does, except one whose body carries a key per item.
+    keyed: bool,
 }
 
 pub fn route(
@@ -34,6 +37,7 @@ pub fn route(
         roles,
         body: None,
         query: None,
+        keyed: method != "GET",
     }
 }
 
@@ -45,6 +49,13 @@ impl RouteDoc {
 
     pub fn query<T: JsonSchema>(mut self) -> Self {
         self.query = Some(|g| g.root_schema_for::<T>());
+        self
+    }
+
+    /// A write whose items each carry their own idempotency key in the
+    /// body, instead of one `Idempotency-Key` header for the request.
+    pub fn keys_per_item(mut self) -> Self {
+        self.keyed = false;
         self
     }
 
@@ -78,7 +89,7 @@ impl RouteDoc {
                 }
             }
         }
-        if self.is_write() {
+        if self.keyed {
             parameters.push(json!({
                 "name": "Idempotency-Key",
                 "in": "header",
@@ -136,6 +147,16 @@ fn responses(route: &RouteDoc) -> Value {
         r.insert(
             "404".into(),
             json!({"description": "not_found (another tenant's ids too)", "content": problem}),
+        );
+    }
+    if route.body.is_some() {
+        r.insert(
+            "413".into(),
+            json!({"description": "payload_too_large: the body is over the route's limit", "content": problem}),
+        );
+        r.insert(
+            "415".into(),
+            json!({"description": "unsupported_media_type: the body is not application/json", "content": problem}),
         );
     }
     if route.is_write() {
@@ -196,7 +217,7 @@ impl Doc {
             "info": {
                 "title": "Tally",
                 "version": env!("CARGO_PKG_VERSION"),
-                "description": "Event-sourced ledger for multi-tenant point of sale. Every write needs an Idempotency-Key header and answers with the log position of its events in the Tally-Position header. Reads reflect the log up to the projected position they return in the same header; they may lag writes by a moment, and a client that must see its own write passes min_position=<that position>. Amounts are decimal strings in the tenant's currency. Errors are application/problem+json with a stable code.",
+                "description": "Event-sourced ledger for multi-tenant point of sale. Every write needs an Idempotency-Key header (an offline batch carries one per sale instead) and answers with the log position of its events in the Tally-Position header. Reads reflect the log up to the projected position they return in the same header; they may lag writes by a moment, and a client that must see its own write passes min_position=<that position>. Amounts are decimal strings in the tenant's currency. Errors are application/problem+json with a stable code.",
             },
             "components": {
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

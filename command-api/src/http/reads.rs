@@ -9,10 +9,11 @@ use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, OrderId, StreamId, StreamVersion, UserId, VendorId};
 use ledger_core::projection::activity::{ActivityFilter, PAGE_ACTIVITY_MAX};
 use ledger_core::projection::credit::PAGE_STATEMENT_MAX;
-use ledger_core::projection::dashboard::{DashboardQuery, Granularity};
+use ledger_core::projection::dashboard::{Dashboard, DashboardQuery, DayTotals, Granularity};
 use ledger_core::projection::orders::{OrderListQuery, PAGE_ORDERS_MAX};
 use ledger_core::time::{LocalDate, Timestamp};
 use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -66,6 +67,8 @@ pub struct OrderListParams {
     pub until: Option<Timestamp>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Page size.
+    #[schemars(range(min = 1, max = PAGE_ORDERS_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
     #[serde(default)]
@@ -77,6 +80,8 @@ pub struct OrderListParams {
 pub struct StatementParams {
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Page size.
+    #[schemars(range(min = 1, max = PAGE_STATEMENT_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
     #[serde(default)]
@@ -93,6 +98,8 @@ pub struct ActivityParams {
     pub actor: Option<UserId>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Page size.
+    #[schemars(range(min = 1, max = PAGE_ACTIVITY_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
     #[serde(default)]
@@ -105,6 +112,8 @@ pub struct StreamParams {
     /// Only events after this version.
     #[serde(default)]
     pub after: Option<u64>,
+    /// Page size.
+    #[schemars(range(min = 1, max = READ_PAGE_RECORDS_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
 }
@@ -211,10 +220,40 @@ pub async fn dashboard<S: EventStore>(
         .read(|m| {
             m.dashboard
                 .query(&query)
-                .map(|d| serde_json::to_value(d).expect("encodes"))
+                .map(|d| dashboard_json(&d, settings.currency.scale()))
         })
         .map_err(|e| Problem::validation(e.to_string()))?;
     Ok(ok(dashboard, projected))
+}
+
+/// A dashboard as answered: every amount at the currency's scale (a sum of
+/// nothing is `0.00`, not `0`), and beside the stored sums the net figures
+/// derived from them: `net`, `refunded_net` and `net_payable`.
+fn dashboard_json(d: &Dashboard, scale: u32) -> Value {
+    let at_scale = |mut amount: Decimal| {
+        amount.rescale(scale);
+        Value::String(amount.to_string())
+    };
+    let totals = |value: &mut Value, t: &DayTotals| {
+        let fields = value.as_object_mut().expect("totals encode as an object");
+        for field in fields.values_mut() {
+            if let Some(amount) = field.as_str().and_then(|s| s.parse::<Decimal>().ok()) {
+                *field = at_scale(amount);
+            }
+        }
+        fields.insert("net".into(), at_scale(t.net()));
+        fields.insert("refunded_net".into(), at_scale(t.refunded_net()));
+        fields.insert("net_payable".into(), at_scale(t.net_payable()));
+    };
+    let mut value = serde_json::to_value(d).expect("encodes");
+    totals(&mut value["totals"], &d.totals);
+    let series = value["series"].as_array_mut().expect("a series");
+    for (bucket, b) in series.iter_mut().zip(&d.series) {
+        totals(&mut bucket["totals"], &b.totals);
+    }
+    value["receivables_pending"] = at_scale(d.receivables_pending);
+    value["receivables_overdue"] = at_scale(d.receivables_overdue);
+    value
 }
 
 pub async fn order<S: EventStore>(

@@ -18,6 +18,7 @@ use ledger_store::{EventStore, IdempotencyKey};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::extract::{Auth, Body, Key, path_id, request_hash};
 use super::problem::Problem;
@@ -220,10 +221,24 @@ fn respond(executed: &Executed) -> Response {
     response
 }
 
-fn idem(key: Key, request_hash: [u8; 32]) -> Idempotency {
+/// What a write is remembered by: its key, and a digest of the request and
+/// of the vendor the caller's token acts for. A cashier's sale takes its
+/// vendor from the token, not the body, so the same body and key from
+/// another vendor's cashier is another request: it must be refused as a
+/// reused key, never answered with the first vendor's result.
+fn idem(p: &Principal, key: IdempotencyKey, request_hash: [u8; 32]) -> Idempotency {
+    let mut h = Sha256::new();
+    h.update(request_hash);
+    match p.vendor_id {
+        Some(vendor) => {
+            h.update([1]);
+            h.update(vendor.as_str().as_bytes());
+        }
+        None => h.update([0]),
+    }
     Idempotency {
-        key: key.0,
-        request_hash,
+        key,
+        request_hash: h.finalize().into(),
     }
 }
 
@@ -244,7 +259,7 @@ pub async fn configure_tenant<S: EventStore>(
         &app,
         &p,
         command,
-        idem(key, body.request_hash),
+        idem(&p, key.0, body.request_hash),
         StatusCode::OK,
     )
     .await)
@@ -262,7 +277,7 @@ pub async fn register_vendor<S: EventStore>(
         &app,
         &p,
         command,
-        idem(key, body.request_hash),
+        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -282,7 +297,14 @@ pub async fn change_commission<S: EventStore>(
         vendor_id,
         commission_rate: body.value.commission_rate,
     }));
-    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(&p, key.0, hash),
+        StatusCode::CREATED,
+    )
+    .await)
 }
 
 pub async fn enroll_employee<S: EventStore>(
@@ -297,7 +319,7 @@ pub async fn enroll_employee<S: EventStore>(
         &app,
         &p,
         command,
-        idem(key, body.request_hash),
+        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -321,7 +343,14 @@ pub async fn adjust_credit<S: EventStore>(
         amount: body.value.amount,
         reason: body.value.reason,
     }));
-    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(&p, key.0, hash),
+        StatusCode::CREATED,
+    )
+    .await)
 }
 
 /// The vendor a sale is recorded for: the cashier's own, or the one an
@@ -365,7 +394,7 @@ pub async fn record_sale<S: EventStore>(
         &app,
         &p,
         command,
-        idem(key, body.request_hash),
+        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -418,10 +447,7 @@ pub async fn record_sales_batch<S: EventStore>(
                     &app,
                     &p,
                     command,
-                    Idempotency {
-                        key: key.clone(),
-                        request_hash: hash,
-                    },
+                    idem(&p, key.clone(), hash),
                     StatusCode::CREATED,
                 )
                 .await
@@ -502,7 +528,14 @@ pub async fn receive_payment<S: EventStore>(
         tender: body.value.tender,
         now: now(),
     }));
-    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(&p, key.0, hash),
+        StatusCode::CREATED,
+    )
+    .await)
 }
 
 pub async fn issue_refund<S: EventStore>(
@@ -523,7 +556,14 @@ pub async fn issue_refund<S: EventStore>(
         reason: body.value.reason,
         now: now(),
     }));
-    Ok(run(&app, &p, command, idem(key, hash), StatusCode::CREATED).await)
+    Ok(run(
+        &app,
+        &p,
+        command,
+        idem(&p, key.0, hash),
+        StatusCode::CREATED,
+    )
+    .await)
 }
 
 /// Replenishes every enrolled employee for the period. Each employee's
@@ -540,7 +580,7 @@ pub async fn replenish<S: EventStore>(
         tenant_id: p.tenant_id,
         actor: p.actor(),
     };
-    let idempotency = idem(key, body.request_hash);
+    let idempotency = idem(&p, key.0, body.request_hash);
     if let Some(replayed) = app
         .service
         .replay(caller, &idempotency)

@@ -207,7 +207,9 @@ impl<S: EventStore, R: ReadModelStore> Follower<S, R> {
                 .to_snapshot()
         })
         .await
-        .expect("snapshot task panicked");
+        .map_err(|e| {
+            ProjectorError::Checkpoint(format!("the snapshot task did not finish: {e}"))
+        })?;
         let bytes = state.len();
         self.checkpoints
             .save_checkpoint(CHECKPOINT_NAME, Checkpoint { position, state })

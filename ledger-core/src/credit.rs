@@ -74,10 +74,11 @@ impl CreditPolicy {
 #[serde(deny_unknown_fields)]
 pub struct CreditPolicyInput {
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub allowance: Decimal,
     pub cadence: Cadence,
     pub mode: ReplenishMode,
-    #[serde(default)]
+    #[serde(default, with = "rust_decimal::serde::str_option")]
     #[schemars(with = "Option<String>")]
     pub cap: Option<Decimal>,
 }
@@ -165,6 +166,7 @@ pub struct ReplenishCredit {
 pub struct AdjustCredit {
     pub employee_id: EmployeeId,
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub reason: Reason,
 }

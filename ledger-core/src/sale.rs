@@ -30,6 +30,7 @@ pub struct LineInput {
     pub item: ItemCode,
     pub quantity: u32,
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub unit_price: Decimal,
 }
 
@@ -61,6 +62,7 @@ impl RecordSale {
 pub struct ReceivePayment {
     pub order_id: OrderId,
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub tender: Tender,
     pub now: Timestamp,
@@ -73,6 +75,7 @@ pub struct IssueRefund {
     pub order_id: OrderId,
     pub refund_id: RefundId,
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     #[serde(default)]
     pub reason: Option<Reason>,

@@ -135,6 +135,12 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided() {
             "amount not a number",
             with(&|b| b["lines"][0]["unit_price"] = json!("ten")),
         ),
+        // A JSON number may already have lost digits in the client's
+        // float; amounts travel as decimal strings only.
+        (
+            "amount as a JSON number",
+            with(&|b| b["lines"][0]["unit_price"] = json!(0.1)),
+        ),
     ];
     for (what, body) in cases {
         let key = format!("parse-{}", what.replace(' ', "-"));
@@ -160,6 +166,8 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided() {
         ("/v1/vendors/V1/commission", json!({"commission_rate": -1})),
         ("/v1/employees", json!({"employee_id": "E9", "name": "N", "policy": {"allowance": "1", "cadence": "weekly", "mode": "top_up"}})),
         ("/v1/employees/E1/credit/adjustments", json!({"amount": "1.00", "reason": ""})),
+        ("/v1/employees/E1/credit/adjustments", json!({"amount": 1.5, "reason": "float"})),
+        ("/v1/employees", json!({"employee_id": "E9", "name": "N", "policy": {"allowance": 100, "cadence": "monthly", "mode": "top_up"}})),
         ("/v1/credit/replenishments", json!({"period": "2026-13-H1"})),
         ("/v1/orders/X/refunds", json!({"refund_id": "R", "amount": 1, "extra": true})),
         ("/v1/orders/X/payments", json!({"amount": "1.00", "tender": {"method": "invoice"}})),

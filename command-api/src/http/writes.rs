@@ -40,6 +40,7 @@ pub struct CommissionRequest {
 pub struct AdjustmentRequest {
     /// Signed: positive adds credit, negative removes it.
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub reason: Reason,
 }
@@ -83,6 +84,7 @@ pub struct BatchRequest {
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub tender: Tender,
 }
@@ -92,6 +94,7 @@ pub struct PaymentRequest {
 pub struct RefundRequest {
     pub refund_id: RefundId,
     #[schemars(with = "String")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     #[serde(default)]
     pub reason: Option<Reason>,

@@ -17,7 +17,7 @@ use ledger_core::vendor::{ChangeCommissionRate, RegisterVendor, VendorCommand};
 use ledger_store::{EventStore, IdempotencyKey};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{Auth, Body, Key, path_id, request_hash};
@@ -106,11 +106,29 @@ pub struct ReplenishRequest {
     pub period: Period,
 }
 
-/// What a write stores under its key and answers: a status and a body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredResponse {
-    status: u16,
-    body: serde_json::Value,
+/// What a write stores under its key and answers: the status as two
+/// big-endian bytes, then the JSON body exactly as it is sent, so a replay
+/// (and every first answer) is a copy, never a re-encoding.
+fn stored(status: u16, body: &impl Serialize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1024);
+    bytes.extend_from_slice(&status.to_be_bytes());
+    serde_json::to_writer(&mut bytes, body).expect("a response encodes");
+    bytes
+}
+
+/// The status and JSON body of a stored answer.
+fn unstored(bytes: &[u8]) -> (StatusCode, &[u8]) {
+    assert!(bytes.len() >= 2, "stored responses are ours");
+    let status = u16::from_be_bytes([bytes[0], bytes[1]]);
+    (
+        StatusCode::from_u16(status).expect("stored statuses are valid"),
+        &bytes[2..],
+    )
+}
+
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    events: &'a [ledger_core::envelope::Envelope],
 }
 
 pub(crate) fn now() -> Timestamp {
@@ -129,20 +147,13 @@ pub(crate) fn require(principal: &Principal, roles: &[Role]) -> Result<(), Probl
 }
 
 fn render(decision: &Decision, success: StatusCode) -> Vec<u8> {
-    let stored = match decision {
-        Decision::Accepted(envelopes) => StoredResponse {
-            status: success.as_u16(),
-            body: json!({ "events": envelopes }),
-        },
+    match decision {
+        Decision::Accepted(events) => stored(success.as_u16(), &AcceptedBody { events }),
         Decision::Rejected(rejection) => {
             let problem = Problem::from(rejection);
-            StoredResponse {
-                status: problem.status,
-                body: serde_json::to_value(problem).expect("a problem encodes"),
-            }
+            stored(problem.status, &problem)
         }
-    };
-    serde_json::to_vec(&stored).expect("a response encodes")
+    }
 }
 
 /// Runs one command and answers with its (possibly replayed) response.
@@ -206,17 +217,15 @@ fn problem_of(error: ExecuteError) -> Problem {
 }
 
 fn respond(executed: &Executed) -> Response {
-    let stored: StoredResponse =
-        serde_json::from_slice(&executed.response).expect("stored responses are ours");
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, axum::Json(stored.body)).into_response();
+    let (status, body) = unstored(&executed.response);
+    let content_type = if status.is_client_error() || status.is_server_error() {
+        super::problem::PROBLEM_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    let mut response = (status, axum::body::Body::from(body.to_vec())).into_response();
     let headers = response.headers_mut();
-    if status.is_client_error() || status.is_server_error() {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(super::problem::PROBLEM_CONTENT_TYPE),
-        );
-    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(POSITION_HEADER, executed.position.0.into());
     if executed.replayed() {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -224,11 +233,6 @@ fn respond(executed: &Executed) -> Response {
     response
 }
 
-/// What a write is remembered by: its key, and a digest of the request and
-/// of the vendor the caller's token acts for. A cashier's sale takes its
-/// vendor from the token, not the body, so the same body and key from
-/// another vendor's cashier is another request: it must be refused as a
-/// reused key, never answered with the first vendor's result.
 fn idem(p: &Principal, key: IdempotencyKey, request_hash: [u8; 32]) -> Idempotency {
     let mut h = Sha256::new();
     h.update(request_hash);
@@ -459,9 +463,9 @@ pub async fn record_sales_batch<S: EventStore>(
         results.push(match outcome {
             Ok(executed) => {
                 last_position = last_position.max(executed.position.0);
-                let stored: StoredResponse =
-                    serde_json::from_slice(&executed.response).expect("stored responses are ours");
-                let result = match (executed.replayed(), stored.status < 300) {
+                let (status, body) = unstored(&executed.response);
+                let body: Value = serde_json::from_slice(body).expect("stored bodies are JSON");
+                let result = match (executed.replayed(), status.is_success()) {
                     (true, _) => "duplicate",
                     (false, true) => "created",
                     (false, false) => "rejected",
@@ -470,9 +474,9 @@ pub async fn record_sales_batch<S: EventStore>(
                     "idempotency_key": key.as_str(),
                     "order_id": order_id,
                     "result": result,
-                    "status": stored.status,
+                    "status": status.as_u16(),
                     "position": executed.position.0,
-                    "body": stored.body,
+                    "body": body,
                 })
             }
             Err(problem) => json!({
@@ -621,10 +625,9 @@ pub async fn replenish<S: EventStore>(
         "unchanged": unchanged,
         "skipped": skipped,
     });
-    let stored = serde_json::to_vec(&StoredResponse { status: 200, body }).expect("encodes");
     let executed = app
         .service
-        .remember(caller, idempotency, stored)
+        .remember(caller, idempotency, stored(200, &body))
         .await
         .map_err(problem_of)?;
     Ok(respond(&executed))

@@ -1,1 +1,1522 @@
 //! The conformance suite: the EventStore and ReadModelStore contracts, as tests any adapter runs.
+//!
+//! Each check is an async function over the port alone, so every adapter
+//! runs the very same code. A check panics, saying which rule broke, when
+//! the store under test breaks one.
+//!
+//! Checks may share a store, even concurrently ([`run_all`] does): each
+//! writes under tenants of its own, minted fresh on every run, and proves
+//! "nothing was written" by reading back its own streams, keys and the log's
+//! records of its own tenants, never by comparing the log head. That also
+//! lets them run against a long-lived database.
+//!
+//! Wire an adapter up with [`conformance_tests!`](crate::conformance_tests),
+//! one test per check.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ledger_core::codec::{self, Sealed};
+use ledger_core::event::{CreditAccountSuspended, Event, TenantConfigured, VendorRegistered};
+use ledger_core::id::{CommandId, EventId, StreamId, StreamKind, StreamVersion, TenantId, UserId};
+use ledger_core::text::{Name, Reason};
+use ledger_core::{Actor, CommissionRate, Currency, Hash, Header, Role, TimeZone, Timestamp};
+use tokio::task::JoinSet;
+
+use crate::{
+    APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, Committed,
+    EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord,
+    IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StreamAppend,
+    read_stream_all,
+};
+
+/// Tasks racing for each version in [`concurrent_appends`].
+pub const RACERS: usize = 16;
+/// Versions raced for in [`concurrent_appends`].
+pub const RACE_ROUNDS: u64 = 6;
+/// Tasks appending with retries in [`concurrent_appends`].
+pub const RETRYING_WRITERS: usize = 8;
+/// Appends each retrying writer makes.
+pub const RETRYING_APPENDS: usize = 4;
+/// Tasks racing for one idempotency key in [`concurrent_idempotency`].
+pub const KEY_RACERS: usize = 16;
+/// Appends in [`read_after_write`].
+pub const READ_AFTER_WRITE_APPENDS: u64 = 20;
+/// Records in the stream of [`large_stream`]: more than two pages.
+pub const LARGE_STREAM_RECORDS: usize = 2 * READ_PAGE_RECORDS_MAX + 17;
+/// Streams written in [`many_streams`].
+pub const MANY_STREAMS: usize = 2_000;
+/// Tenants those streams are spread over (each uses the same stream ids).
+pub const MANY_STREAMS_TENANTS: usize = 4;
+/// Appends in flight at once in [`many_streams`].
+pub const MANY_STREAMS_CONCURRENCY: usize = 32;
+/// Appends per writer task in [`follow_reaches_head`].
+pub const FOLLOW_APPENDS: u64 = 20;
+/// How long a committed position may take to reach `follow` and `head`.
+pub const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// A checkpoint state size well past any single page or row inline limit.
+pub const LARGE_CHECKPOINT_BYTES: usize = 1024 * 1024;
+/// Longest check name kept in a minted tenant id (the rest is uniqueness).
+const TENANT_PREFIX_LEN_MAX: usize = 12;
+
+/// Every check, concurrently, on one store: the checks must not disturb
+/// one another, and the store must keep every rule under mixed load.
+pub async fn run_all<S>(store: &S)
+where
+    S: EventStore + ReadModelStore + Clone,
+{
+    tokio::join!(
+        version_conflict(store),
+        multi_stream_atomicity(store),
+        idempotent_replay(store),
+        remembered_rejection(store),
+        concurrent_appends(store),
+        concurrent_idempotency(store),
+        read_after_write(store),
+        ordering(store),
+        large_stream(store),
+        many_streams(store),
+        follow_reaches_head(store),
+        invalid_requests(store),
+        checkpoints(store),
+    );
+}
+
+/// One `#[tokio::test]` per conformance check. `$fresh` is an async fn
+/// returning `(store, guard)`: a new store, and whatever must live as long
+/// as it (a temporary directory, say).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@each $fresh;
+            version_conflict,
+            multi_stream_atomicity,
+            idempotent_replay,
+            remembered_rejection,
+            concurrent_appends,
+            concurrent_idempotency,
+            read_after_write,
+            ordering,
+            large_stream,
+            many_streams,
+            follow_reaches_head,
+            invalid_requests,
+            checkpoints,
+        );
+    };
+    (@each $fresh:path; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (store, _guard) = $fresh().await;
+                $crate::conformance::$check(&store).await;
+            }
+        )*
+    };
+}
+
+/// An append at a stale or future version fails naming the stream, and
+/// writes nothing.
+pub async fn version_conflict<S: EventStore>(store: &S) {
+    let check = "version_conflict";
+    let tenant = unique_tenant("conflict");
+    let stream = vendor("a");
+    let first = stream_append(tenant, stream, StreamVersion::NONE, 2);
+    append_ok(store, request(tenant, vec![first], None), check).await;
+    let before = store.head();
+
+    let key = key("conflict-stale");
+    let stale = stream_append(tenant, stream, StreamVersion::NONE, 1);
+    let result = store
+        .append(request(tenant, vec![stale], Some(idempotency(&key, 1))))
+        .await;
+    expect_conflict(result, stream, StreamVersion::NONE, v(2), check);
+
+    let ahead = stream_append(tenant, stream, v(5), 1);
+    let result = store
+        .append(request(tenant, vec![ahead], Some(idempotency(&key, 2))))
+        .await;
+    expect_conflict(result, stream, v(5), v(2), check);
+
+    assert_wrote_nothing(store, check, tenant, before, &[(stream, 2)], Some(&key)).await;
+
+    let next = stream_append(tenant, stream, v(2), 1);
+    append_ok(
+        store,
+        request(tenant, vec![next], Some(idempotency(&key, 3))),
+        check,
+    )
+    .await;
+    assert_stream_len(store, check, tenant, stream, 3).await;
+}
+
+/// A request touching several streams is all or nothing: one conflicting
+/// stream keeps every stream and the idempotency record unwritten.
+pub async fn multi_stream_atomicity<S: EventStore>(store: &S) {
+    let check = "multi_stream_atomicity";
+    let tenant = unique_tenant("atomic");
+    let (a, b, c) = (vendor("a"), credit("b"), vendor("c"));
+    append_ok(
+        store,
+        request(
+            tenant,
+            vec![stream_append(tenant, a, StreamVersion::NONE, 1)],
+            None,
+        ),
+        check,
+    )
+    .await;
+    let before = store.head();
+    let key = key("atomic");
+
+    // The conflict comes after a stream that would have been fine.
+    let result = store
+        .append(request(
+            tenant,
+            vec![
+                stream_append(tenant, b, StreamVersion::NONE, 2),
+                stream_append(tenant, a, StreamVersion::NONE, 1),
+            ],
+            Some(idempotency(&key, 1)),
+        ))
+        .await;
+    expect_conflict(result, a, StreamVersion::NONE, v(1), check);
+    // And here, before and after streams that would have been fine.
+    let result = store
+        .append(request(
+            tenant,
+            vec![
+                stream_append(tenant, a, v(1), 1),
+                stream_append(tenant, b, v(3), 1),
+                stream_append(tenant, c, StreamVersion::NONE, 1),
+            ],
+            Some(idempotency(&key, 2)),
+        ))
+        .await;
+    expect_conflict(result, b, v(3), StreamVersion::NONE, check);
+    assert_wrote_nothing(
+        store,
+        check,
+        tenant,
+        before,
+        &[(a, 1), (b, 0), (c, 0)],
+        Some(&key),
+    )
+    .await;
+
+    let appends = vec![
+        stream_append(tenant, a, v(1), 2),
+        stream_append(tenant, b, StreamVersion::NONE, 1),
+        stream_append(tenant, c, StreamVersion::NONE, 3),
+    ];
+    let expected: Vec<Vec<u8>> = appends
+        .iter()
+        .flat_map(|s| s.events.iter().map(|e| e.bytes.clone()))
+        .collect();
+    let committed = append_ok(
+        store,
+        request(tenant, appends, Some(idempotency(&key, 3))),
+        check,
+    )
+    .await;
+    let written = tenant_records_after(store, tenant, before).await;
+    assert_eq!(
+        written.iter().map(|r| r.bytes.clone()).collect::<Vec<_>>(),
+        expected,
+        "{check}: a multi-stream append must write all its events, in request order"
+    );
+    assert_eq!(
+        written.last().map(|r| r.position),
+        Some(committed.position),
+        "{check}: Committed must carry the position of the append's last event"
+    );
+    let record = store
+        .idempotency(tenant, &key)
+        .await
+        .expect("idempotency read")
+        .unwrap_or_else(|| {
+            panic!("{check}: the idempotency record of a committed append is missing")
+        });
+    assert_eq!(
+        record.position, committed.position,
+        "{check}: the idempotency record must carry the append's position"
+    );
+    for (stream, len) in [(a, 3), (b, 1), (c, 3)] {
+        assert_stream_len(store, check, tenant, stream, len).await;
+    }
+}
+
+/// A key already stored answers with its record, checked before versions,
+/// so a replay still finds it after its streams moved on. Keys are scoped by
+/// tenant.
+pub async fn idempotent_replay<S: EventStore>(store: &S) {
+    let check = "idempotent_replay";
+    let tenant = unique_tenant("replay");
+    let (s1, s2, s3) = (vendor("r1"), credit("r2"), vendor("r3"));
+    let key = key("checkout-1");
+    let write = IdempotencyWrite {
+        key: key.clone(),
+        request_hash: [7; 32],
+        response: b"{\"order\":\"r1\",\"status\":\"recorded\"}".to_vec(),
+    };
+    let original = request(
+        tenant,
+        vec![
+            stream_append(tenant, s1, StreamVersion::NONE, 1),
+            stream_append(tenant, s2, StreamVersion::NONE, 1),
+        ],
+        Some(write.clone()),
+    );
+    let committed = append_ok(store, original.clone(), check).await;
+    let stored = store
+        .idempotency(tenant, &key)
+        .await
+        .expect("idempotency read")
+        .unwrap_or_else(|| panic!("{check}: the stored key is not found"));
+    assert_eq!(
+        stored,
+        IdempotencyRecord {
+            key: key.clone(),
+            request_hash: write.request_hash,
+            response: write.response.clone(),
+            position: committed.position,
+        },
+        "{check}: the stored record must be what was written, at the append's position"
+    );
+
+    let replay = expect_key_exists(store.append(original.clone()).await, check);
+    assert_eq!(
+        replay, stored,
+        "{check}: a replay must get the stored record"
+    );
+
+    // The streams move on; the replay must still find its record.
+    append_ok(
+        store,
+        request(tenant, vec![stream_append(tenant, s1, v(1), 1)], None),
+        check,
+    )
+    .await;
+    let before = store.head();
+    let replay = expect_key_exists(store.append(original).await, check);
+    assert_eq!(
+        replay, stored,
+        "{check}: the key must be checked before versions"
+    );
+
+    // A different request under the same key gets the original's record.
+    let different = request(
+        tenant,
+        vec![stream_append(tenant, s3, StreamVersion::NONE, 1)],
+        Some(IdempotencyWrite {
+            key: key.clone(),
+            request_hash: [8; 32],
+            response: b"other".to_vec(),
+        }),
+    );
+    let replay = expect_key_exists(store.append(different).await, check);
+    assert_eq!(
+        replay, stored,
+        "{check}: a different request under a stored key must get the stored record"
+    );
+    assert_wrote_nothing(
+        store,
+        check,
+        tenant,
+        before,
+        &[(s1, 2), (s2, 1), (s3, 0)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        store
+            .idempotency(tenant, &key)
+            .await
+            .expect("idempotency read"),
+        Some(stored.clone()),
+        "{check}: a replay must not change the stored record"
+    );
+
+    // The same key in another tenant is another key.
+    let other = unique_tenant("replay-other");
+    let other_committed = append_ok(
+        store,
+        request(
+            other,
+            vec![stream_append(other, s1, StreamVersion::NONE, 1)],
+            Some(IdempotencyWrite {
+                key: key.clone(),
+                request_hash: [9; 32],
+                response: b"theirs".to_vec(),
+            }),
+        ),
+        check,
+    )
+    .await;
+    let theirs = store
+        .idempotency(other, &key)
+        .await
+        .expect("idempotency read")
+        .unwrap_or_else(|| panic!("{check}: a key stored for another tenant is not found"));
+    assert_eq!(
+        (theirs.request_hash, theirs.position),
+        ([9; 32], other_committed.position),
+        "{check}: keys are scoped by tenant"
+    );
+    assert_eq!(
+        store
+            .idempotency(tenant, &key)
+            .await
+            .expect("idempotency read"),
+        Some(stored),
+        "{check}: another tenant's key must not touch this tenant's record"
+    );
+}
+
+/// An append with no events, only an idempotency record (how a rejected
+/// command is remembered), is stored at the head of its time and replays
+/// like any other.
+pub async fn remembered_rejection<S: EventStore>(store: &S) {
+    let check = "remembered_rejection";
+    let tenant = unique_tenant("rejection");
+    let stream = credit("e1");
+    let key = key("rejected-1");
+    let before = store.head();
+    let write = IdempotencyWrite {
+        key: key.clone(),
+        request_hash: [3; 32],
+        response: b"{\"rejected\":\"insufficient_credit\"}".to_vec(),
+    };
+    let committed = append_ok(
+        store,
+        AppendRequest {
+            tenant_id: tenant,
+            streams: Vec::new(),
+            idempotency: Some(write.clone()),
+        },
+        check,
+    )
+    .await;
+    let after = store.head();
+    assert!(
+        before <= committed.position && committed.position <= after,
+        "{check}: an events-free append is at the head of its time \
+         ({before} <= {} <= {after})",
+        committed.position
+    );
+    let stored = store
+        .idempotency(tenant, &key)
+        .await
+        .expect("idempotency read")
+        .unwrap_or_else(|| panic!("{check}: the remembered rejection is not stored"));
+    assert_eq!(
+        stored,
+        IdempotencyRecord {
+            key: key.clone(),
+            request_hash: write.request_hash,
+            response: write.response,
+            position: committed.position,
+        },
+        "{check}: the stored record must be what was written"
+    );
+    assert!(
+        tenant_records_after(store, tenant, before).await.is_empty(),
+        "{check}: an events-free append must write no event"
+    );
+
+    let replay = expect_key_exists(
+        store
+            .append(AppendRequest {
+                tenant_id: tenant,
+                streams: Vec::new(),
+                idempotency: Some(IdempotencyWrite {
+                    key: key.clone(),
+                    request_hash: [3; 32],
+                    response: b"again".to_vec(),
+                }),
+            })
+            .await,
+        check,
+    );
+    assert_eq!(
+        replay, stored,
+        "{check}: a replay must get the stored record"
+    );
+    // A retry that would now succeed is still answered with the rejection.
+    let replay = expect_key_exists(
+        store
+            .append(request(
+                tenant,
+                vec![stream_append(tenant, stream, StreamVersion::NONE, 1)],
+                Some(idempotency(&key, 4)),
+            ))
+            .await,
+        check,
+    );
+    assert_eq!(
+        replay, stored,
+        "{check}: a replay must get the stored record"
+    );
+    assert_wrote_nothing(store, check, tenant, before, &[(stream, 0)], None).await;
+}
+
+/// Many tasks race for the same version of one stream: exactly one wins
+/// each version, the others conflict, and the stream ends contiguous.
+pub async fn concurrent_appends<S: EventStore + Clone>(store: &S) {
+    let check = "concurrent_appends";
+    let tenant = unique_tenant("race");
+    let stream = vendor("race");
+    for round in 0..RACE_ROUNDS {
+        let expected = v(round);
+        let mut racers = JoinSet::new();
+        for _ in 0..RACERS {
+            let store = store.clone();
+            let append = stream_append(tenant, stream, expected, 1);
+            let bytes = append.events[0].bytes.clone();
+            racers.spawn(async move {
+                let result = store.append(request(tenant, vec![append], None)).await;
+                (result, bytes)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = racers.join_next().await {
+            let (result, bytes) = joined.expect("a racing task panicked");
+            match result {
+                Ok(committed) => winners.push((committed, bytes)),
+                Err(AppendError::VersionConflict {
+                    stream: named,
+                    expected: at,
+                    actual,
+                }) => {
+                    assert_eq!(
+                        (named, at, actual),
+                        (stream, expected, v(round + 1)),
+                        "{check}: a losing racer must be told the stream and its new version"
+                    );
+                }
+                Err(other) => panic!("{check}: a racer failed with {other:?}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "{check}: exactly one racer must win version {}",
+            round + 1
+        );
+        let (committed, bytes) = winners.remove(0);
+        let stored = store
+            .read_stream(tenant, stream, expected, READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("read_stream");
+        assert_eq!(
+            stored
+                .iter()
+                .map(|r| (r.version, r.position, &r.bytes))
+                .collect::<Vec<_>>(),
+            vec![(v(round + 1), committed.position, &bytes)],
+            "{check}: the stream must hold the winner's event, and only it"
+        );
+    }
+
+    // Writers that retry on conflict: every append lands, whole and in one
+    // piece, and the stream stays contiguous.
+    let stream = credit("race");
+    let mut writers = JoinSet::new();
+    for writer in 0..RETRYING_WRITERS {
+        let store = store.clone();
+        writers.spawn(async move {
+            let mut expected = StreamVersion::NONE;
+            let mut written = Vec::new();
+            for n in 0..RETRYING_APPENDS {
+                let count = 1 + (writer + n) % 2;
+                loop {
+                    let append = stream_append(tenant, stream, expected, count);
+                    let bytes: Vec<Vec<u8>> =
+                        append.events.iter().map(|e| e.bytes.clone()).collect();
+                    match store.append(request(tenant, vec![append], None)).await {
+                        Ok(_) => {
+                            written.push(bytes);
+                            expected = v(expected.get() + count as u64);
+                            break;
+                        }
+                        Err(AppendError::VersionConflict { actual, .. }) => expected = actual,
+                        Err(other) => panic!("{check}: a retrying writer failed with {other:?}"),
+                    }
+                }
+            }
+            written
+        });
+    }
+    let mut appends = Vec::new();
+    while let Some(joined) = writers.join_next().await {
+        appends.extend(joined.expect("a retrying writer panicked"));
+    }
+    let stored = read_stream_all(store, tenant, stream, StreamVersion::NONE)
+        .await
+        .expect("read_stream_all");
+    let total: usize = appends.iter().map(Vec::len).sum();
+    assert_eq!(
+        stored.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=total as u64).map(v).collect::<Vec<_>>(),
+        "{check}: the stream must be contiguous from version 1"
+    );
+    for append in &appends {
+        let start = stored
+            .iter()
+            .position(|r| r.bytes == append[0])
+            .unwrap_or_else(|| panic!("{check}: an acknowledged append is missing"));
+        let landed: Vec<&Vec<u8>> = stored[start..]
+            .iter()
+            .take(append.len())
+            .map(|r| &r.bytes)
+            .collect();
+        assert_eq!(
+            landed,
+            append.iter().collect::<Vec<_>>(),
+            "{check}: an append's events must land together, in order"
+        );
+    }
+}
+
+/// Many tasks race to store one idempotency key (on different streams):
+/// one wins, every other gets the winner's record, and only the winner's
+/// events are written.
+pub async fn concurrent_idempotency<S: EventStore + Clone>(store: &S) {
+    let check = "concurrent_idempotency";
+    let tenant = unique_tenant("keyrace");
+    let key = key("contested");
+    let mut racers = JoinSet::new();
+    for racer in 0..KEY_RACERS {
+        let store = store.clone();
+        let key = key.clone();
+        racers.spawn(async move {
+            let stream = vendor(&format!("k{racer}"));
+            let write = IdempotencyWrite {
+                key,
+                request_hash: [racer as u8; 32],
+                response: format!("racer {racer}").into_bytes(),
+            };
+            let result = store
+                .append(request(
+                    tenant,
+                    vec![stream_append(tenant, stream, StreamVersion::NONE, 1)],
+                    Some(write),
+                ))
+                .await;
+            (racer, stream, result)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut answers = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (racer, stream, result) = joined.expect("a racing task panicked");
+        match result {
+            Ok(committed) => winners.push((racer, stream, committed)),
+            Err(AppendError::KeyExists(record)) => answers.push((stream, *record)),
+            Err(other) => panic!("{check}: a racer failed with {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "{check}: exactly one racer must store the key"
+    );
+    let (winner, winning_stream, committed) = winners[0];
+    let stored = IdempotencyRecord {
+        key: key.clone(),
+        request_hash: [winner as u8; 32],
+        response: format!("racer {winner}").into_bytes(),
+        position: committed.position,
+    };
+    assert_eq!(
+        store
+            .idempotency(tenant, &key)
+            .await
+            .expect("idempotency read"),
+        Some(stored.clone()),
+        "{check}: the stored record must be the winner's"
+    );
+    assert_stream_len(store, check, tenant, winning_stream, 1).await;
+    for (stream, record) in answers {
+        assert_eq!(
+            record, stored,
+            "{check}: a loser must get the winner's record"
+        );
+        assert_stream_len(store, check, tenant, stream, 0).await;
+    }
+}
+
+/// Whatever an acknowledged append wrote is visible to the very next read.
+pub async fn read_after_write<S: EventStore>(store: &S) {
+    let check = "read_after_write";
+    let tenant = unique_tenant("raw");
+    let stream = vendor("raw");
+    for n in 0..READ_AFTER_WRITE_APPENDS {
+        let key = key(&format!("raw-{n}"));
+        let append = stream_append(tenant, stream, v(n), 1);
+        let bytes = append.events[0].bytes.clone();
+        let committed = append_ok(
+            store,
+            request(tenant, vec![append], Some(idempotency(&key, 1))),
+            check,
+        )
+        .await;
+        let page = store
+            .read_stream(tenant, stream, v(n), READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("read_stream");
+        assert_eq!(
+            page.iter()
+                .map(|r| (r.position, r.version, &r.bytes))
+                .collect::<Vec<_>>(),
+            vec![(committed.position, v(n + 1), &bytes)],
+            "{check}: read_stream must see the append just acknowledged"
+        );
+        let logged = store
+            .read_log(Position(committed.position.0 - 1), 1)
+            .await
+            .expect("read_log");
+        assert_eq!(
+            logged,
+            vec![Record {
+                position: committed.position,
+                tenant_id: tenant,
+                stream,
+                version: v(n + 1),
+                bytes,
+            }],
+            "{check}: read_log must see the append just acknowledged"
+        );
+        let record = store
+            .idempotency(tenant, &key)
+            .await
+            .expect("idempotency read");
+        assert_eq!(
+            record.map(|r| r.position),
+            Some(committed.position),
+            "{check}: the idempotency record must be visible at once"
+        );
+    }
+}
+
+/// The log returns records in commit order, each append's events in
+/// request order, paging by position; streams return records in version
+/// order, paging by version.
+pub async fn ordering<S: EventStore>(store: &S) {
+    let check = "ordering";
+    let tenant = unique_tenant("order");
+    let (a, b, c) = (vendor("a"), credit("b"), tenant_stream(tenant));
+    let plan: [&[(StreamId, usize)]; 6] = [
+        &[(a, 1)],
+        &[(b, 2)],
+        &[(a, 2), (b, 1)],
+        &[(c, 1)],
+        &[(b, 1), (a, 1), (c, 2)],
+        &[(a, 3)],
+    ];
+    let before = store.head();
+    let mut versions: HashMap<StreamId, u64> = Default::default();
+    let mut expected = Vec::new();
+    let mut ends = Vec::new();
+    for step in plan {
+        let mut appends = Vec::new();
+        for &(stream, count) in step {
+            let at = versions.entry(stream).or_default();
+            let append = stream_append(tenant, stream, v(*at), count);
+            for sealed in &append.events {
+                expected.push((stream, sealed.envelope.version(), sealed.bytes.clone()));
+            }
+            *at += count as u64;
+            appends.push(append);
+        }
+        let committed = append_ok(store, request(tenant, appends, None), check).await;
+        ends.push((expected.len() - 1, committed.position));
+    }
+
+    let logged = tenant_records_after(store, tenant, before).await;
+    assert_eq!(
+        logged
+            .iter()
+            .map(|r| (r.stream, r.version, r.bytes.clone()))
+            .collect::<Vec<_>>(),
+        expected,
+        "{check}: read_log must return every record in append order"
+    );
+    assert!(
+        logged.windows(2).all(|w| w[0].position < w[1].position),
+        "{check}: positions must strictly increase"
+    );
+    for (index, position) in ends {
+        assert_eq!(
+            logged[index].position, position,
+            "{check}: Committed must carry the position of the append's last event"
+        );
+    }
+    // Small pages give the same sequence.
+    let mut paged = Vec::new();
+    let mut cursor = before;
+    let last = logged.last().expect("records were written").position;
+    while cursor < last {
+        let page = store.read_log(cursor, 3).await.expect("read_log");
+        assert!(
+            !page.is_empty() && page.len() <= 3,
+            "{check}: read_log must return 1..=limit records while some follow"
+        );
+        assert!(
+            page.iter().all(|r| r.position > cursor),
+            "{check}: read_log must return only records after `after`"
+        );
+        cursor = page.last().expect("non-empty").position;
+        paged.extend(page.into_iter().filter(|r| r.tenant_id == tenant));
+    }
+    assert_eq!(
+        paged, logged,
+        "{check}: paging read_log must give the same records"
+    );
+
+    let all_a = store
+        .read_stream(tenant, a, StreamVersion::NONE, READ_PAGE_RECORDS_MAX)
+        .await
+        .expect("read_stream");
+    assert_eq!(
+        all_a.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=7).map(v).collect::<Vec<_>>(),
+        "{check}: read_stream must return versions in order"
+    );
+    let middle = store
+        .read_stream(tenant, a, v(2), 2)
+        .await
+        .expect("read_stream");
+    assert_eq!(
+        middle,
+        all_a[2..4].to_vec(),
+        "{check}: read_stream must start after `after` and stop at `limit`"
+    );
+    for (stream, len) in [(a, 7), (b, 4), (c, 3)] {
+        let past = store
+            .read_stream(tenant, stream, v(len), READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("read_stream");
+        assert!(
+            past.is_empty(),
+            "{check}: read_stream after the last version must be empty"
+        );
+    }
+}
+
+/// A stream longer than a page loads completely through `read_stream_all`,
+/// bytes as sealed; every page is capped at [`READ_PAGE_RECORDS_MAX`].
+pub async fn large_stream<S: EventStore>(store: &S) {
+    let check = "large_stream";
+    let tenant = unique_tenant("large");
+    let stream = vendor("large");
+    let before = store.head();
+    let mut sealed = Vec::with_capacity(LARGE_STREAM_RECORDS);
+    while sealed.len() < LARGE_STREAM_RECORDS {
+        let count = APPEND_EVENTS_MAX.min(LARGE_STREAM_RECORDS - sealed.len());
+        let append = stream_append(tenant, stream, v(sealed.len() as u64), count);
+        sealed.extend(append.events.iter().map(|e| e.bytes.clone()));
+        append_ok(store, request(tenant, vec![append], None), check).await;
+    }
+
+    let page = store
+        .read_stream(tenant, stream, StreamVersion::NONE, usize::MAX)
+        .await
+        .expect("read_stream");
+    assert_eq!(
+        page.len(),
+        READ_PAGE_RECORDS_MAX,
+        "{check}: read_stream must cap a page at READ_PAGE_RECORDS_MAX"
+    );
+    let all = read_stream_all(store, tenant, stream, StreamVersion::NONE)
+        .await
+        .expect("read_stream_all");
+    assert_eq!(
+        all.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=LARGE_STREAM_RECORDS as u64).map(v).collect::<Vec<_>>(),
+        "{check}: read_stream_all must load every version in order"
+    );
+    assert!(
+        all.iter().zip(&sealed).all(|(r, bytes)| r.bytes == *bytes),
+        "{check}: stored bytes must be exactly the sealed bytes"
+    );
+    assert!(
+        all.iter()
+            .all(|r| r.tenant_id == tenant && r.stream == stream),
+        "{check}: records must carry their tenant and stream"
+    );
+    let tail = read_stream_all(store, tenant, stream, v(READ_PAGE_RECORDS_MAX as u64))
+        .await
+        .expect("read_stream_all");
+    assert_eq!(
+        tail.len(),
+        LARGE_STREAM_RECORDS - READ_PAGE_RECORDS_MAX,
+        "{check}: read_stream_all must start after `after`"
+    );
+    let logged = store.read_log(before, usize::MAX).await.expect("read_log");
+    assert_eq!(
+        logged.len(),
+        READ_PAGE_RECORDS_MAX,
+        "{check}: read_log must cap a page at READ_PAGE_RECORDS_MAX"
+    );
+}
+
+/// Thousands of streams over several tenants, the same stream ids in each
+/// tenant: every stream holds its own event and nothing leaks across tenants.
+pub async fn many_streams<S: EventStore + Clone>(store: &S) {
+    let check = "many_streams";
+    let tenants: Vec<TenantId> = (0..MANY_STREAMS_TENANTS)
+        .map(|_| unique_tenant("many"))
+        .collect();
+    let per_tenant = MANY_STREAMS / MANY_STREAMS_TENANTS;
+    let stream_of = |n: usize| {
+        if n.is_multiple_of(2) {
+            vendor(&format!("s{n}"))
+        } else {
+            credit(&format!("s{n}"))
+        }
+    };
+    let before = store.head();
+    let mut expected = HashMap::new();
+    let mut requests = Vec::new();
+    for &tenant in &tenants {
+        let streams: Vec<usize> = (0..per_tenant).collect();
+        for chunk in streams.chunks(APPEND_STREAMS_MAX) {
+            let appends: Vec<StreamAppend> = chunk
+                .iter()
+                .map(|&n| stream_append(tenant, stream_of(n), StreamVersion::NONE, 1))
+                .collect();
+            for append in &appends {
+                expected.insert((tenant, append.stream), append.events[0].bytes.clone());
+            }
+            requests.push(request(tenant, appends, None));
+        }
+    }
+    let mut in_flight = JoinSet::new();
+    for request in requests {
+        if in_flight.len() >= MANY_STREAMS_CONCURRENCY {
+            let done = in_flight.join_next().await.expect("tasks in flight");
+            expect_joined_ok(done, check);
+        }
+        let store = store.clone();
+        in_flight.spawn(async move { store.append(request).await });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        expect_joined_ok(done, check);
+    }
+
+    for &tenant in &tenants {
+        for n in 0..per_tenant {
+            let stream = stream_of(n);
+            let records = store
+                .read_stream(tenant, stream, StreamVersion::NONE, READ_PAGE_RECORDS_MAX)
+                .await
+                .expect("read_stream");
+            assert_eq!(
+                records.iter().map(|r| &r.bytes).collect::<Vec<_>>(),
+                vec![&expected[&(tenant, stream)]],
+                "{check}: stream {stream} of {tenant} must hold exactly its own event"
+            );
+        }
+        let logged = tenant_records_after(store, tenant, before).await;
+        assert_eq!(
+            logged.len(),
+            per_tenant,
+            "{check}: the log must hold each of {tenant}'s records once"
+        );
+    }
+}
+
+/// A receiver from `follow` reaches the last committed position soon after
+/// the commit, and never goes backwards; `head` gets there too.
+pub async fn follow_reaches_head<S: EventStore + Clone>(store: &S) {
+    let check = "follow_reaches_head";
+    let tenant = unique_tenant("follow");
+    let mut follower = store.follow();
+    let mut writers = JoinSet::new();
+    for stream in [vendor("f1"), credit("f2")] {
+        let store = store.clone();
+        writers.spawn(async move {
+            let mut last = Position::ZERO;
+            for n in 0..FOLLOW_APPENDS {
+                let append = stream_append(tenant, stream, v(n), 1);
+                last = store
+                    .append(request(tenant, vec![append], None))
+                    .await
+                    .unwrap_or_else(|e| panic!("{check}: append failed: {e:?}"))
+                    .position;
+            }
+            last
+        });
+    }
+    let mut target = Position::ZERO;
+    while let Some(joined) = writers.join_next().await {
+        target = target.max(joined.expect("a writer panicked"));
+    }
+
+    let mut seen = *follower.borrow_and_update();
+    tokio::time::timeout(FOLLOW_WAIT, async {
+        while seen < target {
+            follower
+                .changed()
+                .await
+                .unwrap_or_else(|_| panic!("{check}: follow's sender closed"));
+            let now = *follower.borrow_and_update();
+            assert!(
+                now >= seen,
+                "{check}: follow went back from {seen} to {now}"
+            );
+            seen = now;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{check}: follow stayed at {seen}, short of {target}"));
+
+    let mut late = store.follow();
+    tokio::time::timeout(FOLLOW_WAIT, late.wait_for(|p| *p >= target))
+        .await
+        .unwrap_or_else(|_| panic!("{check}: a new follower never reached {target}"))
+        .unwrap_or_else(|_| panic!("{check}: follow's sender closed"));
+    let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
+    while store.head() < target {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{check}: head stayed at {}, short of {target}",
+            store.head()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Requests breaking the shape rules are refused as `Invalid` and write
+/// nothing, even under a key already stored; requests at the limits pass.
+pub async fn invalid_requests<S: EventStore>(store: &S) {
+    let check = "invalid_requests";
+    let tenant = unique_tenant("invalid");
+    let other = unique_tenant("invalid-other");
+    let (a, b, c) = (vendor("a"), credit("b"), vendor("c"));
+    let seed_key = key("seeded");
+    append_ok(
+        store,
+        request(
+            tenant,
+            vec![stream_append(tenant, a, StreamVersion::NONE, 1)],
+            Some(idempotency(&seed_key, 1)),
+        ),
+        check,
+    )
+    .await;
+    let before = store.head();
+    let many: Vec<StreamId> = (0..=APPEND_STREAMS_MAX)
+        .map(|n| vendor(&format!("m{n}")))
+        .collect();
+
+    let mut gap = stream_append(tenant, b, StreamVersion::NONE, 3);
+    gap.events.remove(1);
+    let cases: Vec<(&str, AppendRequest)> = vec![
+        (
+            "events sealed for another tenant",
+            request(
+                tenant,
+                vec![stream_append(other, b, StreamVersion::NONE, 1)],
+                None,
+            ),
+        ),
+        (
+            "events sealed for another stream",
+            request(
+                tenant,
+                vec![StreamAppend {
+                    stream: b,
+                    ..stream_append(tenant, c, StreamVersion::NONE, 1)
+                }],
+                None,
+            ),
+        ),
+        (
+            "versions not starting at expected + 1",
+            request(
+                tenant,
+                vec![StreamAppend {
+                    expected: StreamVersion::NONE,
+                    ..stream_append(tenant, b, v(1), 1)
+                }],
+                None,
+            ),
+        ),
+        ("versions with a gap", request(tenant, vec![gap], None)),
+        (
+            "a stream twice",
+            request(
+                tenant,
+                vec![
+                    stream_append(tenant, b, StreamVersion::NONE, 1),
+                    stream_append(tenant, b, v(1), 1),
+                ],
+                None,
+            ),
+        ),
+        (
+            "neither events nor an idempotency record",
+            request(tenant, Vec::new(), None),
+        ),
+        (
+            "a stream without events",
+            request(
+                tenant,
+                vec![StreamAppend {
+                    stream: b,
+                    expected: StreamVersion::NONE,
+                    events: Vec::new(),
+                }],
+                None,
+            ),
+        ),
+        (
+            "too many events on one stream",
+            request(
+                tenant,
+                vec![stream_append(
+                    tenant,
+                    b,
+                    StreamVersion::NONE,
+                    APPEND_EVENTS_MAX + 1,
+                )],
+                None,
+            ),
+        ),
+        (
+            "too many events over two streams",
+            request(
+                tenant,
+                vec![
+                    stream_append(tenant, b, StreamVersion::NONE, APPEND_EVENTS_MAX / 2 + 1),
+                    stream_append(tenant, c, StreamVersion::NONE, APPEND_EVENTS_MAX / 2 + 1),
+                ],
+                None,
+            ),
+        ),
+        (
+            "too many streams",
+            request(
+                tenant,
+                many.iter()
+                    .map(|&s| stream_append(tenant, s, StreamVersion::NONE, 1))
+                    .collect(),
+                None,
+            ),
+        ),
+    ];
+    for (n, (case, mut invalid)) in cases.into_iter().enumerate() {
+        let key = key(&format!("invalid-{n}"));
+        if !invalid.streams.is_empty() {
+            invalid.idempotency = Some(idempotency(&key, 1));
+        }
+        expect_invalid(store.append(invalid).await, check, case);
+        assert!(
+            store
+                .idempotency(tenant, &key)
+                .await
+                .expect("idempotency read")
+                .is_none(),
+            "{check}: an invalid request ({case}) stored its idempotency key"
+        );
+    }
+    let oversized = request(
+        tenant,
+        vec![stream_append(tenant, b, StreamVersion::NONE, 1)],
+        Some(IdempotencyWrite {
+            key: key("oversized"),
+            request_hash: [1; 32],
+            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX + 1],
+        }),
+    );
+    expect_invalid(store.append(oversized).await, check, "response too large");
+    // Shape comes first: a stored key does not turn an invalid request
+    // into a replay.
+    let invalid_replay = request(
+        tenant,
+        vec![
+            stream_append(tenant, b, StreamVersion::NONE, 1),
+            stream_append(tenant, b, v(1), 1),
+        ],
+        Some(idempotency(&seed_key, 2)),
+    );
+    expect_invalid(
+        store.append(invalid_replay).await,
+        check,
+        "a stream twice, under a stored key",
+    );
+
+    let mut untouched = vec![(a, 1), (b, 0), (c, 0)];
+    untouched.extend(many.iter().map(|&s| (s, 0)));
+    assert_wrote_nothing(
+        store,
+        check,
+        tenant,
+        before,
+        &untouched,
+        Some(&key("oversized")),
+    )
+    .await;
+    assert!(
+        tenant_records_after(store, other, before).await.is_empty(),
+        "{check}: an invalid request wrote under another tenant"
+    );
+
+    // Right at the limits, requests pass.
+    let full = request(
+        tenant,
+        vec![stream_append(
+            tenant,
+            b,
+            StreamVersion::NONE,
+            APPEND_EVENTS_MAX,
+        )],
+        Some(IdempotencyWrite {
+            key: key("at-the-limits"),
+            request_hash: [2; 32],
+            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX],
+        }),
+    );
+    append_ok(store, full, check).await;
+    let widest = request(
+        tenant,
+        many[..APPEND_STREAMS_MAX]
+            .iter()
+            .map(|&s| stream_append(tenant, s, StreamVersion::NONE, 1))
+            .collect(),
+        None,
+    );
+    append_ok(store, widest, check).await;
+    assert_stream_len(store, check, tenant, b, APPEND_EVENTS_MAX).await;
+}
+
+/// Checkpoints save, load and replace whole, each under its own name.
+pub async fn checkpoints<S: ReadModelStore>(store: &S) {
+    let check = "checkpoints";
+    let tenant = unique_tenant("checkpoint");
+    let first = format!("{tenant}-balances");
+    let second = format!("{tenant}-orders");
+    let load = |name: String| async move {
+        store
+            .load_checkpoint(&name)
+            .await
+            .unwrap_or_else(|e| panic!("{check}: load_checkpoint failed: {e}"))
+    };
+    let save = |name: String, checkpoint: Checkpoint| async move {
+        store
+            .save_checkpoint(&name, checkpoint)
+            .await
+            .unwrap_or_else(|e| panic!("{check}: save_checkpoint failed: {e}"));
+    };
+
+    assert_eq!(
+        load(first.clone()).await,
+        None,
+        "{check}: a new name has no checkpoint"
+    );
+    let one = Checkpoint {
+        position: Position(5),
+        state: b"state at five".to_vec(),
+    };
+    save(first.clone(), one.clone()).await;
+    assert_eq!(
+        load(first.clone()).await,
+        Some(one),
+        "{check}: load must return what was saved"
+    );
+    let two = Checkpoint {
+        position: Position(9),
+        state: Vec::new(),
+    };
+    save(first.clone(), two.clone()).await;
+    assert_eq!(
+        load(first.clone()).await,
+        Some(two.clone()),
+        "{check}: a save must replace the checkpoint whole"
+    );
+
+    assert_eq!(
+        load(second.clone()).await,
+        None,
+        "{check}: names are independent"
+    );
+    let large = Checkpoint {
+        position: Position(u64::from(u32::MAX) + 1),
+        state: (0..LARGE_CHECKPOINT_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect(),
+    };
+    save(second.clone(), large.clone()).await;
+    assert_eq!(
+        load(second).await,
+        Some(large),
+        "{check}: a large state must come back byte for byte"
+    );
+    assert_eq!(
+        load(first).await,
+        Some(two),
+        "{check}: saving one name must not touch another"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures.
+
+/// A tenant id no other check, run, or process has used: the check's name
+/// and a mix of the clock, the process and a counter.
+pub fn unique_tenant(check: &str) -> TenantId {
+    static MINTED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let salt = nanos ^ (u64::from(std::process::id()) << 40);
+    let prefix = &check[..check.len().min(TENANT_PREFIX_LEN_MAX)];
+    let n = MINTED.fetch_add(1, Ordering::Relaxed);
+    TenantId::new(&format!("{prefix}-{salt:016x}-{n}"))
+}
+
+/// `count` events sealed for `tenant` and `stream` at the versions after
+/// `expected`. Each call mints new event ids, so two calls never produce the
+/// same bytes. Chain links are not the store's concern: each call starts
+/// its chain at [`Hash::GENESIS`].
+///
+/// # Panics
+/// For an `order` stream: its events carry money, which the store's fixtures
+/// have no use for.
+pub fn stream_append(
+    tenant: TenantId,
+    stream: StreamId,
+    expected: StreamVersion,
+    count: usize,
+) -> StreamAppend {
+    static MINTED: AtomicU64 = AtomicU64::new(1);
+    let command_id = CommandId::from_u128(u128::from(MINTED.fetch_add(1, Ordering::Relaxed)));
+    let mut prev_hash = Hash::GENESIS;
+    let mut version = expected;
+    let events = (0..count)
+        .map(|_| {
+            version = version.next();
+            let header = Header {
+                event_id: EventId::from_u128(u128::from(MINTED.fetch_add(1, Ordering::Relaxed))),
+                tenant_id: tenant,
+                stream,
+                version,
+                occurred_at: Timestamp::from_micros(FIXTURE_TIME_MICROS),
+                recorded_at: Timestamp::from_micros(FIXTURE_TIME_MICROS),
+                command_id,
+                actor: Actor {
+                    user_id: UserId::new("conformance"),
+                    role: Role::Service,
+                },
+            };
+            let sealed = codec::seal(header, fixture_event(stream.kind()), prev_hash)
+                .expect("fixture events seal");
+            prev_hash = sealed.envelope.hash;
+            sealed
+        })
+        .collect::<Vec<Sealed>>();
+    StreamAppend {
+        stream,
+        expected,
+        events,
+    }
+}
+
+/// 2026-01-01T00:00:00Z.
+const FIXTURE_TIME_MICROS: i64 = 1_767_225_600_000_000;
+
+fn fixture_event(kind: StreamKind) -> Event {
+    match kind {
+        StreamKind::Tenant => Event::TenantConfigured(TenantConfigured {
+            currency: Currency::new("EUR"),
+            time_zone: TimeZone::new("Europe/Paris"),
+        }),
+        StreamKind::Vendor => Event::VendorRegistered(VendorRegistered {
+            name: Name::new("Conformance vendor"),
+            commission_rate: CommissionRate::from_basis_points(1_000).expect("10 % is a rate"),
+        }),
+        StreamKind::Credit => Event::CreditAccountSuspended(CreditAccountSuspended {
+            reason: Reason::new("conformance"),
+        }),
+        StreamKind::Order => panic!("the conformance fixtures write no order streams"),
+    }
+}
+
+fn request(
+    tenant: TenantId,
+    streams: Vec<StreamAppend>,
+    idempotency: Option<IdempotencyWrite>,
+) -> AppendRequest {
+    AppendRequest {
+        tenant_id: tenant,
+        streams,
+        idempotency,
+    }
+}
+
+fn idempotency(key: &IdempotencyKey, seed: u8) -> IdempotencyWrite {
+    IdempotencyWrite {
+        key: key.clone(),
+        request_hash: [seed; 32],
+        response: format!("response {seed}").into_bytes(),
+    }
+}
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).expect("fixture keys are valid")
+}
+
+fn v(version: u64) -> StreamVersion {
+    StreamVersion::new(version)
+}
+
+fn vendor(id: &str) -> StreamId {
+    StreamId::parse(&format!("vendor/{id}")).expect("fixture stream ids are valid")
+}
+
+fn credit(id: &str) -> StreamId {
+    StreamId::parse(&format!("credit/{id}")).expect("fixture stream ids are valid")
+}
+
+fn tenant_stream(tenant: TenantId) -> StreamId {
+    StreamId::tenant(tenant)
+}
+
+// ---------------------------------------------------------------------------
+// Assertions. A panic inside an async fn reports the assertion's line, so
+// every message names its check.
+
+async fn append_ok<S: EventStore>(store: &S, request: AppendRequest, check: &str) -> Committed {
+    store
+        .append(request)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: a valid append failed: {e:?}"))
+}
+
+fn expect_joined_ok(
+    joined: Result<Result<Committed, AppendError>, tokio::task::JoinError>,
+    check: &str,
+) {
+    match joined {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("{check}: a valid append failed: {e:?}"),
+        Err(e) => panic!("{check}: an appending task failed: {e}"),
+    }
+}
+
+fn expect_conflict(
+    result: Result<Committed, AppendError>,
+    stream: StreamId,
+    expected: StreamVersion,
+    actual: StreamVersion,
+    check: &str,
+) {
+    match result {
+        Err(AppendError::VersionConflict {
+            stream: named,
+            expected: e,
+            actual: a,
+        }) => assert_eq!(
+            (named, e, a),
+            (stream, expected, actual),
+            "{check}: the conflict must name the stream, its expected and its actual version"
+        ),
+        other => panic!(
+            "{check}: expected a version conflict on {stream} \
+             (expected {expected}, actual {actual}), got {other:?}"
+        ),
+    }
+}
+
+fn expect_key_exists(result: Result<Committed, AppendError>, check: &str) -> IdempotencyRecord {
+    match result {
+        Err(AppendError::KeyExists(record)) => *record,
+        other => panic!("{check}: expected KeyExists, got {other:?}"),
+    }
+}
+
+fn expect_invalid(result: Result<Committed, AppendError>, check: &str, case: &str) {
+    match result {
+        Err(AppendError::Invalid(_)) => {}
+        other => panic!("{check}: expected Invalid for {case}, got {other:?}"),
+    }
+}
+
+async fn assert_stream_len<S: EventStore>(
+    store: &S,
+    check: &str,
+    tenant: TenantId,
+    stream: StreamId,
+    len: usize,
+) {
+    let records = read_stream_all(store, tenant, stream, StreamVersion::NONE)
+        .await
+        .expect("read_stream_all");
+    assert_eq!(
+        records.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=len as u64).map(v).collect::<Vec<_>>(),
+        "{check}: stream {stream} must hold versions 1..={len}"
+    );
+}
+
+/// That a refused request left no trace: its streams hold what they held,
+/// its key (if given) is absent, and the log gained no record of the tenant
+/// since `before`.
+async fn assert_wrote_nothing<S: EventStore>(
+    store: &S,
+    check: &str,
+    tenant: TenantId,
+    before: Position,
+    streams: &[(StreamId, usize)],
+    absent_key: Option<&IdempotencyKey>,
+) {
+    for &(stream, len) in streams {
+        assert_stream_len(store, check, tenant, stream, len).await;
+    }
+    if let Some(key) = absent_key {
+        assert!(
+            store
+                .idempotency(tenant, key)
+                .await
+                .expect("idempotency read")
+                .is_none(),
+            "{check}: a refused append stored its idempotency key {}",
+            key.as_str()
+        );
+    }
+    let written = tenant_records_after(store, tenant, before).await;
+    assert!(
+        written.is_empty(),
+        "{check}: a refused append wrote {} record(s) to the log",
+        written.len()
+    );
+}
+
+/// The tenant's records in the log after `after`, up to the head as of the
+/// call.
+async fn tenant_records_after<S: EventStore>(
+    store: &S,
+    tenant: TenantId,
+    after: Position,
+) -> Vec<Record> {
+    let end = store.head();
+    let mut out = Vec::new();
+    let mut cursor = after;
+    while cursor < end {
+        let page = store
+            .read_log(cursor, READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("read_log");
+        let Some(last) = page.last() else { break };
+        assert!(
+            last.position > cursor,
+            "read_log returned a record at or before `after`"
+        );
+        cursor = last.position;
+        out.extend(page.into_iter().filter(|r| r.tenant_id == tenant));
+    }
+    out
+}

@@ -190,14 +190,19 @@ pub enum StoreError {
 ///   have moved on still finds its record.
 /// - `append` MUST reject (as [`AppendError::Invalid`]) a request whose events
 ///   do not carry the request's tenant and stream with consecutive versions
-///   from `expected + 1`, that holds a stream twice, that has more than
-///   [`APPEND_EVENTS_MAX`] events or [`APPEND_STREAMS_MAX`] streams, or that has
-///   neither events nor an idempotency record.
+///   from `expected + 1`, that holds a stream twice or a stream without
+///   events, that has more than [`APPEND_EVENTS_MAX`] events or
+///   [`APPEND_STREAMS_MAX`] streams, whose idempotent response is longer than
+///   [`IDEMPOTENCY_RESPONSE_BYTES_MAX`], or that has neither events nor an
+///   idempotency record. These rules need only the request, so they are
+///   checked before anything stored (`Invalid` wins over `KeyExists`).
 /// - Once `append` returns `Ok`, the write MUST be durable and visible to
 ///   every read that starts afterwards (read-after-write).
 /// - Positions MUST be unique, strictly increasing in commit order, and every
 ///   committed record MUST get one; `read_log` MUST return records in
-///   position order with no committed record skipped.
+///   position order with no committed record skipped. Within one append,
+///   events take positions in request order (streams as listed, each
+///   stream's events by version). Positions need not be gap-free.
 /// - `read_stream` and `read_log` MUST return at most `limit` (capped at
 ///   [`READ_PAGE_RECORDS_MAX`]) records; callers page with the last record's
 ///   version or position.

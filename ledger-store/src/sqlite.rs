@@ -1,1 +1,1149 @@
 //! The embedded adapter: SQLite in WAL mode, one writer thread with group commit.
+//!
+//! Every write goes through one OS thread that owns the only write
+//! connection. It takes whatever appends are queued, checks and writes them
+//! all in one transaction, and pays one fsync for the lot: under load the
+//! cost of durability is shared by the whole batch instead of paid per
+//! command. Because that thread is the only writer, it can keep each
+//! stream's version in memory and check expected versions without a query.
+//!
+//! Reads run on a small pool of read-only connections on tokio's blocking
+//! threads; WAL lets them proceed while the writer commits.
+//!
+//! One `SqliteStore` (and its clones) should own a database file. Another
+//! writer is tolerated — the writer notices foreign commits through
+//! `PRAGMA data_version` and reloads what it caches — but `head` and `follow`
+//! only see this store's own commits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ledger_core::id::{StreamId, StreamVersion, TenantId};
+use rusqlite::config::DbConfig;
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use crate::{
+    APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, Committed,
+    EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord, Position,
+    READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
+};
+
+/// The schema this code writes, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Most jobs (appends and checkpoint saves) one group commit takes. Bounds
+/// the transaction, and so the latency of the batch's first request, when
+/// the queue is deep.
+pub const GROUP_COMMIT_APPENDS_MAX: usize = 1_024;
+/// Most streams whose version the writer keeps in memory. Every checkout
+/// opens a new order stream, so the cache is emptied when it grows past this
+/// rather than grow with the log; a stream missing from it costs one indexed
+/// query.
+pub const HEAD_CACHE_STREAMS_MAX: usize = 65_536;
+/// Most read connections open at once, and so most reads running at once.
+pub const READ_CONNECTIONS_MAX: usize = 8;
+/// How long a connection waits on a lock held by another before failing.
+/// Within one process only WAL checkpoints and a foreign writer can make it
+/// wait.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements each connection keeps compiled: every statement this
+/// adapter runs, with room to spare.
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+/// The page size of a new database (SQLite's default, said out loud):
+/// every page an append dirties is written whole to the WAL at commit, and
+/// smaller pages measured slower (twice the frames, a system call each)
+/// while larger ones write more bytes for the same few changed rows.
+pub const PAGE_BYTES: u32 = 4096;
+/// The writer's page cache, in KiB. Appends land all over the two indexes
+/// (stream versions, idempotency keys); keeping their hot pages in memory
+/// saves a read system call per page touched.
+pub const WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// Each reader's page cache, in KiB.
+pub const READER_CACHE_KIB: u32 = 8 * 1024;
+/// WAL pages after which a commit copies the WAL back into the database.
+/// Larger than SQLite's 1,000 so that pages written again and again (the
+/// log's tail, hot index pages) are copied once per checkpoint rather than
+/// many times; the WAL stays within tens of MiB.
+pub const WAL_CHECKPOINT_PAGES: u32 = 10_000;
+
+const SCHEMA: &str = "
+    CREATE TABLE events (
+        position    INTEGER PRIMARY KEY,
+        tenant_id   TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        version     INTEGER NOT NULL,
+        event_type  INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        record      BLOB    NOT NULL,
+        UNIQUE (tenant_id, stream, version)
+    );
+    CREATE TABLE idempotency (
+        tenant_id    TEXT    NOT NULL,
+        key          TEXT    NOT NULL,
+        request_hash BLOB    NOT NULL,
+        response     BLOB    NOT NULL,
+        position     INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+    ) WITHOUT ROWID;
+    -- A rowid table: projection states can be large, and WITHOUT ROWID
+    -- tables suit small rows.
+    CREATE TABLE checkpoints (
+        projection TEXT    PRIMARY KEY,
+        position   INTEGER NOT NULL,
+        state      BLOB    NOT NULL
+    );
+";
+
+const SQL_BEGIN: &str = "BEGIN IMMEDIATE";
+const SQL_COMMIT: &str = "COMMIT";
+const SQL_DATA_VERSION: &str = "PRAGMA data_version";
+const SQL_LOG_HEAD: &str = "SELECT MAX(position) FROM events";
+const SQL_STREAM_HEAD: &str =
+    "SELECT MAX(version) FROM events WHERE tenant_id = ?1 AND stream = ?2";
+const SQL_INSERT_EVENT: &str = "INSERT INTO events \
+     (position, tenant_id, stream, version, event_type, recorded_at, record) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SQL_INSERT_KEY: &str = "INSERT INTO idempotency \
+     (tenant_id, key, request_hash, response, position) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT DO NOTHING";
+const SQL_SELECT_KEY: &str = "SELECT request_hash, response, position FROM idempotency \
+     WHERE tenant_id = ?1 AND key = ?2";
+const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
+     VALUES (?1, ?2, ?3) \
+     ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state";
+const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
+const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
+     WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";
+const SQL_READ_LOG: &str = "SELECT position, tenant_id, stream, version, record FROM events \
+     WHERE position > ?1 ORDER BY position LIMIT ?2";
+
+/// The embedded event and read-model store. Cheap to clone: clones share
+/// one writer thread and one read pool, which stop when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// What the writer has done since the store opened, to watch group commit
+/// at work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Append requests those transactions answered (accepted or refused).
+    pub appends: u64,
+}
+
+struct Inner {
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    head: Arc<watch::Sender<Position>>,
+    stats: Arc<Stats>,
+    readers: Readers,
+}
+
+#[derive(Default)]
+struct Stats {
+    commits: AtomicU64,
+    appends: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Readers close first so that the writer's connection is the last
+        // one: SQLite checkpoints the WAL into the database when its last
+        // connection closes. Closing the channel is the writer's signal to
+        // stop; joining it means the file is released when drop returns.
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the database at `path` and brings its
+    /// schema to [`SCHEMA_VERSION`].
+    ///
+    /// Blocks while it opens and migrates: call it at startup.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the file cannot be opened, is not a
+    /// database, or was written by a newer schema.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = open_writer(path)?;
+        let last = log_head(&conn).map_err(backend)?;
+        let head = Arc::new(watch::Sender::new(Position(last)));
+        let stats = Arc::new(Stats::default());
+        let writer = Writer::new(conn, last, Arc::clone(&head), Arc::clone(&stats))?;
+
+        let readers = Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::with_capacity(READ_CONNECTIONS_MAX)),
+            permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
+        };
+        // Open one reader now, so a path readers cannot use fails here
+        // rather than on the first read.
+        let first = open_reader(&readers.path)?;
+        readers.put(first);
+
+        let (jobs, queue) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ledger-store-writer".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                jobs: Some(jobs),
+                writer: Some(thread),
+                head,
+                stats,
+                readers,
+            }),
+        })
+    }
+
+    /// Counts of the writer's work since the store opened.
+    pub fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            commits: self.inner.stats.commits.load(Ordering::Relaxed),
+            appends: self.inner.stats.appends.load(Ordering::Relaxed),
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `read` on a pooled read-only connection, off the async threads.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = match inner.readers.take() {
+                Some(conn) => conn,
+                None => open_reader(&inner.readers.path)?,
+            };
+            let result = read(&conn);
+            inner.readers.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.readers.path)
+            .field("head", &*self.inner.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore for SqliteStore {
+    async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
+        // The shape rules need nothing but the request, so they are checked
+        // here, on the caller's task, keeping the writer's path short.
+        check_shape(&request)?;
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Append { request, reply })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn idempotency(
+        &self,
+        tenant_id: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| select_key(conn, tenant_id, key).map_err(backend))
+            .await?
+            .transpose()
+    }
+
+    async fn read_stream(
+        &self,
+        tenant_id: TenantId,
+        stream: StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let limit = limit.min(READ_PAGE_RECORDS_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Past i64::MAX nothing can follow, and the comparison stays true.
+        let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(SQL_READ_STREAM).map_err(backend)?;
+            let mut rows = statement
+                .query(params![
+                    tenant_id.as_str(),
+                    stream.to_string(),
+                    after,
+                    to_sql_int(limit)
+                ])
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(limit);
+            while let Some(row) = rows.next().map_err(backend)? {
+                out.push(Record {
+                    position: Position(to_u64(row.get(0).map_err(backend)?, "position")?),
+                    tenant_id,
+                    stream,
+                    version: StreamVersion::new(to_u64(row.get(1).map_err(backend)?, "version")?),
+                    bytes: row.get(2).map_err(backend)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let limit = limit.min(READ_PAGE_RECORDS_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = i64::try_from(after.0).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(SQL_READ_LOG).map_err(backend)?;
+            let mut rows = statement
+                .query(params![after, to_sql_int(limit)])
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(limit);
+            while let Some(row) = rows.next().map_err(backend)? {
+                let tenant: &str = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_str()?))
+                    .map_err(backend)?;
+                let tenant_id = TenantId::parse(tenant)
+                    .map_err(|e| StoreError::Corrupt(format!("tenant id {tenant:?}: {e}")))?;
+                let stream: &str = row
+                    .get_ref(2)
+                    .and_then(|v| Ok(v.as_str()?))
+                    .map_err(backend)?;
+                let stream = StreamId::parse(stream)
+                    .map_err(|e| StoreError::Corrupt(format!("stream {stream:?}: {e}")))?;
+                out.push(Record {
+                    position: Position(to_u64(row.get(0).map_err(backend)?, "position")?),
+                    tenant_id,
+                    stream,
+                    version: StreamVersion::new(to_u64(row.get(3).map_err(backend)?, "version")?),
+                    bytes: row.get(4).map_err(backend)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn head(&self) -> Position {
+        *self.inner.head.borrow()
+    }
+
+    fn follow(&self) -> watch::Receiver<Position> {
+        self.inner.head.subscribe()
+    }
+}
+
+impl ReadModelStore for SqliteStore {
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let projection = projection.to_owned();
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(SQL_LOAD_CHECKPOINT)
+                .map_err(backend)?
+                .query_row([projection], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+                .map_err(backend)?;
+            found
+                .map(|(position, state)| {
+                    Ok(Checkpoint {
+                        position: Position(to_u64(position, "checkpoint position")?),
+                        state,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        projection: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        // Through the writer: one write connection means no lock contention
+        // between writers, and the save shares the batch's fsync.
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::SaveCheckpoint {
+            projection: projection.to_owned(),
+            checkpoint,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The port's shape rules: everything that can be checked on the request
+/// alone.
+fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
+    let invalid = |why| Err(AppendError::Invalid(why));
+    if request.streams.is_empty() && request.idempotency.is_none() {
+        return invalid("an append needs events or an idempotency record");
+    }
+    if request.streams.len() > APPEND_STREAMS_MAX {
+        return invalid("too many streams in one append");
+    }
+    if request.event_count() > APPEND_EVENTS_MAX {
+        return invalid("too many events in one append");
+    }
+    if let Some(idempotency) = &request.idempotency
+        && idempotency.response.len() > IDEMPOTENCY_RESPONSE_BYTES_MAX
+    {
+        return invalid("idempotent response too large");
+    }
+    for (i, append) in request.streams.iter().enumerate() {
+        if request.streams[..i]
+            .iter()
+            .any(|s| s.stream == append.stream)
+        {
+            return invalid("a stream appears twice in one append");
+        }
+        if append.events.is_empty() {
+            return invalid("a stream without events");
+        }
+        let mut version = append.expected;
+        for sealed in &append.events {
+            let Some(next) = version.get().checked_add(1) else {
+                return invalid("stream version overflow");
+            };
+            version = StreamVersion::new(next);
+            let header = &sealed.envelope.header;
+            if header.tenant_id != request.tenant_id {
+                return invalid("an event sealed for another tenant");
+            }
+            if header.stream != append.stream {
+                return invalid("an event sealed for another stream");
+            }
+            if header.version != version {
+                return invalid("event versions must run consecutively from expected + 1");
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Committed, AppendError>>,
+    },
+    SaveCheckpoint {
+        projection: String,
+        checkpoint: Checkpoint,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// A job's answer, held until its batch commits.
+enum Outcome {
+    Append(Result<Committed, AppendError>),
+    SaveCheckpoint(Result<(), StoreError>),
+}
+
+/// The writer thread: the write connection and what it knows of the
+/// database. Only ever touched by that thread.
+struct Writer {
+    conn: Connection,
+    state: State,
+}
+
+struct State {
+    /// Committed stream versions. May lack any stream; never wrong about
+    /// one it holds, because only this thread writes.
+    heads: HashMap<(TenantId, StreamId), StreamVersion>,
+    /// Versions written by the current batch, folded into `heads` once it
+    /// commits.
+    pending: HashMap<(TenantId, StreamId), StreamVersion>,
+    /// The last committed position.
+    head: u64,
+    /// The next position to hand out within the current batch.
+    next: u64,
+    /// `PRAGMA data_version` as of this connection's last look; a change
+    /// means another connection committed and the caches are stale.
+    data_version: i64,
+    /// Whether `heads` and `head` are known to match the database.
+    fresh: bool,
+    stream_text: String,
+    publish: Arc<watch::Sender<Position>>,
+    stats: Arc<Stats>,
+}
+
+/// The statements of the append path, taken from the cache once per batch
+/// rather than once per use.
+struct Statements<'conn> {
+    stream_head: CachedStatement<'conn>,
+    insert_key: CachedStatement<'conn>,
+    insert_event: CachedStatement<'conn>,
+}
+
+impl Writer {
+    fn new(
+        conn: Connection,
+        head: u64,
+        publish: Arc<watch::Sender<Position>>,
+        stats: Arc<Stats>,
+    ) -> Result<Writer, StoreError> {
+        let data_version = conn
+            .query_row(SQL_DATA_VERSION, [], |row| row.get(0))
+            .map_err(backend)?;
+        Ok(Writer {
+            conn,
+            state: State {
+                heads: HashMap::new(),
+                pending: HashMap::new(),
+                head,
+                next: head + 1,
+                data_version,
+                fresh: true,
+                stream_text: String::new(),
+                publish,
+                stats,
+            },
+        })
+    }
+
+    fn run(mut self, queue: &mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_APPENDS_MAX);
+        let mut outcomes = Vec::with_capacity(GROUP_COMMIT_APPENDS_MAX);
+        // Blocks until there is work; ends when every sender is gone.
+        while let Ok(first) = queue.recv() {
+            batch.push(first);
+            while batch.len() < GROUP_COMMIT_APPENDS_MAX {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch, &mut outcomes);
+        }
+    }
+
+    /// Writes a batch in one transaction and answers every job in it.
+    fn commit_batch(&mut self, batch: &mut Vec<Job>, outcomes: &mut Vec<Outcome>) {
+        outcomes.clear();
+        let written = self.write_batch(batch, outcomes);
+        let state = &mut self.state;
+        match written {
+            Ok(()) => {
+                state.head = state.next - 1;
+                state.heads.extend(state.pending.drain());
+                state.stats.commits.fetch_add(1, Ordering::Relaxed);
+                let appends = batch
+                    .iter()
+                    .filter(|job| matches!(job, Job::Append { .. }))
+                    .count();
+                state
+                    .stats
+                    .appends
+                    .fetch_add(appends as u64, Ordering::Relaxed);
+                // Published before anyone is answered, so a caller holding
+                // its `Committed` never sees an older head.
+                let head = Position(state.head);
+                state.publish.send_if_modified(|current| {
+                    let moved = *current != head;
+                    *current = head;
+                    moved
+                });
+                for (job, outcome) in batch.drain(..).zip(outcomes.drain(..)) {
+                    answer(job, outcome);
+                }
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                // Whatever the batch saw may have been rolled back, and the
+                // caches may have taken in its writes: start over from the
+                // database.
+                state.pending.clear();
+                state.heads.clear();
+                state.fresh = false;
+                state.next = state.head + 1;
+                let message = format!("group commit failed: {e}");
+                tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
+                for job in batch.drain(..) {
+                    let error = StoreError::Backend(message.clone());
+                    match job {
+                        Job::Append { reply, .. } => {
+                            let _ = reply.send(Err(AppendError::Store(error)));
+                        }
+                        Job::SaveCheckpoint { reply, .. } => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+                outcomes.clear();
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[Job], outcomes: &mut Vec<Outcome>) -> rusqlite::Result<()> {
+        let Writer { conn, state } = self;
+        conn.prepare_cached(SQL_BEGIN)?.execute([])?;
+        let data_version: i64 = conn
+            .prepare_cached(SQL_DATA_VERSION)?
+            .query_row([], |row| row.get(0))?;
+        if data_version != state.data_version || !state.fresh {
+            state.heads.clear();
+            state.head = log_head(conn)?;
+            state.next = state.head + 1;
+            state.data_version = data_version;
+            state.fresh = true;
+        }
+        if state.heads.len() > HEAD_CACHE_STREAMS_MAX {
+            state.heads.clear();
+        }
+        let mut statements = Statements {
+            stream_head: conn.prepare_cached(SQL_STREAM_HEAD)?,
+            insert_key: conn.prepare_cached(SQL_INSERT_KEY)?,
+            insert_event: conn.prepare_cached(SQL_INSERT_EVENT)?,
+        };
+        for job in batch {
+            let outcome = match job {
+                Job::Append { request, .. } => {
+                    Outcome::Append(state.stage_append(conn, &mut statements, request)?)
+                }
+                Job::SaveCheckpoint {
+                    projection,
+                    checkpoint,
+                    ..
+                } => Outcome::SaveCheckpoint(stage_checkpoint(conn, projection, checkpoint)?),
+            };
+            outcomes.push(outcome);
+        }
+        drop(statements);
+        conn.prepare_cached(SQL_COMMIT)?.execute([])?;
+        Ok(())
+    }
+}
+
+impl State {
+    /// Checks one append against the state so far (the database plus this
+    /// batch) and, if it passes, writes it into the open transaction. A
+    /// refused append writes nothing; the outer error fails the batch.
+    fn stage_append(
+        &mut self,
+        conn: &Connection,
+        statements: &mut Statements<'_>,
+        request: &AppendRequest,
+    ) -> rusqlite::Result<Result<Committed, AppendError>> {
+        let tenant = request.tenant_id;
+        let mut conflict = None;
+        for append in &request.streams {
+            let actual = self.stream_head(&mut statements.stream_head, tenant, append.stream)?;
+            if actual != append.expected {
+                conflict = Some(AppendError::VersionConflict {
+                    stream: append.stream,
+                    expected: append.expected,
+                    actual,
+                });
+                break;
+            }
+        }
+        // The key is checked before versions (a replay whose streams moved on
+        // must find its record), but the common case is a new key whose
+        // versions hold: then one insert both checks and stores it.
+        if let Some(conflict) = conflict {
+            if let Some(idempotency) = &request.idempotency
+                && let Some(record) = select_key(conn, tenant, idempotency.key.clone())?
+            {
+                return Ok(Err(key_exists(record)));
+            }
+            return Ok(Err(conflict));
+        }
+
+        let first = self.next;
+        let events = request.event_count() as u64;
+        let position = if events == 0 {
+            first - 1
+        } else {
+            first + events - 1
+        };
+        if let Some(idempotency) = &request.idempotency {
+            let inserted = statements.insert_key.execute(params![
+                tenant.as_str(),
+                idempotency.key.as_str(),
+                &idempotency.request_hash[..],
+                &idempotency.response,
+                to_sql_int(position),
+            ])?;
+            if inserted == 0 {
+                let record = select_key(conn, tenant, idempotency.key.clone())?;
+                return Ok(Err(match record {
+                    Some(record) => key_exists(record),
+                    None => AppendError::Store(StoreError::Corrupt(
+                        "an idempotency insert conflicted with no stored key".into(),
+                    )),
+                }));
+            }
+        }
+
+        let mut next = first;
+        for append in &request.streams {
+            write_stream_text(&mut self.stream_text, append.stream);
+            for sealed in &append.events {
+                let header = &sealed.envelope.header;
+                statements.insert_event.execute(params![
+                    to_sql_int(next),
+                    tenant.as_str(),
+                    self.stream_text.as_str(),
+                    to_sql_int(header.version.get()),
+                    sealed.envelope.event.event_type().tag(),
+                    header.recorded_at.as_micros(),
+                    &sealed.bytes,
+                ])?;
+                next += 1;
+            }
+            let version = append
+                .events
+                .last()
+                .map_or(append.expected, |e| e.envelope.version());
+            self.pending.insert((tenant, append.stream), version);
+        }
+        self.next = next;
+        Ok(Ok(Committed {
+            position: Position(position),
+        }))
+    }
+
+    /// A stream's version as of the transaction so far.
+    fn stream_head(
+        &mut self,
+        statement: &mut CachedStatement<'_>,
+        tenant: TenantId,
+        stream: StreamId,
+    ) -> rusqlite::Result<StreamVersion> {
+        let key = (tenant, stream);
+        if let Some(&version) = self.pending.get(&key).or_else(|| self.heads.get(&key)) {
+            return Ok(version);
+        }
+        write_stream_text(&mut self.stream_text, stream);
+        let max: Option<i64> = statement
+            .query_row(params![tenant.as_str(), self.stream_text.as_str()], |row| {
+                row.get(0)
+            })?;
+        // Negative versions are never written; read one as "no events" and
+        // let the unique index refuse any clash.
+        let version = StreamVersion::new(max.map_or(0, |v| u64::try_from(v).unwrap_or(0)));
+        self.heads.insert(key, version);
+        Ok(version)
+    }
+}
+
+/// A stream's stored text, into a buffer reused so that the append path
+/// does not allocate for it.
+fn write_stream_text(buffer: &mut String, stream: StreamId) {
+    use std::fmt::Write as _;
+    buffer.clear();
+    write!(buffer, "{stream}").expect("writing to a String cannot fail");
+}
+
+fn stage_checkpoint(
+    conn: &Connection,
+    projection: &str,
+    checkpoint: &Checkpoint,
+) -> rusqlite::Result<Result<(), StoreError>> {
+    let Ok(position) = i64::try_from(checkpoint.position.0) else {
+        return Ok(Err(StoreError::Backend(format!(
+            "checkpoint position {} is beyond what SQLite stores",
+            checkpoint.position
+        ))));
+    };
+    conn.prepare_cached(SQL_SAVE_CHECKPOINT)?.execute(params![
+        projection,
+        position,
+        &checkpoint.state
+    ])?;
+    Ok(Ok(()))
+}
+
+fn answer(job: Job, outcome: Outcome) {
+    // A caller that stopped waiting is no reason to fail the others.
+    match (job, outcome) {
+        (Job::Append { reply, .. }, Outcome::Append(result)) => {
+            let _ = reply.send(result);
+        }
+        (Job::SaveCheckpoint { reply, .. }, Outcome::SaveCheckpoint(result)) => {
+            let _ = reply.send(result);
+        }
+        _ => unreachable!("outcomes are pushed in job order"),
+    }
+}
+
+fn key_exists(record: Result<IdempotencyRecord, StoreError>) -> AppendError {
+    match record {
+        Ok(record) => AppendError::KeyExists(Box::new(record)),
+        Err(e) => AppendError::Store(e),
+    }
+}
+
+/// The stored record under a key: the outer error is SQLite's, the inner
+/// one a row that does not hold a valid record.
+fn select_key(
+    conn: &Connection,
+    tenant: TenantId,
+    key: IdempotencyKey,
+) -> rusqlite::Result<Option<Result<IdempotencyRecord, StoreError>>> {
+    let row = conn
+        .prepare_cached(SQL_SELECT_KEY)?
+        .query_row(params![tenant.as_str(), key.as_str()], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.map(|(hash, response, position)| {
+        let request_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "request hash of key {} is not 32 bytes",
+                key.as_str()
+            ))
+        })?;
+        Ok(IdempotencyRecord {
+            key,
+            request_hash,
+            response,
+            position: Position(to_u64(position, "idempotency position")?),
+        })
+    }))
+}
+
+fn log_head(conn: &Connection) -> rusqlite::Result<u64> {
+    let max: Option<i64> = conn
+        .prepare_cached(SQL_LOG_HEAD)?
+        .query_row([], |row| row.get(0))?;
+    Ok(max.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    match version {
+        0 => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                backend(e)
+            }),
+        SCHEMA_VERSION => Ok(()),
+        newer => Err(StoreError::Backend(format!(
+            "the database has schema version {newer}; this build knows up to {SCHEMA_VERSION}"
+        ))),
+    }
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// Bounds the connections (and blocking threads) reads hold at once.
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    fn take(&self) -> Option<Connection> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn put(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    tune(&conn)?;
+    // Only a new, empty database takes a page size.
+    conn.pragma_update(None, "page_size", PAGE_BYTES)
+        .map_err(backend)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(backend)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "the database would not enter WAL mode (it is in {mode} mode)"
+        )));
+    }
+    // An acknowledged append must survive a process kill and a power loss.
+    // In WAL mode, NORMAL syncs only at checkpoints, so a power loss could
+    // take back commits already acknowledged; FULL fsyncs the WAL at every
+    // commit, and group commit is what makes that affordable.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "cache_size", -i64::from(WRITER_CACHE_KIB))
+        .map_err(backend)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(backend)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    conn.pragma_update(None, "cache_size", -i64::from(READER_CACHE_KIB))
+        .map_err(backend)?;
+    tune(&conn)?;
+    Ok(conn)
+}
+
+/// What every connection needs: a lock timeout, a statement cache, and
+/// plans that do not depend on bound values.
+fn tune(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    // The bundled SQLite is built with STAT4, under which a statement whose
+    // plan might depend on a bound value (`stream = ?`) is recompiled
+    // whenever that value changes: on every append. The query planner
+    // stability guarantee pins the plan, and these statements have only one
+    // sensible plan anyway.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
+}
+
+/// SQLite integers are i64; positions, versions and limits never come near
+/// its end.
+fn to_sql_int<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's batches, driven directly: which requests share a group
+    //! commit is otherwise up to timing.
+
+    use super::*;
+    use crate::IdempotencyWrite;
+    use crate::conformance::{stream_append, unique_tenant};
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let conn = open_writer(&dir.path().join("writer.db")).expect("open");
+        let head = log_head(&conn).expect("head");
+        let publish = Arc::new(watch::Sender::new(Position(head)));
+        Writer::new(conn, head, publish, Arc::default()).expect("writer")
+    }
+
+    fn append(
+        tenant: TenantId,
+        streams: &[(&str, u64)],
+        key: Option<&str>,
+    ) -> (Job, oneshot::Receiver<Result<Committed, AppendError>>) {
+        let request = AppendRequest {
+            tenant_id: tenant,
+            streams: streams
+                .iter()
+                .map(|&(stream, expected)| {
+                    let stream = StreamId::parse(stream).expect("stream id");
+                    stream_append(tenant, stream, StreamVersion::new(expected), 1)
+                })
+                .collect(),
+            idempotency: key.map(|key| IdempotencyWrite {
+                key: IdempotencyKey::parse(key).expect("key"),
+                request_hash: [5; 32],
+                response: b"answer".to_vec(),
+            }),
+        };
+        let (reply, answer) = oneshot::channel();
+        (Job::Append { request, reply }, answer)
+    }
+
+    fn run(writer: &mut Writer, jobs: Vec<Job>) {
+        let mut batch = jobs;
+        writer.commit_batch(&mut batch, &mut Vec::new());
+        assert!(batch.is_empty(), "every job is answered");
+    }
+
+    fn answer(
+        mut answer: oneshot::Receiver<Result<Committed, AppendError>>,
+    ) -> Result<Committed, AppendError> {
+        answer.try_recv().expect("answered")
+    }
+
+    #[test]
+    fn refused_requests_leave_the_rest_of_their_batch_alone() {
+        let dir = tempfile::TempDir::new().expect("temporary directory");
+        let mut writer = writer(&dir);
+        let tenant = unique_tenant("unit-batch");
+        let (first, first_answer) = append(tenant, &[("vendor/a", 0)], Some("k1"));
+        let (stale, stale_answer) = append(tenant, &[("credit/b", 0), ("vendor/a", 0)], None);
+        let (replay, replay_answer) = append(tenant, &[("credit/b", 0)], Some("k1"));
+        let (follows, follows_answer) = append(tenant, &[("vendor/a", 1), ("credit/b", 0)], None);
+        let (remembered, remembered_answer) = append(tenant, &[], Some("k2"));
+        let (reply, saved) = oneshot::channel();
+        let checkpoint = Job::SaveCheckpoint {
+            projection: "p".into(),
+            checkpoint: Checkpoint {
+                position: Position(3),
+                state: b"s".to_vec(),
+            },
+            reply,
+        };
+        run(
+            &mut writer,
+            vec![first, stale, replay, follows, remembered, checkpoint],
+        );
+
+        assert_eq!(answer(first_answer).expect("first").position, Position(1));
+        assert!(matches!(
+            answer(stale_answer),
+            Err(AppendError::VersionConflict { stream, .. }) if stream.to_string() == "vendor/a"
+        ));
+        match answer(replay_answer) {
+            Err(AppendError::KeyExists(record)) => assert_eq!(record.position, Position(1)),
+            other => panic!("a key stored earlier in the batch must replay: {other:?}"),
+        }
+        assert_eq!(
+            answer(follows_answer)
+                .expect("an append on a version written earlier in the batch")
+                .position,
+            Position(3)
+        );
+        assert_eq!(
+            answer(remembered_answer).expect("remembered").position,
+            Position(3),
+            "an events-free append sits at the head so far in its batch"
+        );
+        saved.blocking_recv().expect("answered").expect("saved");
+        assert_eq!(writer.state.stats.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.state.stats.appends.load(Ordering::Relaxed), 5);
+        assert_eq!(*writer.state.publish.borrow(), Position(3));
+        let stored: i64 = writer
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(stored, 3, "refused requests wrote nothing");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_its_whole_batch_and_forgets_its_caches() {
+        let dir = tempfile::TempDir::new().expect("temporary directory");
+        let mut writer = writer(&dir);
+        let tenant = unique_tenant("unit-fail");
+        let (seed, seed_answer) = append(tenant, &[("vendor/a", 0)], None);
+        run(&mut writer, vec![seed]);
+        answer(seed_answer).expect("seed");
+        // A disk failure stand-in: one stream's insert aborts.
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER boom BEFORE INSERT ON events \
+                 WHEN NEW.stream = 'vendor/boom' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+            )
+            .expect("trigger");
+
+        let (good, good_answer) = append(tenant, &[("vendor/a", 1)], Some("k"));
+        let (bad, bad_answer) = append(tenant, &[("vendor/boom", 0)], None);
+        let (later, later_answer) = append(tenant, &[("credit/c", 0)], None);
+        run(&mut writer, vec![good, bad, later]);
+        for result in [
+            answer(good_answer),
+            answer(bad_answer),
+            answer(later_answer),
+        ] {
+            assert!(
+                matches!(result, Err(AppendError::Store(StoreError::Backend(_)))),
+                "every request of a failed batch fails: {result:?}"
+            );
+        }
+        assert!(writer.state.heads.is_empty() && writer.state.pending.is_empty());
+        assert_eq!(*writer.state.publish.borrow(), Position(1));
+
+        // Nothing of the failed batch stuck: the same appends go through at
+        // the same versions and positions.
+        let (good, good_answer) = append(tenant, &[("vendor/a", 1)], Some("k"));
+        let (later, later_answer) = append(tenant, &[("credit/c", 0)], None);
+        run(&mut writer, vec![good, later]);
+        assert_eq!(answer(good_answer).expect("retry").position, Position(2));
+        assert_eq!(answer(later_answer).expect("retry").position, Position(3));
+    }
+
+    #[test]
+    fn the_head_cache_is_bounded() {
+        let dir = tempfile::TempDir::new().expect("temporary directory");
+        let mut writer = writer(&dir);
+        let tenant = unique_tenant("unit-cache");
+        let filler = StreamId::parse("vendor/filler").expect("stream id");
+        for n in 0..=HEAD_CACHE_STREAMS_MAX {
+            writer.state.heads.insert(
+                (TenantId::new(&format!("t{n}")), filler),
+                StreamVersion::new(1),
+            );
+        }
+        let (job, answered) = append(tenant, &[("vendor/a", 0)], None);
+        run(&mut writer, vec![job]);
+        answer(answered).expect("append");
+        assert!(
+            writer.state.heads.len() <= 1,
+            "an oversized cache is emptied"
+        );
+    }
+}

@@ -105,7 +105,7 @@ pub struct LoadConfig {
     pub employees: u32,
     /// Each employee's semi-monthly top-up allowance, in centavos.
     pub allowance_cents: i64,
-    /// Seeds the request mix and names the run's orders.
+    /// Seeds the request mix (order ids are fresh on every run).
     pub seed: u64,
     /// Read everything back at the end.
     pub verify: bool,
@@ -1313,7 +1313,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let base = config.url.trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&base).with_context(|| format!("{base:?} is not a URL"))?;
     let target = Target::resolve(&url).await?;
-    let run = format!("{:08x}", Rng(config.seed).next() as u32);
+    // Fresh on every run, whatever the seed: a rerun on the same tenant
+    // must not replay the last run's idempotency keys.
+    let run = format!("{:08x}", fresh_seed() as u32);
     let client = client(config.concurrency)?;
     let api = Arc::new(Api {
         client: client.clone(),

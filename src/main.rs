@@ -87,7 +87,7 @@ struct LoadArgs {
     /// Each employee's semi-monthly top-up allowance.
     #[arg(long, default_value = "1000000.00")]
     allowance: Decimal,
-    /// Seed of the request mix (and of the run's order ids).
+    /// Seed of the request mix (random by default).
     #[arg(long)]
     seed: Option<u64>,
     /// Skip reading everything back at the end.
@@ -319,7 +319,7 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => {
             let tenant = args
                 .tenant
-                .unwrap_or_else(|| format!("load-{:08x}", seed as u32));
+                .unwrap_or_else(|| format!("load-{:08x}", tally::load::fresh_seed() as u32));
             tally::load::Credentials::Key {
                 key: LocalKey::load_or_create(dir)
                     .with_context(|| format!("reading the key in {}", dir.display()))?,

@@ -3,7 +3,9 @@
 //! value, then into the type, then apply), measured in the same run.
 //!
 //! `cargo bench --bench fold` prints events per second ("elem/s") per case;
-//! each case runs on one core.
+//! each case runs on one core. The `snapshot` group measures writing and
+//! restoring a snapshot of the read models after the whole workload: what a
+//! projector pays at a checkpoint, and at a restart instead of refolding.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -121,5 +123,34 @@ fn fold(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fold);
+fn snapshot(c: &mut Criterion) {
+    let records = workload();
+    let mut models = ReadModels::default();
+    for record in &records {
+        models.apply(&codec::decode(record).expect("decodes"));
+    }
+    let bytes = models.to_snapshot();
+    eprintln!(
+        "snapshot: {} events folded, {} bytes ({} bytes/event)",
+        records.len(),
+        bytes.len(),
+        bytes.len() / records.len()
+    );
+
+    let mut group = c.benchmark_group("snapshot");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    // Dropping the result is not part of either cost, as in `fold`.
+    group.bench_function("encode", |b| {
+        b.iter_with_large_drop(|| models.to_snapshot());
+    });
+    group.bench_function("decode", |b| {
+        b.iter_with_large_drop(|| ReadModels::from_snapshot(black_box(&bytes)).expect("restores"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fold, snapshot);
 criterion_main!(benches);

@@ -1,7 +1,9 @@
 //! The activity log: every event, filtered by vendor or by actor, newest first.
 
+use bincode::error::DecodeError;
 use serde::Serialize;
 
+use super::snapshot::{Reader, Writer};
 use super::{Outcome, Sink, StreamGate};
 use crate::envelope::{Actor, Envelope};
 use crate::event::EventType;
@@ -121,6 +123,57 @@ impl ActivityLog {
         page.sort_unstable_by_key(|e| std::cmp::Reverse(e.sort_key()));
         page.truncate(limit.min(PAGE_ACTIVITY_MAX));
         page
+    }
+
+    /// The gate, then the entries in arrival order, so a restored log is the
+    /// same list and not only the same set.
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
+        let Self { gate, entries } = self;
+        gate.write_snapshot(w);
+        w.seq(entries, |w, entry| {
+            // Destructured so that a field added to entries cannot be left out.
+            let ActivityEntry {
+                tenant_id,
+                stream,
+                version,
+                event_type,
+                occurred_at,
+                recorded_at,
+                actor,
+                vendor_id,
+                amount,
+            } = entry;
+            w.tenant(*tenant_id);
+            w.put(stream);
+            w.put(version);
+            // The stored tag, which is forever.
+            w.put(&event_type.tag());
+            w.put(occurred_at);
+            w.put(recorded_at);
+            w.put(actor);
+            w.put(vendor_id);
+            w.put(amount);
+        });
+    }
+
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            gate: StreamGate::read_snapshot(r)?,
+            entries: r.seq(usize::MAX, |r| {
+                Ok(ActivityEntry {
+                    tenant_id: r.tenant()?,
+                    stream: r.get()?,
+                    version: r.get()?,
+                    event_type: EventType::from_tag(r.get()?)
+                        .ok_or(DecodeError::Other("unknown event type"))?,
+                    occurred_at: r.get()?,
+                    recorded_at: r.get()?,
+                    actor: r.get()?,
+                    vendor_id: r.get()?,
+                    amount: r.get()?,
+                })
+            })?,
+        })
     }
 
     pub fn len(&self) -> usize {

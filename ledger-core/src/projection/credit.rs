@@ -1,13 +1,16 @@
 //! Credit balances and statements, per employee.
 
+use bincode::error::DecodeError;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use super::snapshot::{Reader, Writer};
 use super::{Outcome, Sink, admit};
 use crate::credit::CreditPolicy;
 use crate::envelope::Envelope;
 use crate::event::Event;
 use crate::id::{EmployeeId, OrderId, RefundId, StreamKind, StreamVersion, TenantId};
+use crate::limits::{NAME_LEN_MAX, REASON_LEN_MAX};
 use crate::money::Money;
 use crate::text::{Name, Reason};
 use crate::time::{Period, Timestamp};
@@ -232,6 +235,139 @@ impl CreditBalances {
         let start = lines.partition_point(|l| l.version <= after);
         let end = lines.len().min(start + limit.min(PAGE_STATEMENT_MAX));
         &lines[start..end]
+    }
+}
+
+impl CreditBalances {
+    /// Each view under its tenant (the employee id, the rest of the key, is
+    /// the view's own), then each statement under its key.
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
+        let Self { views, statements } = self;
+        w.map(views, |w, (tenant_id, _), view| {
+            w.tenant(*tenant_id);
+            view.write_snapshot(w);
+        });
+        w.map(statements, |w, (tenant_id, employee_id), lines| {
+            w.tenant(*tenant_id);
+            w.put(employee_id);
+            w.seq(lines, |w, line| line.write_snapshot(w));
+        });
+    }
+
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let views = r.map(|r| {
+            let tenant_id = r.tenant()?;
+            let view = CreditView::read_snapshot(r)?;
+            Ok(((tenant_id, view.employee_id), view))
+        })?;
+        let statements = r.map(|r| {
+            let key = (r.tenant()?, r.get()?);
+            // A statement grows with its account's history: no bound but the
+            // bytes left, which `seq` checks.
+            Ok((key, r.seq(usize::MAX, StatementLine::read_snapshot)?))
+        })?;
+        Ok(Self { views, statements })
+    }
+}
+
+impl CreditView {
+    fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to the view cannot be left out.
+        let Self {
+            employee_id,
+            name,
+            policy,
+            suspended,
+            balance,
+            last_period,
+            lifetime_spent,
+            lifetime_replenished,
+            version,
+        } = self;
+        w.put(employee_id);
+        w.put(name);
+        w.put(policy);
+        w.put(suspended);
+        w.put(balance);
+        w.put(last_period);
+        w.put(lifetime_spent);
+        w.put(lifetime_replenished);
+        w.put(version);
+    }
+
+    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            employee_id: r.get()?,
+            name: r.text(NAME_LEN_MAX)?,
+            policy: r.get()?,
+            suspended: r.get()?,
+            balance: r.get()?,
+            last_period: r.get()?,
+            lifetime_spent: r.get()?,
+            lifetime_replenished: r.get()?,
+            version: r.get()?,
+        })
+    }
+}
+
+impl StatementLine {
+    fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to the line cannot be left out.
+        let Self {
+            version,
+            occurred_at,
+            movement,
+            amount,
+            balance_after,
+        } = self;
+        w.put(version);
+        w.put(occurred_at);
+        // Tags are part of the snapshot format: add new ones, never renumber.
+        match movement {
+            Movement::Replenished { period } => {
+                w.put(&0u8);
+                w.put(period);
+            }
+            Movement::Spent { order_id } => {
+                w.put(&1u8);
+                w.put(order_id);
+            }
+            Movement::Refunded {
+                order_id,
+                refund_id,
+            } => {
+                w.put(&2u8);
+                w.put(order_id);
+                w.put(refund_id);
+            }
+            Movement::Adjusted { reason } => {
+                w.put(&3u8);
+                w.put(reason);
+            }
+        }
+        w.put(amount);
+        w.put(balance_after);
+    }
+
+    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            version: r.get()?,
+            occurred_at: r.get()?,
+            movement: match r.get::<u8>()? {
+                0 => Movement::Replenished { period: r.get()? },
+                1 => Movement::Spent { order_id: r.get()? },
+                2 => Movement::Refunded {
+                    order_id: r.get()?,
+                    refund_id: r.get()?,
+                },
+                3 => Movement::Adjusted {
+                    reason: r.text(REASON_LEN_MAX)?,
+                },
+                _ => return Err(DecodeError::Other("unknown statement movement")),
+            },
+            amount: r.get()?,
+            balance_after: r.get()?,
+        })
     }
 }
 

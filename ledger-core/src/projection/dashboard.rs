@@ -1,11 +1,13 @@
 //! Vendor dashboards: totals per tenant, vendor and tenant-local day, rolled
 //! up to ISO weeks or months at query time; and receivables by due date.
 
+use bincode::error::DecodeError;
 use chrono::{Datelike, Duration};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use super::snapshot::{Reader, Writer};
 use super::{Outcome, Sink, StreamGate};
 use crate::envelope::Envelope;
 use crate::event::{Event, Payment};
@@ -99,6 +101,62 @@ impl DayTotals {
     }
 }
 
+impl DayTotals {
+    fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to the totals cannot be left out.
+        let Self {
+            orders,
+            gross,
+            commission,
+            refunds,
+            refunded_gross,
+            refunded_commission,
+            gross_cash,
+            gross_card,
+            gross_mobile_money,
+            gross_credit,
+            gross_invoice,
+            payments,
+            payments_received,
+        } = self;
+        w.put(orders);
+        w.put(refunds);
+        w.put(payments);
+        for d in [
+            gross,
+            commission,
+            refunded_gross,
+            refunded_commission,
+            gross_cash,
+            gross_card,
+            gross_mobile_money,
+            gross_credit,
+            gross_invoice,
+            payments_received,
+        ] {
+            w.decimal(*d);
+        }
+    }
+
+    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            orders: r.get()?,
+            refunds: r.get()?,
+            payments: r.get()?,
+            gross: r.decimal()?,
+            commission: r.decimal()?,
+            refunded_gross: r.decimal()?,
+            refunded_commission: r.decimal()?,
+            gross_cash: r.decimal()?,
+            gross_card: r.decimal()?,
+            gross_mobile_money: r.decimal()?,
+            gross_credit: r.decimal()?,
+            gross_invoice: r.decimal()?,
+            payments_received: r.decimal()?,
+        })
+    }
+}
+
 /// A change to one dashboard key: add `delta` to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DashboardChange {
@@ -186,6 +244,50 @@ impl VendorDailyTotals {
                 delta,
             });
         }
+    }
+
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to the projection cannot be left out.
+        let Self {
+            gate,
+            days,
+            receivables,
+            currencies,
+        } = self;
+        gate.write_snapshot(w);
+        w.map(days, |w, (tenant_id, vendor_id, date), totals| {
+            w.tenant(*tenant_id);
+            w.put(vendor_id);
+            w.put(date);
+            totals.write_snapshot(w);
+        });
+        w.map(
+            receivables,
+            |w, (tenant_id, vendor_id, due_date), amount| {
+                w.tenant(*tenant_id);
+                w.put(vendor_id);
+                w.put(due_date);
+                w.decimal(*amount);
+            },
+        );
+        w.map(currencies, |w, tenant_id, currency| {
+            w.tenant(*tenant_id);
+            w.put(currency);
+        });
+    }
+
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            gate: StreamGate::read_snapshot(r)?,
+            days: r.map(|r| {
+                Ok((
+                    (r.tenant()?, r.get()?, r.get()?),
+                    DayTotals::read_snapshot(r)?,
+                ))
+            })?,
+            receivables: r.map(|r| Ok(((r.tenant()?, r.get()?, r.get()?), r.decimal()?)))?,
+            currencies: r.map(|r| Ok((r.tenant()?, r.get()?)))?,
+        })
     }
 
     /// Each vendor's totals over all days.

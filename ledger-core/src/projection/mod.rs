@@ -17,6 +17,7 @@ pub mod activity;
 pub mod credit;
 pub mod dashboard;
 pub mod orders;
+pub mod snapshot;
 
 use rustc_hash::FxHashMap;
 
@@ -27,6 +28,7 @@ pub use activity::ActivityLog;
 pub use credit::CreditBalances;
 pub use dashboard::VendorDailyTotals;
 pub use orders::OrderViews;
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
 
 /// What `apply` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +85,28 @@ pub struct StreamGate {
 impl StreamGate {
     /// Admits the event if it is the next of its stream, and records it.
     pub fn admit(&mut self, envelope: &Envelope) -> Outcome {
+        use std::collections::hash_map::Entry;
         let key = (envelope.tenant_id(), envelope.stream());
-        let last = self.applied.entry(key).or_default();
-        let outcome = admit(*last, envelope.version());
-        if outcome == Outcome::Applied {
-            *last = envelope.version();
+        let version = envelope.version();
+        // A stream is recorded only once an event of it is applied: a gap
+        // must leave no trace, or the gate's state (and its snapshot) would
+        // depend on what was refused, and refused events would grow it.
+        match self.applied.entry(key) {
+            Entry::Occupied(mut last) => {
+                let outcome = admit(*last.get(), version);
+                if outcome == Outcome::Applied {
+                    last.insert(version);
+                }
+                outcome
+            }
+            Entry::Vacant(slot) => {
+                let outcome = admit(StreamVersion::NONE, version);
+                if outcome == Outcome::Applied {
+                    slot.insert(version);
+                }
+                outcome
+            }
         }
-        outcome
     }
 }
 

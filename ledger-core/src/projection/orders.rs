@@ -1,13 +1,16 @@
 //! Order views: one per order, looked up by id (within a vendor for vendor
 //! callers) or listed per vendor newest first.
 
+use bincode::error::DecodeError;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use super::snapshot::{Reader, Writer};
 use super::{Outcome, Sink, admit};
 use crate::envelope::Envelope;
 use crate::event::{Event, Line, Payment};
 use crate::id::{OrderId, RefundId, StreamKind, StreamVersion, TenantId, VendorId};
+use crate::limits::{LINES_PER_SALE_MAX, REASON_LEN_MAX, REFUNDS_PER_ORDER_MAX};
 use crate::money::{CommissionRate, Money};
 use crate::sale::OrderStatus;
 use crate::text::Reason;
@@ -196,6 +199,131 @@ impl OrderViews {
     pub fn is_empty(&self) -> bool {
         self.views.is_empty()
     }
+}
+
+impl OrderViews {
+    /// Each view under its tenant; the order id, the rest of the key, is the view's own.
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
+        w.map(&self.views, |w, (tenant_id, _), view| {
+            w.tenant(*tenant_id);
+            view.write_snapshot(w);
+        });
+    }
+
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let views = r.map(|r| {
+            let tenant_id = r.tenant()?;
+            let view = OrderView::read_snapshot(r)?;
+            Ok(((tenant_id, view.order_id), Box::new(view)))
+        })?;
+        Ok(Self { views })
+    }
+}
+
+impl OrderView {
+    fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to the view cannot be left out.
+        let Self {
+            order_id,
+            vendor_id,
+            lines,
+            gross,
+            commission_rate,
+            commission,
+            net,
+            payment,
+            status,
+            refunded,
+            commission_reversed,
+            refunds,
+            occurred_at,
+            recorded_at,
+            business_date,
+            paid_at,
+            version,
+        } = self;
+        w.put(order_id);
+        w.put(vendor_id);
+        w.seq(lines, Writer::put);
+        w.put(gross);
+        w.put(commission_rate);
+        w.put(commission);
+        w.put(net);
+        w.put(payment);
+        w.put(&status_tag(*status));
+        w.put(refunded);
+        w.put(commission_reversed);
+        w.seq(refunds, |w, refund| {
+            let RefundView {
+                refund_id,
+                amount,
+                commission_reversed,
+                occurred_at,
+                reason,
+            } = refund;
+            w.put(refund_id);
+            w.put(amount);
+            w.put(commission_reversed);
+            w.put(occurred_at);
+            w.option(reason.as_ref(), Writer::put);
+        });
+        w.put(occurred_at);
+        w.put(recorded_at);
+        w.put(business_date);
+        w.put(paid_at);
+        w.put(version);
+    }
+
+    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            order_id: r.get()?,
+            vendor_id: r.get()?,
+            lines: r.seq(LINES_PER_SALE_MAX, Reader::get::<Line>)?,
+            gross: r.get()?,
+            commission_rate: r.get()?,
+            commission: r.get()?,
+            net: r.get()?,
+            payment: r.get()?,
+            status: status_from_tag(r.get()?)?,
+            refunded: r.get()?,
+            commission_reversed: r.get()?,
+            refunds: r.seq(REFUNDS_PER_ORDER_MAX, |r| {
+                Ok(RefundView {
+                    refund_id: r.get()?,
+                    amount: r.get()?,
+                    commission_reversed: r.get()?,
+                    occurred_at: r.get()?,
+                    reason: r.option(|r| r.text(REASON_LEN_MAX))?,
+                })
+            })?,
+            occurred_at: r.get()?,
+            recorded_at: r.get()?,
+            business_date: r.get()?,
+            paid_at: r.get()?,
+            version: r.get()?,
+        })
+    }
+}
+
+/// The snapshot's tags for order statuses. Tags are part of the format: add
+/// new ones, never renumber.
+fn status_tag(status: OrderStatus) -> u8 {
+    match status {
+        OrderStatus::Pending => 0,
+        OrderStatus::Paid => 1,
+        OrderStatus::PartiallyRefunded => 2,
+        OrderStatus::Refunded => 3,
+    }
+}
+
+fn status_from_tag(tag: u8) -> Result<OrderStatus, DecodeError> {
+    Ok(match tag {
+        0 => OrderStatus::Pending,
+        1 => OrderStatus::Paid,
+        2 => OrderStatus::PartiallyRefunded,
+        3 => OrderStatus::Refunded,
+        _ => return Err(DecodeError::Other("unknown order status")),
+    })
 }
 
 fn order_id(envelope: &Envelope) -> OrderId {

@@ -3,3 +3,4 @@
 mod codec;
 mod properties;
 mod schema;
+mod snapshot;

@@ -137,6 +137,8 @@ pub struct LoadReport {
     /// Checkout latency from the actual send, sorted (paced runs only).
     pub checkout_service: Vec<u32>,
     pub refund_latency: Vec<u32>,
+    /// Acknowledged checkouts in each second of the run: a stall shows here.
+    pub per_second: Vec<u64>,
     pub max_position: u64,
     pub verification: Option<Verification>,
 }
@@ -267,6 +269,21 @@ impl fmt::Display for LoadReport {
                 errors.join(", ")
             }
         )?;
+        // Whole seconds only: the last one is cut short by the deadline.
+        let mut seconds: Vec<u64> = self
+            .per_second
+            .iter()
+            .copied()
+            .take(self.elapsed.as_secs() as usize)
+            .collect();
+        seconds.sort_unstable();
+        if let (Some(min), Some(max)) = (seconds.first(), seconds.last()) {
+            writeln!(
+                f,
+                "  per second               min {min}, median {}, max {max} acknowledged checkouts",
+                seconds[seconds.len() / 2]
+            )?;
+        }
         writeln!(f, "  highest position seen    {}", self.max_position)?;
         match &self.verification {
             None => writeln!(f, "Verification: skipped"),
@@ -412,6 +429,7 @@ struct WorkerResult {
     checkout_latency: Vec<u32>,
     checkout_service: Vec<u32>,
     refund_latency: Vec<u32>,
+    per_second: Vec<u64>,
     max_position: u64,
 }
 
@@ -846,6 +864,11 @@ impl Worker {
                 self.out.max_position = self.out.max_position.max(position);
                 self.out.credit_acked += u64::from(employee.is_some());
                 self.out.acked.push(sale);
+                let second = plan.start.elapsed().as_secs() as usize;
+                if self.out.per_second.len() <= second {
+                    self.out.per_second.resize(second + 1, 0);
+                }
+                self.out.per_second[second] += 1;
             }
             Ok(Answer::Refused(code)) => *self.out.rejected.entry(code).or_default() += 1,
             Ok(Answer::Retry(_)) => unreachable!("send retries these"),
@@ -1390,6 +1413,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         report.refunds_acked += r.refunds_acked;
         report.retries += r.retries;
         report.max_position = report.max_position.max(r.max_position);
+        if report.per_second.len() < r.per_second.len() {
+            report.per_second.resize(r.per_second.len(), 0);
+        }
+        for (total, n) in report.per_second.iter_mut().zip(&r.per_second) {
+            *total += n;
+        }
         for (code, n) in r.rejected {
             *report.rejected.entry(code).or_default() += n;
         }

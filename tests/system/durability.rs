@@ -50,40 +50,50 @@ struct Serve {
 }
 
 impl Serve {
+    /// Starts `tally serve` on a free port and waits until it answers. A
+    /// port taken between choosing and binding it costs another try.
     async fn start(data: &Path, logs: &Path, name: &str) -> Serve {
-        let port = free_port();
-        let log = logs.join(format!("{name}.log"));
-        let out = File::create(&log).expect("a log file");
-        let child = tally()
-            .args(["serve", "--log-json", "--data"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("a log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("tally serve starts");
-        let mut serve = Serve {
-            child,
-            log,
-            http: Http::new(format!("http://127.0.0.1:{port}")),
-        };
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = serve.child.try_wait().expect("the child is waitable") {
-                panic!("{name} exited with {status}:\n{}", serve.log_text());
+        for attempt in 0..3 {
+            let port = free_port();
+            let log = logs.join(format!("{name}-{attempt}.log"));
+            let out = File::create(&log).expect("a log file");
+            let child = tally()
+                .args(["serve", "--log-json", "--data"])
+                .arg(data)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("a log handle"))
+                .stderr(out)
+                .spawn()
+                .expect("tally serve starts");
+            let mut serve = Serve {
+                child,
+                log,
+                http: Http::new(format!("http://127.0.0.1:{port}")),
+            };
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            loop {
+                if let Some(status) = serve.child.try_wait().expect("the child is waitable") {
+                    let text = serve.log_text();
+                    assert!(
+                        text.contains("listening on"),
+                        "{name} exited with {status}:\n{text}"
+                    );
+                    break;
+                }
+                if serve.http.health().await.is_ok() {
+                    return serve;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not come up:\n{}",
+                    serve.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if serve.http.health().await.is_ok() {
-                return serve;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                serve.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("{name} found no free port in three tries");
     }
 
     fn log_text(&self) -> String {

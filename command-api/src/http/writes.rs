@@ -3,10 +3,12 @@
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ledger_core::codec;
 use ledger_core::credit::{AdjustCredit, CreditCommand, OpenCreditAccount, ReplenishCredit};
+use ledger_core::envelope::Envelope;
 use ledger_core::envelope::Role;
 use ledger_core::event::{Payment, Tender};
-use ledger_core::id::{EmployeeId, OrderId, RefundId, VendorId};
+use ledger_core::id::{EmployeeId, OrderId, RefundId, StreamId, StreamVersion, TenantId, VendorId};
 use ledger_core::memory::Command;
 use ledger_core::money::CommissionRate;
 use ledger_core::sale::{IssueRefund, LineInput, ReceivePayment, RecordSale, SaleCommand};
@@ -106,29 +108,104 @@ pub struct ReplenishRequest {
     pub period: Period,
 }
 
-/// What a write stores under its key and answers: the status as two
-/// big-endian bytes, then the JSON body exactly as it is sent, so a replay
-/// (and every first answer) is a copy, never a re-encoding.
+/// What a write stores under its key: the status as two big-endian bytes,
+/// then either the JSON body as sent (`BODY_JSON`: rejections, summaries)
+/// or, for accepted commands, references to the events (`BODY_EVENTS`:
+/// stream and version each). Events are immutable, so a replay re-renders
+/// the same body from the log; the record stays a few dozen bytes instead
+/// of a kilobyte and a half of JSON per checkout.
+const BODY_JSON: u8 = 0;
+const BODY_EVENTS: u8 = 1;
+
 fn stored(status: u16, body: &impl Serialize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(1024);
+    let mut bytes = Vec::with_capacity(256);
     bytes.extend_from_slice(&status.to_be_bytes());
+    bytes.push(BODY_JSON);
     serde_json::to_writer(&mut bytes, body).expect("a response encodes");
     bytes
 }
 
-/// The status and JSON body of a stored answer.
-fn unstored(bytes: &[u8]) -> (StatusCode, &[u8]) {
-    assert!(bytes.len() >= 2, "stored responses are ours");
-    let status = u16::from_be_bytes([bytes[0], bytes[1]]);
-    (
-        StatusCode::from_u16(status).expect("stored statuses are valid"),
-        &bytes[2..],
-    )
+fn stored_events(status: u16, events: &[Envelope]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(3 + events.len() * 48);
+    bytes.extend_from_slice(&status.to_be_bytes());
+    bytes.push(BODY_EVENTS);
+    for e in events {
+        let stream = e.stream().to_string();
+        let len = u8::try_from(stream.len()).expect("stream ids are short");
+        bytes.push(len);
+        bytes.extend_from_slice(stream.as_bytes());
+        bytes.extend_from_slice(&e.version().get().to_be_bytes());
+    }
+    bytes
+}
+
+/// The status and JSON body of an answer: rendered from the decision when
+/// it is fresh, from the stored record (and the events it names) when it
+/// is a replay.
+async fn answer<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    executed: &Executed,
+) -> Result<(StatusCode, Vec<u8>), Problem> {
+    let bytes = &executed.response;
+    let corrupt = || {
+        tracing::error!("an idempotency record does not decode");
+        Problem::internal()
+    };
+    let (head, rest) = bytes.split_at_checked(3).ok_or_else(corrupt)?;
+    let status =
+        StatusCode::from_u16(u16::from_be_bytes([head[0], head[1]])).map_err(|_| corrupt())?;
+    match (head[2], &executed.decision) {
+        (BODY_JSON, _) => Ok((status, rest.to_vec())),
+        (BODY_EVENTS, Some(Decision::Accepted(events))) => Ok((status, events_json(events))),
+        (BODY_EVENTS, _) => {
+            let events = read_events(app, tenant_id, rest).await?;
+            Ok((status, events_json(&events)))
+        }
+        _ => Err(corrupt()),
+    }
+}
+
+fn events_json(events: &[Envelope]) -> Vec<u8> {
+    serde_json::to_vec(&AcceptedBody { events }).expect("events encode")
+}
+
+async fn read_events<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    mut refs: &[u8],
+) -> Result<Vec<Envelope>, Problem> {
+    let corrupt = || {
+        tracing::error!("an idempotency record names events that do not read back");
+        Problem::internal()
+    };
+    let mut events = Vec::new();
+    while let Some((&len, rest)) = refs.split_first() {
+        let (stream, rest) = rest
+            .split_at_checked(usize::from(len))
+            .ok_or_else(corrupt)?;
+        let (version, rest) = rest.split_at_checked(8).ok_or_else(corrupt)?;
+        refs = rest;
+        let stream = std::str::from_utf8(stream)
+            .ok()
+            .and_then(|s| StreamId::parse(s).ok())
+            .ok_or_else(corrupt)?;
+        let version = u64::from_be_bytes(version.try_into().expect("eight bytes"));
+        let after = StreamVersion::new(version.checked_sub(1).ok_or_else(corrupt)?);
+        let records = app
+            .store()
+            .read_stream(tenant_id, stream, after, 1)
+            .await
+            .map_err(|e| problem_of(ExecuteError::Store(e)))?;
+        let record = records.first().ok_or_else(corrupt)?;
+        events.push(codec::decode(&record.bytes).map_err(|_| corrupt())?);
+    }
+    Ok(events)
 }
 
 #[derive(Serialize)]
 struct AcceptedBody<'a> {
-    events: &'a [ledger_core::envelope::Envelope],
+    events: &'a [Envelope],
 }
 
 pub(crate) fn now() -> Timestamp {
@@ -148,7 +225,7 @@ pub(crate) fn require(principal: &Principal, roles: &[Role]) -> Result<(), Probl
 
 fn render(decision: &Decision, success: StatusCode) -> Vec<u8> {
     match decision {
-        Decision::Accepted(events) => stored(success.as_u16(), &AcceptedBody { events }),
+        Decision::Accepted(events) => stored_events(success.as_u16(), events),
         Decision::Rejected(rejection) => {
             let problem = Problem::from(rejection);
             stored(problem.status, &problem)
@@ -165,7 +242,7 @@ async fn run<S: EventStore>(
     success: StatusCode,
 ) -> Response {
     match execute(app, principal, command, idempotency, success).await {
-        Ok(executed) => respond(&executed),
+        Ok(executed) => respond(app, principal.tenant_id, &executed).await,
         Err(problem) => problem.into_response(),
     }
 }
@@ -216,14 +293,21 @@ fn problem_of(error: ExecuteError) -> Problem {
     }
 }
 
-fn respond(executed: &Executed) -> Response {
-    let (status, body) = unstored(&executed.response);
+async fn respond<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    executed: &Executed,
+) -> Response {
+    let (status, body) = match answer(app, tenant_id, executed).await {
+        Ok(answer) => answer,
+        Err(problem) => return problem.into_response(),
+    };
     let content_type = if status.is_client_error() || status.is_server_error() {
         super::problem::PROBLEM_CONTENT_TYPE
     } else {
         "application/json"
     };
-    let mut response = (status, axum::body::Body::from(body.to_vec())).into_response();
+    let mut response = (status, axum::body::Body::from(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(POSITION_HEADER, executed.position.0.into());
@@ -463,8 +547,8 @@ pub async fn record_sales_batch<S: EventStore>(
         results.push(match outcome {
             Ok(executed) => {
                 last_position = last_position.max(executed.position.0);
-                let (status, body) = unstored(&executed.response);
-                let body: Value = serde_json::from_slice(body).expect("stored bodies are JSON");
+                let (status, body) = answer(&app, p.tenant_id, &executed).await?;
+                let body: Value = serde_json::from_slice(&body).expect("answers are JSON");
                 let result = match (executed.replayed(), status.is_success()) {
                     (true, _) => "duplicate",
                     (false, true) => "created",
@@ -594,7 +678,7 @@ pub async fn replenish<S: EventStore>(
         .await
         .map_err(problem_of)?
     {
-        return Ok(respond(&replayed));
+        return Ok(respond(&app, p.tenant_id, &replayed).await);
     }
     let period = body.value.period;
     let employees = app.service.with_aggregates(p.tenant_id, |a| a.employees());
@@ -630,5 +714,5 @@ pub async fn replenish<S: EventStore>(
         .remember(caller, idempotency, stored(200, &body))
         .await
         .map_err(problem_of)?;
-    Ok(respond(&executed))
+    Ok(respond(&app, p.tenant_id, &executed).await)
 }

@@ -59,6 +59,9 @@ pub const FOLLOW_WAIT: Duration = Duration::from_secs(10);
 pub const LARGE_CHECKPOINT_BYTES: usize = 1024 * 1024;
 /// Longest check name kept in a minted tenant id (the rest is uniqueness).
 const TENANT_PREFIX_LEN_MAX: usize = 12;
+/// The 48 bits of clock and process id in a minted tenant id: with the
+/// prefix, two dashes and a counter in hex, the id stays within 36 bytes.
+const TENANT_SALT_MASK: u64 = (1 << 48) - 1;
 
 /// Every check, concurrently, on one store: the checks must not disturb
 /// one another, and the store must keep every rule under mixed load.
@@ -1272,10 +1275,10 @@ pub fn unique_tenant(check: &str) -> TenantId {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let salt = nanos ^ (u64::from(std::process::id()) << 40);
+    let salt = (nanos ^ (u64::from(std::process::id()) << 24)) & TENANT_SALT_MASK;
     let prefix = &check[..check.len().min(TENANT_PREFIX_LEN_MAX)];
     let n = MINTED.fetch_add(1, Ordering::Relaxed);
-    TenantId::new(&format!("{prefix}-{salt:016x}-{n}"))
+    TenantId::new(&format!("{prefix}-{salt:012x}-{n:x}"))
 }
 
 /// `count` events sealed for `tenant` and `stream` at the versions after

@@ -15,16 +15,16 @@
 //! `PRAGMA data_version` and reloads what it caches — but `head` and `follow`
 //! only see this store's own commits.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use rusqlite::config::DbConfig;
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, params};
+use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::{
@@ -33,6 +33,8 @@ use crate::{
     READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
 };
 
+/// The highest stream version SQLite's signed integers hold.
+const VERSION_MAX: u64 = i64::MAX as u64;
 /// The schema this code writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
 /// Most jobs (appends and checkpoint saves) one group commit takes. Bounds
@@ -50,6 +52,9 @@ pub const READ_CONNECTIONS_MAX: usize = 8;
 /// Within one process only WAL checkpoints and a foreign writer can make it
 /// wait.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait before trying again to switch a new database to WAL
+/// mode while another connection does the same.
+const WAL_SWITCH_RETRY_PAUSE: Duration = Duration::from_millis(5);
 /// Prepared statements each connection keeps compiled: every statement this
 /// adapter runs, with room to spare.
 const STATEMENT_CACHE_CAPACITY: usize = 32;
@@ -58,10 +63,11 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 /// smaller pages measured slower (twice the frames, a system call each)
 /// while larger ones write more bytes for the same few changed rows.
 pub const PAGE_BYTES: u32 = 4096;
-/// The writer's page cache, in KiB. Appends land all over the two indexes
-/// (stream versions, idempotency keys); keeping their hot pages in memory
-/// saves a read system call per page touched.
-pub const WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// The writer's page cache, in KiB: enough for the pages appends keep
+/// returning to (each active stream's last index page, the newest keys and
+/// events, the interior pages above them). Four times as much measured no
+/// faster, even with random keys.
+pub const WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// Each reader's page cache, in KiB.
 pub const READER_CACHE_KIB: u32 = 8 * 1024;
 /// WAL pages after which a commit copies the WAL back into the database.
@@ -123,7 +129,8 @@ const SQL_READ_LOG: &str = "SELECT position, tenant_id, stream, version, record 
 
 /// The embedded event and read-model store. Cheap to clone: clones share
 /// one writer thread and one read pool, which stop when the last clone is
-/// dropped.
+/// dropped; that drop waits for the writer to finish the batch in hand, so
+/// the file is released when it returns.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -272,7 +279,10 @@ impl EventStore for SqliteStore {
         check_shape(&request)?;
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Append { request, reply })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let (result, request) = answer.await.map_err(|_| StoreError::Closed)?;
+        // The request comes back to be freed here, off the writer's thread.
+        drop(request);
+        result
     }
 
     async fn idempotency(
@@ -442,9 +452,10 @@ fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
         }
         let mut version = append.expected;
         for sealed in &append.events {
-            let Some(next) = version.get().checked_add(1) else {
-                return invalid("stream version overflow");
-            };
+            let next = version.get().saturating_add(1);
+            if next > VERSION_MAX {
+                return invalid("stream version out of range");
+            }
             version = StreamVersion::new(next);
             let header = &sealed.envelope.header;
             if header.tenant_id != request.tenant_id {
@@ -461,10 +472,14 @@ fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
     Ok(())
 }
 
+/// An append's answer, and the request handed back so that the caller, not
+/// the writer, pays for freeing it.
+type AppendReply = (Result<Committed, AppendError>, AppendRequest);
+
 enum Job {
     Append {
         request: AppendRequest,
-        reply: oneshot::Sender<Result<Committed, AppendError>>,
+        reply: oneshot::Sender<AppendReply>,
     },
     SaveCheckpoint {
         projection: String,
@@ -487,12 +502,13 @@ struct Writer {
 }
 
 struct State {
-    /// Committed stream versions. May lack any stream; never wrong about
-    /// one it holds, because only this thread writes.
-    heads: HashMap<(TenantId, StreamId), StreamVersion>,
-    /// Versions written by the current batch, folded into `heads` once it
-    /// commits.
-    pending: HashMap<(TenantId, StreamId), StreamVersion>,
+    /// Stream versions as of the open transaction. May lack any stream;
+    /// never wrong about one it holds, because only this thread writes.
+    /// Between batches it holds only committed versions: a batch writes its
+    /// versions here as it goes, and a batch that fails to commit empties
+    /// it. Fx hashing, as in ledger-core's aggregates: it is probed several
+    /// times per append, and it is bounded and emptied when full.
+    heads: FxHashMap<(TenantId, StreamId), StreamVersion>,
     /// The last committed position.
     head: u64,
     /// The next position to hand out within the current batch.
@@ -528,8 +544,7 @@ impl Writer {
         Ok(Writer {
             conn,
             state: State {
-                heads: HashMap::new(),
-                pending: HashMap::new(),
+                heads: FxHashMap::default(),
                 head,
                 next: head + 1,
                 data_version,
@@ -565,7 +580,6 @@ impl Writer {
         match written {
             Ok(()) => {
                 state.head = state.next - 1;
-                state.heads.extend(state.pending.drain());
                 state.stats.commits.fetch_add(1, Ordering::Relaxed);
                 let appends = batch
                     .iter()
@@ -594,7 +608,6 @@ impl Writer {
                 // Whatever the batch saw may have been rolled back, and the
                 // caches may have taken in its writes: start over from the
                 // database.
-                state.pending.clear();
                 state.heads.clear();
                 state.fresh = false;
                 state.next = state.head + 1;
@@ -603,8 +616,8 @@ impl Writer {
                 for job in batch.drain(..) {
                     let error = StoreError::Backend(message.clone());
                     match job {
-                        Job::Append { reply, .. } => {
-                            let _ = reply.send(Err(AppendError::Store(error)));
+                        Job::Append { request, reply } => {
+                            let _ = reply.send((Err(AppendError::Store(error)), request));
                         }
                         Job::SaveCheckpoint { reply, .. } => {
                             let _ = reply.send(Err(error));
@@ -737,7 +750,7 @@ impl State {
                 .events
                 .last()
                 .map_or(append.expected, |e| e.envelope.version());
-            self.pending.insert((tenant, append.stream), version);
+            self.heads.insert((tenant, append.stream), version);
         }
         self.next = next;
         Ok(Ok(Committed {
@@ -753,7 +766,7 @@ impl State {
         stream: StreamId,
     ) -> rusqlite::Result<StreamVersion> {
         let key = (tenant, stream);
-        if let Some(&version) = self.pending.get(&key).or_else(|| self.heads.get(&key)) {
+        if let Some(&version) = self.heads.get(&key) {
             return Ok(version);
         }
         write_stream_text(&mut self.stream_text, stream);
@@ -764,7 +777,11 @@ impl State {
         // Negative versions are never written; read one as "no events" and
         // let the unique index refuse any clash.
         let version = StreamVersion::new(max.map_or(0, |v| u64::try_from(v).unwrap_or(0)));
-        self.heads.insert(key, version);
+        // A new stream (every checkout's order) enters the cache when it is
+        // written; caching its absence would only churn the cache.
+        if version != StreamVersion::NONE {
+            self.heads.insert(key, version);
+        }
         Ok(version)
     }
 }
@@ -799,8 +816,8 @@ fn stage_checkpoint(
 fn answer(job: Job, outcome: Outcome) {
     // A caller that stopped waiting is no reason to fail the others.
     match (job, outcome) {
-        (Job::Append { reply, .. }, Outcome::Append(result)) => {
-            let _ = reply.send(result);
+        (Job::Append { request, reply }, Outcome::Append(result)) => {
+            let _ = reply.send((result, request));
         }
         (Job::SaveCheckpoint { reply, .. }, Outcome::SaveCheckpoint(result)) => {
             let _ = reply.send(result);
@@ -857,23 +874,33 @@ fn log_head(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(backend)?;
-    match version {
+    let version = schema_version(conn).map_err(backend)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Under the write lock, and looked at again: another process may have
+    // created the schema while this one waited for the lock.
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    let migrated = match schema_version(conn).map_err(backend)? {
         0 => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                backend(e)
-            }),
+            .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(backend),
         SCHEMA_VERSION => Ok(()),
         newer => Err(StoreError::Backend(format!(
             "the database has schema version {newer}; this build knows up to {SCHEMA_VERSION}"
         ))),
+    };
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(backend),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
+}
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
 
 struct Readers {
@@ -908,14 +935,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // Only a new, empty database takes a page size.
     conn.pragma_update(None, "page_size", PAGE_BYTES)
         .map_err(backend)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(backend)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "the database would not enter WAL mode (it is in {mode} mode)"
-        )));
-    }
+    enter_wal(&conn)?;
     // An acknowledged append must survive a process kill and a power loss.
     // In WAL mode, NORMAL syncs only at checkpoints, so a power loss could
     // take back commits already acknowledged; FULL fsyncs the WAL at every
@@ -928,6 +948,33 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(backend)?;
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// Switches the database to WAL mode, which sticks to the file. The switch
+/// needs the database to itself and, when another connection is switching
+/// it at the same moment, fails at once rather than waiting on the busy
+/// handler: so it is retried for as long as a lock would be waited for.
+fn enter_wal(conn: &Connection) -> Result<(), StoreError> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(StoreError::Backend(format!(
+                    "the database would not enter WAL mode (it is in {mode} mode)"
+                )));
+            }
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(WAL_SWITCH_RETRY_PAUSE);
+            }
+            Err(e) => return Err(backend(e)),
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -947,11 +994,11 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 fn tune(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-    // The bundled SQLite is built with STAT4, under which a statement whose
-    // plan might depend on a bound value (`stream = ?`) is recompiled
-    // whenever that value changes: on every append. The query planner
-    // stability guarantee pins the plan, and these statements have only one
-    // sensible plan anyway.
+    // Otherwise SQLite may recompile a statement whose plan could depend
+    // on a bound value each time that value changes: measured, the stream
+    // head query was recompiled on every append, a fifth of the writer's
+    // time. The query planner stability guarantee pins the plan, and these
+    // statements have only one sensible plan anyway.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(backend)?;
     Ok(())
@@ -996,7 +1043,7 @@ mod tests {
         tenant: TenantId,
         streams: &[(&str, u64)],
         key: Option<&str>,
-    ) -> (Job, oneshot::Receiver<Result<Committed, AppendError>>) {
+    ) -> (Job, oneshot::Receiver<AppendReply>) {
         let request = AppendRequest {
             tenant_id: tenant,
             streams: streams
@@ -1022,10 +1069,8 @@ mod tests {
         assert!(batch.is_empty(), "every job is answered");
     }
 
-    fn answer(
-        mut answer: oneshot::Receiver<Result<Committed, AppendError>>,
-    ) -> Result<Committed, AppendError> {
-        answer.try_recv().expect("answered")
+    fn answer(mut answer: oneshot::Receiver<AppendReply>) -> Result<Committed, AppendError> {
+        answer.try_recv().expect("answered").0
     }
 
     #[test]
@@ -1114,7 +1159,7 @@ mod tests {
                 "every request of a failed batch fails: {result:?}"
             );
         }
-        assert!(writer.state.heads.is_empty() && writer.state.pending.is_empty());
+        assert!(writer.state.heads.is_empty());
         assert_eq!(*writer.state.publish.borrow(), Position(1));
 
         // Nothing of the failed batch stuck: the same appends go through at

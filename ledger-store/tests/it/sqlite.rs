@@ -291,3 +291,27 @@ async fn a_dropped_store_releases_its_file() {
         "the write-ahead log outlived the store"
     );
 }
+
+#[test]
+fn stores_opening_a_new_file_at_once_agree_on_its_schema() {
+    const OPENERS: usize = 4;
+    let dir = TempDir::new().expect("temporary directory");
+    let path = dir.path().join(DB_FILE);
+    let start = std::sync::Barrier::new(OPENERS);
+    std::thread::scope(|scope| {
+        let openers: Vec<_> = (0..OPENERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    SqliteStore::open(&path).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener
+                .join()
+                .expect("opener")
+                .expect("every concurrent open succeeds");
+        }
+    });
+}

@@ -95,14 +95,26 @@ const SCHEMA: &str = "
         position     INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, key)
     ) WITHOUT ROWID;
-    -- A rowid table: projection states can be large, and WITHOUT ROWID
-    -- tables suit small rows.
-    CREATE TABLE checkpoints (
+";
+
+/// Checkpoints live in a database file of their own, beside the log's:
+/// a projection's state runs to tens of megabytes, and writing it inside
+/// the log's database would hold the log's one write lock (and every
+/// checkout queued behind it) for as long as the blob takes to write.
+const CHECKPOINT_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS checkpoints (
         projection TEXT    PRIMARY KEY,
         position   INTEGER NOT NULL,
         state      BLOB    NOT NULL
     );
 ";
+
+/// The checkpoint database beside the log's database at `path`.
+pub fn checkpoint_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-checkpoints");
+    path.with_file_name(name)
+}
 
 const SQL_BEGIN: &str = "BEGIN IMMEDIATE";
 const SQL_COMMIT: &str = "COMMIT";
@@ -152,6 +164,7 @@ struct Inner {
     head: Arc<watch::Sender<Position>>,
     stats: Arc<Stats>,
     readers: Readers,
+    checkpoints: Arc<Mutex<Connection>>,
 }
 
 #[derive(Default)]
@@ -203,6 +216,7 @@ impl SqliteStore {
         // rather than on the first read.
         let first = open_reader(&readers.path)?;
         readers.put(first);
+        let checkpoints = Arc::new(Mutex::new(open_checkpoints(&checkpoint_path(path))?));
 
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -216,6 +230,7 @@ impl SqliteStore {
                 head,
                 stats,
                 readers,
+                checkpoints,
             }),
         })
     }
@@ -384,7 +399,7 @@ impl EventStore for SqliteStore {
 impl ReadModelStore for SqliteStore {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         let projection = projection.to_owned();
-        self.read(move |conn| {
+        self.with_checkpoints(move |conn| {
             let found = conn
                 .prepare_cached(SQL_LOAD_CHECKPOINT)
                 .map_err(backend)?
@@ -410,15 +425,40 @@ impl ReadModelStore for SqliteStore {
         projection: &str,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        // Through the writer: one write connection means no lock contention
-        // between writers, and the save shares the batch's fsync.
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::SaveCheckpoint {
-            projection: projection.to_owned(),
-            checkpoint,
-            reply,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let projection = projection.to_owned();
+        let Ok(position) = i64::try_from(checkpoint.position.0) else {
+            return Err(StoreError::Backend(format!(
+                "checkpoint position {} is beyond what SQLite stores",
+                checkpoint.position
+            )));
+        };
+        // One statement replaces the row: atomic, and durable once it
+        // returns (the checkpoint database syncs like the log's).
+        self.with_checkpoints(move |conn| {
+            conn.prepare_cached(SQL_SAVE_CHECKPOINT)
+                .map_err(backend)?
+                .execute(params![projection, position, &checkpoint.state])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs `work` on the checkpoint database's connection, off the async
+    /// threads.
+    async fn with_checkpoints<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let checkpoints = Arc::clone(&self.inner.checkpoints);
+        tokio::task::spawn_blocking(move || {
+            work(&checkpoints.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("checkpoint task failed: {e}")))?
     }
 }
 
@@ -481,17 +521,11 @@ enum Job {
         request: AppendRequest,
         reply: oneshot::Sender<AppendReply>,
     },
-    SaveCheckpoint {
-        projection: String,
-        checkpoint: Checkpoint,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
 }
 
 /// A job's answer, held until its batch commits.
 enum Outcome {
     Append(Result<Committed, AppendError>),
-    SaveCheckpoint(Result<(), StoreError>),
 }
 
 /// The writer thread: the write connection and what it knows of the
@@ -615,14 +649,8 @@ impl Writer {
                 tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
                 for job in batch.drain(..) {
                     let error = StoreError::Backend(message.clone());
-                    match job {
-                        Job::Append { request, reply } => {
-                            let _ = reply.send((Err(AppendError::Store(error)), request));
-                        }
-                        Job::SaveCheckpoint { reply, .. } => {
-                            let _ = reply.send(Err(error));
-                        }
-                    }
+                    let Job::Append { request, reply } = job;
+                    let _ = reply.send((Err(AppendError::Store(error)), request));
                 }
                 outcomes.clear();
             }
@@ -651,16 +679,8 @@ impl Writer {
             insert_event: conn.prepare_cached(SQL_INSERT_EVENT)?,
         };
         for job in batch {
-            let outcome = match job {
-                Job::Append { request, .. } => {
-                    Outcome::Append(state.stage_append(conn, &mut statements, request)?)
-                }
-                Job::SaveCheckpoint {
-                    projection,
-                    checkpoint,
-                    ..
-                } => Outcome::SaveCheckpoint(stage_checkpoint(conn, projection, checkpoint)?),
-            };
+            let Job::Append { request, .. } = job;
+            let outcome = Outcome::Append(state.stage_append(conn, &mut statements, request)?);
             outcomes.push(outcome);
         }
         drop(statements);
@@ -794,36 +814,10 @@ fn write_stream_text(buffer: &mut String, stream: StreamId) {
     write!(buffer, "{stream}").expect("writing to a String cannot fail");
 }
 
-fn stage_checkpoint(
-    conn: &Connection,
-    projection: &str,
-    checkpoint: &Checkpoint,
-) -> rusqlite::Result<Result<(), StoreError>> {
-    let Ok(position) = i64::try_from(checkpoint.position.0) else {
-        return Ok(Err(StoreError::Backend(format!(
-            "checkpoint position {} is beyond what SQLite stores",
-            checkpoint.position
-        ))));
-    };
-    conn.prepare_cached(SQL_SAVE_CHECKPOINT)?.execute(params![
-        projection,
-        position,
-        &checkpoint.state
-    ])?;
-    Ok(Ok(()))
-}
-
 fn answer(job: Job, outcome: Outcome) {
     // A caller that stopped waiting is no reason to fail the others.
-    match (job, outcome) {
-        (Job::Append { request, reply }, Outcome::Append(result)) => {
-            let _ = reply.send((result, request));
-        }
-        (Job::SaveCheckpoint { reply, .. }, Outcome::SaveCheckpoint(result)) => {
-            let _ = reply.send(result);
-        }
-        _ => unreachable!("outcomes are pushed in job order"),
-    }
+    let (Job::Append { request, reply }, Outcome::Append(result)) = (job, outcome);
+    let _ = reply.send((result, request));
 }
 
 fn key_exists(record: Result<IdempotencyRecord, StoreError>) -> AppendError {
@@ -977,6 +971,22 @@ fn enter_wal(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
+fn open_checkpoints(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    tune(&conn)?;
+    enter_wal(&conn)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend)?;
+    conn.execute_batch(CHECKPOINT_SCHEMA).map_err(backend)?;
+    Ok(conn)
+}
+
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -1083,19 +1093,7 @@ mod tests {
         let (replay, replay_answer) = append(tenant, &[("credit/b", 0)], Some("k1"));
         let (follows, follows_answer) = append(tenant, &[("vendor/a", 1), ("credit/b", 0)], None);
         let (remembered, remembered_answer) = append(tenant, &[], Some("k2"));
-        let (reply, saved) = oneshot::channel();
-        let checkpoint = Job::SaveCheckpoint {
-            projection: "p".into(),
-            checkpoint: Checkpoint {
-                position: Position(3),
-                state: b"s".to_vec(),
-            },
-            reply,
-        };
-        run(
-            &mut writer,
-            vec![first, stale, replay, follows, remembered, checkpoint],
-        );
+        run(&mut writer, vec![first, stale, replay, follows, remembered]);
 
         assert_eq!(answer(first_answer).expect("first").position, Position(1));
         assert!(matches!(
@@ -1117,7 +1115,6 @@ mod tests {
             Position(3),
             "an events-free append sits at the head so far in its batch"
         );
-        saved.blocking_recv().expect("answered").expect("saved");
         assert_eq!(writer.state.stats.commits.load(Ordering::Relaxed), 1);
         assert_eq!(writer.state.stats.appends.load(Ordering::Relaxed), 5);
         assert_eq!(*writer.state.publish.borrow(), Position(3));

@@ -8,7 +8,9 @@
 //! stream's version in memory and check expected versions without a query.
 //!
 //! Reads run on a small pool of read-only connections on tokio's blocking
-//! threads; WAL lets them proceed while the writer commits.
+//! threads; WAL lets them proceed while the writer commits. Checkpoints
+//! live in a database file of their own ([`checkpoint_path`]), so that a
+//! projection's large state never holds the log's write lock.
 //!
 //! One `SqliteStore` (and its clones) should own a database file. Another
 //! writer is tolerated — the writer notices foreign commits through
@@ -37,7 +39,7 @@ use crate::{
 const VERSION_MAX: u64 = i64::MAX as u64;
 /// The schema this code writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
-/// Most jobs (appends and checkpoint saves) one group commit takes. Bounds
+/// Most appends one group commit takes. Bounds
 /// the transaction, and so the latency of the batch's first request, when
 /// the queue is deep.
 pub const GROUP_COMMIT_APPENDS_MAX: usize = 1_024;

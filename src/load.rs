@@ -28,6 +28,7 @@
 //! its status and `Tally-Position` (its body is drained unread unless the
 //! request was refused).
 
+use crate::sim::Rng;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -321,34 +322,12 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// SplitMix64: a tiny generator, good enough to pick menu items.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u8) -> bool {
-        self.below(100) < u64::from(percent)
-    }
-}
-
 /// A seed for when none is given: different on every run.
 pub fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    Rng(nanos ^ (u64::from(std::process::id()) << 32)).next()
+    Rng(nanos ^ (u64::from(std::process::id()) << 32)).next_u64()
 }
 
 /// Formats centavos as the API's decimal text.
@@ -765,7 +744,7 @@ impl Worker {
                 }
                 _ => now,
             };
-            if !self.out.acked.is_empty() && self.rng.chance(plan.refund_percent) {
+            if !self.out.acked.is_empty() && self.rng.chance(u64::from(plan.refund_percent)) {
                 let index = self.rng.below(self.out.acked.len() as u64) as usize;
                 let sale = self.out.acked[index];
                 if sale.refunded == 0 && sale.refund_unknown == 0 {
@@ -805,7 +784,7 @@ impl Worker {
         let vendor = self.rng.below(plan.vendors.len() as u64) as u16;
         let employee = self
             .rng
-            .chance(plan.credit_percent)
+            .chance(u64::from(plan.credit_percent))
             .then(|| self.rng.below(plan.employees.len() as u64) as u32);
         let order_id = plan.order_id(self.id, seq);
         let body = &mut self.body;

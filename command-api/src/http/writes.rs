@@ -233,6 +233,18 @@ fn render(decision: &Decision, success: StatusCode) -> Vec<u8> {
     }
 }
 
+/// A single-command write: the caller's key and request, one command.
+async fn write<S: EventStore>(
+    app: &App<S>,
+    p: &Principal,
+    key: Key,
+    request_hash: [u8; 32],
+    command: Command,
+    success: StatusCode,
+) -> Response {
+    run(app, p, command, idem(p, key.0, request_hash), success).await
+}
+
 /// Runs one command and answers with its (possibly replayed) response.
 async fn run<S: EventStore>(
     app: &App<S>,
@@ -346,14 +358,7 @@ pub async fn configure_tenant<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin])?;
     let command = Command::Tenant(body.value);
-    Ok(run(
-        &app,
-        &p,
-        command,
-        idem(&p, key.0, body.request_hash),
-        StatusCode::OK,
-    )
-    .await)
+    Ok(write(&app, &p, key, body.request_hash, command, StatusCode::OK).await)
 }
 
 pub async fn register_vendor<S: EventStore>(
@@ -364,11 +369,12 @@ pub async fn register_vendor<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin])?;
     let command = Command::Vendor(VendorCommand::Register(body.value));
-    Ok(run(
+    Ok(write(
         &app,
         &p,
+        key,
+        body.request_hash,
         command,
-        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -388,14 +394,7 @@ pub async fn change_commission<S: EventStore>(
         vendor_id,
         commission_rate: body.value.commission_rate,
     }));
-    Ok(run(
-        &app,
-        &p,
-        command,
-        idem(&p, key.0, hash),
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
 }
 
 pub async fn enroll_employee<S: EventStore>(
@@ -406,11 +405,12 @@ pub async fn enroll_employee<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin])?;
     let command = Command::Credit(CreditCommand::Open(body.value));
-    Ok(run(
+    Ok(write(
         &app,
         &p,
+        key,
+        body.request_hash,
         command,
-        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -434,14 +434,7 @@ pub async fn adjust_credit<S: EventStore>(
         amount: body.value.amount,
         reason: body.value.reason,
     }));
-    Ok(run(
-        &app,
-        &p,
-        command,
-        idem(&p, key.0, hash),
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
 }
 
 /// The vendor a sale is recorded for: the cashier's own, or the one an
@@ -481,11 +474,12 @@ pub async fn record_sale<S: EventStore>(
     body: Body<SaleRequest>,
 ) -> Result<Response, Problem> {
     let command = record_sale_command(&p, body.value, now())?;
-    Ok(run(
+    Ok(write(
         &app,
         &p,
+        key,
+        body.request_hash,
         command,
-        idem(&p, key.0, body.request_hash),
         StatusCode::CREATED,
     )
     .await)
@@ -619,14 +613,7 @@ pub async fn receive_payment<S: EventStore>(
         tender: body.value.tender,
         now: now(),
     }));
-    Ok(run(
-        &app,
-        &p,
-        command,
-        idem(&p, key.0, hash),
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
 }
 
 pub async fn issue_refund<S: EventStore>(
@@ -647,14 +634,7 @@ pub async fn issue_refund<S: EventStore>(
         reason: body.value.reason,
         now: now(),
     }));
-    Ok(run(
-        &app,
-        &p,
-        command,
-        idem(&p, key.0, hash),
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
 }
 
 /// Replenishes every enrolled employee for the period. Each employee's

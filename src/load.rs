@@ -996,6 +996,37 @@ fn client(concurrency: usize) -> anyhow::Result<Client> {
 }
 
 /// Runs `each` over `items` with at most `width` at once; results in any order.
+/// POSTs each `(key, body)` to `path`, a few at a time; `exists` (the code
+/// for "already there", from an earlier run on the same tenant) is fine.
+async fn create_each(
+    api: &Arc<Api>,
+    admin: &HeaderValue,
+    path: &'static str,
+    exists: &'static str,
+    items: Vec<(String, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let admin = admin.clone();
+    let api = api.clone();
+    let results = bounded(
+        items,
+        VERIFY_CONCURRENCY_MAX,
+        move |(key, body): (String, serde_json::Value)| {
+            let (api, admin) = (api.clone(), admin.clone());
+            async move {
+                let reply = api
+                    .call(reqwest::Method::POST, path, &admin, Some(&key), Some(&body))
+                    .await?;
+                if !(reply.status.is_success() || reply.code() == exists) {
+                    bail!("POST {path} ({key}): {}", reply.describe());
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    results.into_iter().collect()
+}
+
 async fn bounded<T, R, F, Fut>(items: Vec<T>, width: usize, each: F) -> Vec<R>
 where
     T: Send + 'static,
@@ -1170,72 +1201,47 @@ async fn setup(config: &LoadConfig, api: &Arc<Api>, run: &str) -> anyhow::Result
         bail!("configuring the tenant: {}", reply.describe());
     }
 
-    let admin_ = admin.clone();
-    let results = bounded(
-        vendor_ids.iter().cloned().enumerate().collect(),
-        VERIFY_CONCURRENCY_MAX,
-        {
-            let api = api.clone();
-            move |(i, id): (usize, String)| {
-                let (api, admin) = (api.clone(), admin_.clone());
-                async move {
-                    let body = json!({
-                        "vendor_id": id,
-                        "name": format!("Load vendor {id}"),
-                        "commission_rate": 500 + 100 * (i % 10),
-                    });
-                    let key = format!("setup-vendor-{id}");
-                    let reply = api
-                        .call(
-                            reqwest::Method::POST,
-                            "/v1/vendors",
-                            &admin,
-                            Some(&key),
-                            Some(&body),
-                        )
-                        .await?;
-                    if !(reply.status.is_success() || reply.code() == "vendor_exists") {
-                        bail!("registering vendor {id}: {}", reply.describe());
-                    }
-                    Ok(())
-                }
-            }
-        },
+    let vendors_to_register = vendor_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let body = json!({
+                "vendor_id": id,
+                "name": format!("Load vendor {id}"),
+                "commission_rate": 500 + 100 * (i % 10),
+            });
+            (format!("setup-vendor-{id}"), body)
+        })
+        .collect();
+    create_each(
+        api,
+        &admin,
+        "/v1/vendors",
+        "vendor_exists",
+        vendors_to_register,
     )
-    .await;
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    .await?;
 
     let allowance = money(config.allowance_cents);
-    let admin_ = admin.clone();
-    let results = bounded(employees.clone(), VERIFY_CONCURRENCY_MAX, {
-        let (api, allowance) = (api.clone(), allowance.clone());
-        move |id: String| {
-            let (api, admin, allowance) = (api.clone(), admin_.clone(), allowance.clone());
-            async move {
-                let body = json!({
-                    "employee_id": id,
-                    "name": format!("Load employee {id}"),
-                    "policy": {"allowance": allowance, "cadence": "semi_monthly", "mode": "top_up"},
-                });
-                let key = format!("setup-employee-{id}-{allowance}");
-                let reply = api
-                    .call(
-                        reqwest::Method::POST,
-                        "/v1/employees",
-                        &admin,
-                        Some(&key),
-                        Some(&body),
-                    )
-                    .await?;
-                if !(reply.status.is_success() || reply.code() == "credit_account_exists") {
-                    bail!("enrolling employee {id}: {}", reply.describe());
-                }
-                Ok(())
-            }
-        }
-    })
-    .await;
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let employees_to_enroll = employees
+        .iter()
+        .map(|id| {
+            let body = json!({
+                "employee_id": id,
+                "name": format!("Load employee {id}"),
+                "policy": {"allowance": allowance, "cadence": "semi_monthly", "mode": "top_up"},
+            });
+            (format!("setup-employee-{id}-{allowance}"), body)
+        })
+        .collect();
+    create_each(
+        api,
+        &admin,
+        "/v1/employees",
+        "credit_account_exists",
+        employees_to_enroll,
+    )
+    .await?;
 
     let zone = TimeZone::new(TIME_ZONE);
     let period = Period::containing(now(), zone, Cadence::SemiMonthly);

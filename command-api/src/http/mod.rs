@@ -256,7 +256,8 @@ async fn openapi_json<S: EventStore>() -> Response {
 pub fn router<S: EventStore>(app: AppState<S>) -> Router {
     let mut router = Router::new();
     for (doc, handler) in routes::<S>() {
-        router = router.route(&doc.axum_path(), handler);
+        // axum and OpenAPI spell path parameters the same way: `{id}`.
+        router = router.route(doc.path, handler);
     }
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router

@@ -59,11 +59,6 @@ impl RouteDoc {
         self
     }
 
-    /// The path in axum's syntax (the same `{param}` form).
-    pub fn axum_path(&self) -> String {
-        self.path.to_owned()
-    }
-
     fn is_write(&self) -> bool {
         self.method != "GET"
     }

@@ -160,16 +160,15 @@ impl<S: EventStore> CommandService<S> {
                 continue;
             }
             let (decision, streams) = decide_and_seal(&aggregates, caller, command, now);
+            let response = render(&decision);
             if streams.is_empty() && idempotency.is_none() {
-                let response = render(&decision);
-                let position = self.store.head();
+                // Nothing to write and nothing to remember.
                 return Ok(Executed {
                     response,
-                    position,
+                    position: self.store.head(),
                     decision: Some(decision),
                 });
             }
-            let response = render(&decision);
             let request = AppendRequest {
                 tenant_id: caller.tenant_id,
                 streams,

@@ -6,10 +6,12 @@
 //! models sit in a database; everything above it speaks in streams,
 //! versions, positions and record bytes.
 //!
-//! Adapters: [`sqlite::SqliteStore`], the embedded default (the DynamoDB
-//! adapter comes next). Every adapter passes the same [`conformance`] suite.
+//! Adapters: [`sqlite::SqliteStore`], the embedded default, and
+//! [`dynamodb::DynamoStore`], the cloud's. Every adapter passes the same
+//! [`conformance`] suite.
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod sqlite;
 
 use std::fmt;
@@ -18,13 +20,18 @@ use std::future::Future;
 use ledger_core::codec::Sealed;
 use ledger_core::id::{StreamId, StreamVersion, TenantId};
 
-/// Most events one append may write (DynamoDB's `TransactWriteItems` holds
-/// 100 actions; the idempotency record takes one).
-pub const APPEND_EVENTS_MAX: usize = 99;
+/// Most events one append may write: DynamoDB's `TransactWriteItems` holds
+/// 100 actions, and besides its events an append may need one per stream
+/// (a check that the stream is at its expected version) and one for the
+/// idempotency record. So every append the port accepts fits one
+/// transaction on every adapter.
+pub const APPEND_EVENTS_MAX: usize = 100 - APPEND_STREAMS_MAX - 1;
 /// Most streams one append may write.
 pub const APPEND_STREAMS_MAX: usize = 8;
 /// Most records one `read_stream` or `read_log` page returns.
 pub const READ_PAGE_RECORDS_MAX: usize = 1_000;
+/// The highest stream version any adapter stores (SQLite's signed integers).
+pub const VERSION_MAX: u64 = i64::MAX as u64;
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 /// Largest stored idempotent response, in bytes.
@@ -242,6 +249,55 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A receiver of the last committed position, updated after each commit.
     fn follow(&self) -> tokio::sync::watch::Receiver<Position>;
+}
+
+/// The shape rules of [`EventStore::append`], which need only the request.
+pub(crate) fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
+    let invalid = |why| Err(AppendError::Invalid(why));
+    if request.streams.is_empty() && request.idempotency.is_none() {
+        return invalid("an append needs events or an idempotency record");
+    }
+    if request.streams.len() > APPEND_STREAMS_MAX {
+        return invalid("too many streams in one append");
+    }
+    if request.event_count() > APPEND_EVENTS_MAX {
+        return invalid("too many events in one append");
+    }
+    if let Some(idempotency) = &request.idempotency
+        && idempotency.response.len() > IDEMPOTENCY_RESPONSE_BYTES_MAX
+    {
+        return invalid("idempotent response too large");
+    }
+    for (i, append) in request.streams.iter().enumerate() {
+        if request.streams[..i]
+            .iter()
+            .any(|s| s.stream == append.stream)
+        {
+            return invalid("a stream appears twice in one append");
+        }
+        if append.events.is_empty() {
+            return invalid("a stream without events");
+        }
+        let mut version = append.expected;
+        for sealed in &append.events {
+            let next = version.get().saturating_add(1);
+            if next > VERSION_MAX {
+                return invalid("stream version out of range");
+            }
+            version = StreamVersion::new(next);
+            let header = &sealed.envelope.header;
+            if header.tenant_id != request.tenant_id {
+                return invalid("an event sealed for another tenant");
+            }
+            if header.stream != append.stream {
+                return invalid("an event sealed for another stream");
+            }
+            if header.version != version {
+                return invalid("event versions must run consecutively from expected + 1");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a whole stream after `after`, page by page.

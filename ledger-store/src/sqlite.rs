@@ -30,13 +30,11 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::{
-    APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, Committed,
-    EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord, Position,
-    READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
+    AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
+    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
+    check_shape,
 };
 
-/// The highest stream version SQLite's signed integers hold.
-const VERSION_MAX: u64 = i64::MAX as u64;
 /// The schema this code writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
 /// Most appends one group commit takes. Bounds
@@ -466,54 +464,6 @@ impl SqliteStore {
 
 /// The port's shape rules: everything that can be checked on the request
 /// alone.
-fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
-    let invalid = |why| Err(AppendError::Invalid(why));
-    if request.streams.is_empty() && request.idempotency.is_none() {
-        return invalid("an append needs events or an idempotency record");
-    }
-    if request.streams.len() > APPEND_STREAMS_MAX {
-        return invalid("too many streams in one append");
-    }
-    if request.event_count() > APPEND_EVENTS_MAX {
-        return invalid("too many events in one append");
-    }
-    if let Some(idempotency) = &request.idempotency
-        && idempotency.response.len() > IDEMPOTENCY_RESPONSE_BYTES_MAX
-    {
-        return invalid("idempotent response too large");
-    }
-    for (i, append) in request.streams.iter().enumerate() {
-        if request.streams[..i]
-            .iter()
-            .any(|s| s.stream == append.stream)
-        {
-            return invalid("a stream appears twice in one append");
-        }
-        if append.events.is_empty() {
-            return invalid("a stream without events");
-        }
-        let mut version = append.expected;
-        for sealed in &append.events {
-            let next = version.get().saturating_add(1);
-            if next > VERSION_MAX {
-                return invalid("stream version out of range");
-            }
-            version = StreamVersion::new(next);
-            let header = &sealed.envelope.header;
-            if header.tenant_id != request.tenant_id {
-                return invalid("an event sealed for another tenant");
-            }
-            if header.stream != append.stream {
-                return invalid("an event sealed for another stream");
-            }
-            if header.version != version {
-                return invalid("event versions must run consecutively from expected + 1");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// An append's answer, and the request handed back so that the caller, not
 /// the writer, pays for freeing it.
 type AppendReply = (Result<Committed, AppendError>, AppendRequest);

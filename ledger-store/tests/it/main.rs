@@ -1,1 +1,2 @@
+mod dynamodb;
 mod sqlite;

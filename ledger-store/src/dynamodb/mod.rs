@@ -1,0 +1,1046 @@
+//! The DynamoDB adapter: the event table, its stream as the commit log, and
+//! projection checkpoints in the read-model table.
+//!
+//! Tables come from `schemas/dynamodb/` (see [`schema`]). In the event
+//! table an event is one item, `pk = tenant|stream`, `v = version`, holding
+//! the codec's bytes and the few attributes the stream's consumers filter
+//! on (tenant, type, time, command id). A command's idempotency record is
+//! an item of the same table, `pk = tenant|key|KEY`, `v = 0`, written in the
+//! same `TransactWriteItems` as the command's events:
+//!
+//! - each event is a `Put` conditioned on `attribute_not_exists(pk)`: no
+//!   version is ever written twice;
+//! - each stream appended at an expected version above zero adds a
+//!   `ConditionCheck` that the expected version's item exists: no gap;
+//! - the idempotency record is a `Put` conditioned on `attribute_not_exists`,
+//!   returning the stored record when it fails, so a racing or repeated key
+//!   is answered from what the first request stored.
+//!
+//! A cancelled transaction's reasons say which action failed: the key (it
+//! wins, as the port requires), a stream's version (`VersionConflict`
+//! naming the stream), or a transient conflict or throttle (retried with
+//! backoff and jitter a bounded number of times). The SDK's own retries
+//! (standard mode, [`SDK_ATTEMPTS_MAX`] attempts, exponential backoff with
+//! jitter) cover throttling and transient errors of every other call.
+//!
+//! The log side of the port (positions, `read_log`, `head`, `follow`) is
+//! the table's stream, followed by [`log::StreamLog`]; read that module's
+//! notes for where it holds and where it does not.
+
+pub mod local;
+mod log;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use ledger_core::id::{StreamId, StreamVersion, TenantId};
+use tokio::sync::watch;
+
+pub use log::STREAM_WAIT_MAX;
+pub use schema::create_tables;
+
+use crate::{
+    AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
+    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
+    check_shape,
+};
+use schema::backend;
+
+/// Most actions in one `TransactWriteItems`.
+pub const TRANSACT_ACTIONS_MAX: usize = 100;
+/// Largest `TransactWriteItems` in bytes (the service's 4 MB).
+pub const TRANSACT_BYTES_MAX: usize = 4_000_000;
+// Every append the port accepts fits one transaction: its events, a
+// version check per stream and the idempotency record within the action
+// limit, and the largest events and response within the size limit.
+const _: () = assert!(crate::APPEND_EVENTS_MAX + crate::APPEND_STREAMS_MAX < TRANSACT_ACTIONS_MAX);
+const _: () = assert!(
+    crate::APPEND_EVENTS_MAX * ledger_core::limits::EVENT_BYTES_MAX
+        + crate::IDEMPOTENCY_RESPONSE_BYTES_MAX
+        < TRANSACT_BYTES_MAX
+);
+
+/// Largest checkpoint chunk: well inside the 400 KB item limit.
+pub const CHECKPOINT_CHUNK_BYTES: usize = 300 * 1024;
+/// Attempts the SDK makes at a call that failed transiently or was throttled.
+pub const SDK_ATTEMPTS_MAX: u32 = 5;
+/// Attempts at a transaction cancelled by a conflicting transaction or a
+/// throttle.
+pub const TRANSACT_ATTEMPTS_MAX: u32 = 5;
+/// How long a superseded checkpoint generation stays readable (for loads
+/// that started before the switch) before TTL removes it.
+pub const CHECKPOINT_GRACE: Duration = Duration::from_secs(3600);
+
+// Attribute names. Short, because every byte of a name is billed.
+pub(crate) const PK: &str = "pk";
+pub(crate) const VERSION: &str = "v";
+pub(crate) const SORT: &str = "sk";
+pub(crate) const BYTES: &str = "b";
+const TENANT: &str = "tn";
+const EVENT_TYPE: &str = "ty";
+const OCCURRED_AT: &str = "at";
+const COMMAND: &str = "cid";
+const REQUEST_HASH: &str = "h";
+const RESPONSE: &str = "r";
+const LAST_STREAM: &str = "ls";
+const LAST_VERSION: &str = "lv";
+const HEAD_AT_WRITE: &str = "p";
+const POSITION: &str = "pos";
+const GENERATION: &str = "gen";
+const CHUNKS: &str = "n";
+const EXPIRES_AT: &str = "expires_at";
+
+/// Where the tables are.
+#[derive(Debug, Clone)]
+pub struct DynamoConfig {
+    /// A DynamoDB-compatible endpoint (DynamoDB Local); `None` for the
+    /// service, with credentials and region from the environment.
+    pub endpoint: Option<String>,
+    /// Prepended to the names in `schemas/dynamodb/`.
+    pub table_prefix: String,
+}
+
+/// The DynamoDB `EventStore` and `ReadModelStore`. Cheap to clone.
+#[derive(Clone)]
+pub struct DynamoStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Client,
+    events: String,
+    read_models: String,
+    log: Arc<log::StreamLog>,
+    capacity: Capacity,
+}
+
+/// Write capacity the store has used, two ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CapacityTotals {
+    /// Event-table transactions sent (each attempt).
+    pub transactions: u64,
+    /// What the endpoint reported (`ReturnConsumedCapacity=TOTAL`).
+    pub reported_wcu: f64,
+    /// AWS's formula over the items written: one WCU per started KB of an
+    /// item, doubled inside a transaction; condition checks count like
+    /// writes of the item they name.
+    pub computed_wcu: f64,
+}
+
+#[derive(Default)]
+struct Capacity {
+    transactions: AtomicU64,
+    /// In thousandths of a WCU.
+    reported_milli: AtomicU64,
+    computed_milli: AtomicU64,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("events", &self.inner.events)
+            .field("read_models", &self.inner.read_models)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DynamoStore {
+    /// Connects to existing tables and follows the event table's stream up
+    /// to its end before returning.
+    ///
+    /// # Errors
+    /// When the tables or the stream cannot be reached.
+    pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
+        let (db, streams) = clients(config).await;
+        let events = format!("{}{}", config.table_prefix, "events");
+        let read_models = format!("{}{}", config.table_prefix, "read-models");
+        let described = db
+            .describe_table()
+            .table_name(&events)
+            .send()
+            .await
+            .map_err(|e| backend("DescribeTable", e))?;
+        let stream_arn = described
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .ok_or_else(|| StoreError::Backend(format!("table {events} has no stream")))?
+            .to_owned();
+        let log = log::StreamLog::follow(streams, stream_arn).await?;
+        Ok(DynamoStore {
+            inner: Arc::new(Inner {
+                db,
+                events,
+                read_models,
+                log,
+                capacity: Capacity::default(),
+            }),
+        })
+    }
+
+    /// Creates the tables (when missing), then connects.
+    ///
+    /// # Errors
+    /// As [`create_tables`] and [`DynamoStore::connect`].
+    pub async fn create_and_connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
+        let (db, _) = clients(config).await;
+        create_tables(&db, &config.table_prefix).await?;
+        Self::connect(config).await
+    }
+
+    /// The DynamoDB client the store uses.
+    pub fn client(&self) -> &Client {
+        &self.inner.db
+    }
+
+    /// The event table's name.
+    pub fn events_table(&self) -> &str {
+        &self.inner.events
+    }
+
+    /// The write capacity used by appends so far.
+    pub fn capacity(&self) -> CapacityTotals {
+        let capacity = &self.inner.capacity;
+        let wcu = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        CapacityTotals {
+            transactions: capacity.transactions.load(Ordering::Relaxed),
+            reported_wcu: wcu(&capacity.reported_milli),
+            computed_wcu: wcu(&capacity.computed_milli),
+        }
+    }
+
+    /// Every event of the table, by a parallel Scan of `segments` segments:
+    /// for replays and audits, which need each stream in version order but
+    /// no order across streams. Records come grouped by stream, each
+    /// stream's in version order, with the positions the stream log gave
+    /// them (`Position::ZERO` for records older than the stream's retention).
+    ///
+    /// # Errors
+    /// The service's, or an item that is not an event record.
+    pub async fn scan_events(&self, segments: u32) -> Result<Vec<Record>, StoreError> {
+        let segments = segments.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for segment in 0..segments {
+            let store = self.clone();
+            tasks.spawn(async move { store.scan_segment(segment, segments).await });
+        }
+        let mut records = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let segment =
+                joined.map_err(|e| StoreError::Backend(format!("scan task failed: {e}")))??;
+            records.extend(segment);
+        }
+        records.sort_unstable_by_key(|r| (r.tenant_id, r.stream, r.version));
+        Ok(records)
+    }
+
+    async fn scan_segment(&self, segment: u32, segments: u32) -> Result<Vec<Record>, StoreError> {
+        let mut records = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .inner
+                .db
+                .scan()
+                .table_name(&self.inner.events)
+                .segment(segment as i32)
+                .total_segments(segments as i32)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Scan", e))?;
+            for item in page.items() {
+                if let Some(record) = self.event_from_item(item)? {
+                    records.push(record);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// A record from an event-table item; `None` for an idempotency record.
+    fn event_from_item(
+        &self,
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<Option<Record>, StoreError> {
+        let version = number(item, VERSION)?;
+        if version == 0 {
+            return Ok(None);
+        }
+        let pk = string(item, PK)?;
+        let (tenant_id, stream) = parse_pk(pk).map_err(StoreError::Corrupt)?;
+        let version = StreamVersion::new(version);
+        Ok(Some(Record {
+            position: self
+                .inner
+                .log
+                .known(tenant_id, stream, version)
+                .unwrap_or(Position::ZERO),
+            tenant_id,
+            stream,
+            version,
+            bytes: binary(item, BYTES)?.to_vec(),
+        }))
+    }
+
+    fn record_capacity(&self, consumed: Option<&[aws_sdk_dynamodb::types::ConsumedCapacity]>) {
+        let reported: f64 = consumed
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.capacity_units())
+            .sum();
+        let capacity = &self.inner.capacity;
+        capacity
+            .reported_milli
+            .fetch_add((reported * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    async fn transact(
+        &self,
+        request: &AppendRequest,
+        actions: Vec<TransactWriteItem>,
+        computed_wcu: u64,
+    ) -> Result<(), AppendError> {
+        let capacity = &self.inner.capacity;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            capacity.transactions.fetch_add(1, Ordering::Relaxed);
+            capacity
+                .computed_milli
+                .fetch_add(computed_wcu * 1000, Ordering::Relaxed);
+            let sent = self
+                .inner
+                .db
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let error = match sent {
+                Ok(done) => {
+                    self.record_capacity(done.consumed_capacity.as_deref());
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let Some(cancelled) = error.as_service_error().and_then(|e| match e {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                _ => None,
+            }) else {
+                return Err(backend("TransactWriteItems", error).into());
+            };
+            let reasons = cancelled.cancellation_reasons();
+            match self.cancelled(request, reasons).await? {
+                Some(refusal) => return Err(refusal),
+                None if attempt < TRANSACT_ATTEMPTS_MAX => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                None => {
+                    return Err(StoreError::Backend(format!(
+                        "TransactWriteItems cancelled {attempt} times by conflicts or throttling: {:?}",
+                        reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+
+    /// What a cancelled append means: a refusal, or `None` to try again.
+    async fn cancelled(
+        &self,
+        request: &AppendRequest,
+        reasons: &[aws_sdk_dynamodb::types::CancellationReason],
+    ) -> Result<Option<AppendError>, AppendError> {
+        let failed = |i: usize| {
+            reasons
+                .get(i)
+                .and_then(|r| r.code())
+                .is_some_and(|c| c == "ConditionalCheckFailed")
+        };
+        // The action order is the one `actions` builds: the idempotency
+        // record first, then per stream its check (when expected > 0) and
+        // its events.
+        let mut index = 0;
+        if request.idempotency.is_some() {
+            if failed(0) {
+                let stored = reasons[0].item().ok_or_else(|| {
+                    StoreError::Backend("a refused key came back without its record".to_owned())
+                })?;
+                let record = self.idempotency_record(request.tenant_id, stored).await?;
+                return Ok(Some(AppendError::KeyExists(Box::new(record))));
+            }
+            index = 1;
+        }
+        for append in &request.streams {
+            let actions = append.events.len() + usize::from(append.expected.get() > 0);
+            if (index..index + actions).any(failed) {
+                let actual = self.last_version(request.tenant_id, append.stream).await?;
+                return Ok(Some(AppendError::VersionConflict {
+                    stream: append.stream,
+                    expected: append.expected,
+                    actual,
+                }));
+            }
+            index += actions;
+        }
+        let transient = reasons.iter().filter_map(|r| r.code()).all(|code| {
+            matches!(
+                code,
+                "None"
+                    | "TransactionConflict"
+                    | "ThrottlingError"
+                    | "ProvisionedThroughputExceeded"
+            )
+        });
+        if transient {
+            Ok(None)
+        } else {
+            Err(StoreError::Backend(format!(
+                "TransactWriteItems cancelled: {:?}",
+                reasons
+                    .iter()
+                    .map(|r| (r.code(), r.message()))
+                    .collect::<Vec<_>>()
+            ))
+            .into())
+        }
+    }
+
+    async fn last_version(
+        &self,
+        tenant_id: TenantId,
+        stream: StreamId,
+    ) -> Result<StreamVersion, StoreError> {
+        let found = self
+            .inner
+            .db
+            .query()
+            .table_name(&self.inner.events)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(event_pk(tenant_id, stream)))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        match found.items().first() {
+            Some(item) => Ok(StreamVersion::new(number(item, VERSION)?)),
+            None => Ok(StreamVersion::NONE),
+        }
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant_id: TenantId,
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<IdempotencyRecord, StoreError> {
+        let pk = string(item, PK)?;
+        let key = pk
+            .split_once("|key|")
+            .and_then(|(_, key)| IdempotencyKey::parse(key).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency item {pk}")))?;
+        let request_hash: [u8; 32] = binary(item, REQUEST_HASH)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("idempotency item {pk}: hash")))?;
+        let position = match item.get(LAST_STREAM) {
+            Some(AttributeValue::S(stream)) => {
+                let stream = StreamId::parse(stream)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency item {pk}: {e}")))?;
+                let version = StreamVersion::new(number(item, LAST_VERSION)?);
+                self.inner
+                    .log
+                    .position_of(tenant_id, stream, version)
+                    .await?
+            }
+            _ => Position(number(item, HEAD_AT_WRITE)?),
+        };
+        Ok(IdempotencyRecord {
+            key,
+            request_hash,
+            response: binary(item, RESPONSE)?.to_vec(),
+            position,
+        })
+    }
+
+    /// The transaction's actions, its WCU by the formula, and the log head
+    /// recorded in an idempotency item without events.
+    fn actions(&self, request: &AppendRequest) -> Result<Actions, AppendError> {
+        let tenant = request.tenant_id.as_str();
+        let head = self.inner.log.head();
+        let mut actions = Vec::with_capacity(request.event_count() + request.streams.len() + 1);
+        let mut bytes = 0usize;
+        let mut wcu = 0u64;
+        if let Some(idempotency) = &request.idempotency {
+            let mut item = HashMap::from([
+                (
+                    PK.to_owned(),
+                    AttributeValue::S(key_pk(request.tenant_id, &idempotency.key)),
+                ),
+                (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
+                (
+                    REQUEST_HASH.to_owned(),
+                    AttributeValue::B(Blob::new(idempotency.request_hash.to_vec())),
+                ),
+                (
+                    RESPONSE.to_owned(),
+                    AttributeValue::B(Blob::new(idempotency.response.clone())),
+                ),
+            ]);
+            match request.streams.last() {
+                Some(last) => {
+                    let version = last
+                        .events
+                        .last()
+                        .map_or(last.expected, |e| e.envelope.version());
+                    item.insert(
+                        LAST_STREAM.to_owned(),
+                        AttributeValue::S(last.stream.to_string()),
+                    );
+                    item.insert(
+                        LAST_VERSION.to_owned(),
+                        AttributeValue::N(version.to_string()),
+                    );
+                }
+                None => {
+                    item.insert(
+                        HEAD_AT_WRITE.to_owned(),
+                        AttributeValue::N(head.to_string()),
+                    );
+                }
+            }
+            let size = item_size(&item);
+            bytes += size;
+            wcu += transact_wcu(size);
+            actions.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.inner.events)
+                            .set_item(Some(item))
+                            .condition_expression("attribute_not_exists(pk)")
+                            .return_values_on_condition_check_failure(
+                                ReturnValuesOnConditionCheckFailure::AllOld,
+                            )
+                            .build()
+                            .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    )
+                    .build(),
+            );
+        }
+        for append in &request.streams {
+            let pk = event_pk(request.tenant_id, append.stream);
+            if append.expected.get() > 0 {
+                let key = HashMap::from([
+                    (PK.to_owned(), AttributeValue::S(pk.clone())),
+                    (
+                        VERSION.to_owned(),
+                        AttributeValue::N(append.expected.to_string()),
+                    ),
+                ]);
+                wcu += transact_wcu(item_size(&key));
+                actions.push(
+                    TransactWriteItem::builder()
+                        .condition_check(
+                            ConditionCheck::builder()
+                                .table_name(&self.inner.events)
+                                .set_key(Some(key))
+                                .condition_expression("attribute_exists(pk)")
+                                .build()
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                        )
+                        .build(),
+                );
+            }
+            for sealed in &append.events {
+                let header = &sealed.envelope.header;
+                let item = HashMap::from([
+                    (PK.to_owned(), AttributeValue::S(pk.clone())),
+                    (
+                        VERSION.to_owned(),
+                        AttributeValue::N(header.version.to_string()),
+                    ),
+                    (
+                        BYTES.to_owned(),
+                        AttributeValue::B(Blob::new(sealed.bytes.clone())),
+                    ),
+                    (TENANT.to_owned(), AttributeValue::S(tenant.to_owned())),
+                    (
+                        EVENT_TYPE.to_owned(),
+                        AttributeValue::S(sealed.envelope.event.event_type().as_str().to_owned()),
+                    ),
+                    (
+                        OCCURRED_AT.to_owned(),
+                        AttributeValue::N(header.occurred_at.as_micros().to_string()),
+                    ),
+                    (
+                        COMMAND.to_owned(),
+                        AttributeValue::S(header.command_id.to_string()),
+                    ),
+                ]);
+                let size = item_size(&item);
+                bytes += size;
+                wcu += transact_wcu(size);
+                actions.push(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.inner.events)
+                                .set_item(Some(item))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                        )
+                        .build(),
+                );
+            }
+        }
+        if actions.len() > TRANSACT_ACTIONS_MAX {
+            return Err(AppendError::Invalid(
+                "more actions than one DynamoDB transaction holds",
+            ));
+        }
+        if bytes > TRANSACT_BYTES_MAX {
+            return Err(AppendError::Invalid(
+                "larger than one DynamoDB transaction holds",
+            ));
+        }
+        Ok(Actions { actions, wcu, head })
+    }
+
+    async fn load_head(&self, projection: &str) -> Result<Option<(u64, String, u64)>, StoreError> {
+        let got = self
+            .inner
+            .db
+            .get_item()
+            .table_name(&self.inner.read_models)
+            .key(PK, AttributeValue::S(checkpoint_pk(projection)))
+            .key(SORT, AttributeValue::S("head".to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        let Some(item) = got.item else {
+            return Ok(None);
+        };
+        Ok(Some((
+            number(&item, POSITION)?,
+            string(&item, GENERATION)?.to_owned(),
+            number(&item, CHUNKS)?,
+        )))
+    }
+
+    async fn load_chunks(
+        &self,
+        projection: &str,
+        generation: &str,
+        chunks: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut state = Vec::new();
+        let mut seen = 0u64;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .inner
+                .db
+                .query()
+                .table_name(&self.inner.read_models)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(chunk_pk(projection, generation)),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in page.items() {
+                state.extend_from_slice(binary(item, BYTES)?);
+                seen += 1;
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        // A generation removed under us (a newer save won and TTL ran) reads
+        // short; the caller starts again from the head.
+        Ok((seen == chunks).then_some(state))
+    }
+}
+
+struct Actions {
+    actions: Vec<TransactWriteItem>,
+    wcu: u64,
+    head: Position,
+}
+
+async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
+        RetryConfig::standard()
+            .with_max_attempts(SDK_ATTEMPTS_MAX)
+            .with_initial_backoff(Duration::from_millis(25)),
+    );
+    if let Some(endpoint) = &config.endpoint {
+        loader = loader
+            .endpoint_url(endpoint)
+            .test_credentials()
+            .region(aws_config::Region::new("us-east-1"));
+    }
+    let sdk = loader.load().await;
+    (
+        Client::new(&sdk),
+        aws_sdk_dynamodbstreams::Client::new(&sdk),
+    )
+}
+
+impl EventStore for DynamoStore {
+    async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
+        check_shape(&request)?;
+        let Actions { actions, wcu, head } = self.actions(&request)?;
+        self.transact(&request, actions, wcu).await?;
+        let position = match request.streams.last() {
+            Some(last) => {
+                let version = last
+                    .events
+                    .last()
+                    .map_or(last.expected, |e| e.envelope.version());
+                self.inner
+                    .log
+                    .position_of(request.tenant_id, last.stream, version)
+                    .await?
+            }
+            None => head,
+        };
+        Ok(Committed { position })
+    }
+
+    async fn idempotency(
+        &self,
+        tenant_id: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let got = self
+            .inner
+            .db
+            .get_item()
+            .table_name(&self.inner.events)
+            .key(PK, AttributeValue::S(key_pk(tenant_id, key)))
+            .key(VERSION, AttributeValue::N("0".to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        match got.item {
+            Some(item) => Ok(Some(self.idempotency_record(tenant_id, &item).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        tenant_id: TenantId,
+        stream: StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let limit = limit.min(READ_PAGE_RECORDS_MAX);
+        let mut records = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        // Query pages stop at 1 MB whatever the limit: follow
+        // LastEvaluatedKey until the limit or the stream's end.
+        while records.len() < limit {
+            let page = self
+                .inner
+                .db
+                .query()
+                .table_name(&self.inner.events)
+                .key_condition_expression("pk = :pk AND v > :after")
+                .expression_attribute_values(":pk", AttributeValue::S(event_pk(tenant_id, stream)))
+                .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
+                .consistent_read(true)
+                .limit((limit - records.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in page.items() {
+                let version = StreamVersion::new(number(item, VERSION)?);
+                records.push(Record {
+                    position: self
+                        .inner
+                        .log
+                        .position_of(tenant_id, stream, version)
+                        .await?,
+                    tenant_id,
+                    stream,
+                    version,
+                    bytes: binary(item, BYTES)?.to_vec(),
+                });
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
+        Ok(self.inner.log.read(after, limit.min(READ_PAGE_RECORDS_MAX)))
+    }
+
+    fn head(&self) -> Position {
+        self.inner.log.head()
+    }
+
+    fn follow(&self) -> watch::Receiver<Position> {
+        self.inner.log.subscribe()
+    }
+}
+
+impl ReadModelStore for DynamoStore {
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        // A save that lands between reading the head and its chunks leaves
+        // the old chunks readable for CHECKPOINT_GRACE, so one retry is
+        // only for a load slower than that.
+        for _ in 0..2 {
+            let Some((position, generation, chunks)) = self.load_head(projection).await? else {
+                return Ok(None);
+            };
+            if let Some(state) = self.load_chunks(projection, &generation, chunks).await? {
+                return Ok(Some(Checkpoint {
+                    position: Position(position),
+                    state,
+                }));
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "checkpoint {projection}: its chunks are missing"
+        )))
+    }
+
+    /// Writes the state's chunks under a new generation, then switches the
+    /// head to it with a write gated on position (a stale projector never
+    /// moves a checkpoint back), then marks the old generation for TTL.
+    async fn save_checkpoint(
+        &self,
+        projection: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let generation = new_generation();
+        let chunks: Vec<&[u8]> = checkpoint.state.chunks(CHECKPOINT_CHUNK_BYTES).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            self.inner
+                .db
+                .put_item()
+                .table_name(&self.inner.read_models)
+                .item(PK, AttributeValue::S(chunk_pk(projection, &generation)))
+                .item(SORT, AttributeValue::S(format!("{n:08}")))
+                .item(BYTES, AttributeValue::B(Blob::new(chunk.to_vec())))
+                .send()
+                .await
+                .map_err(|e| backend("PutItem", e))?;
+        }
+        let previous = self.load_head(projection).await?;
+        let switched = self
+            .inner
+            .db
+            .put_item()
+            .table_name(&self.inner.read_models)
+            .item(PK, AttributeValue::S(checkpoint_pk(projection)))
+            .item(SORT, AttributeValue::S("head".to_owned()))
+            .item(POSITION, AttributeValue::N(checkpoint.position.to_string()))
+            .item(GENERATION, AttributeValue::S(generation.clone()))
+            .item(CHUNKS, AttributeValue::N(chunks.len().to_string()))
+            .condition_expression("attribute_not_exists(pk) OR #pos <= :pos")
+            .expression_attribute_names("#pos", POSITION)
+            .expression_attribute_values(":pos", AttributeValue::N(checkpoint.position.to_string()))
+            .send()
+            .await;
+        let superseded = match switched {
+            Ok(_) => previous.map(|(_, generation, chunks)| (generation, chunks)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // A newer checkpoint is stored: this one is the stale one.
+                Some((generation, chunks.len() as u64))
+            }
+            Err(e) => return Err(backend("PutItem", e)),
+        };
+        if let Some((generation, chunks)) = superseded {
+            let expires = std::time::SystemTime::now() + CHECKPOINT_GRACE;
+            let expires = expires
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            for n in 0..chunks {
+                self.inner
+                    .db
+                    .update_item()
+                    .table_name(&self.inner.read_models)
+                    .key(PK, AttributeValue::S(chunk_pk(projection, &generation)))
+                    .key(SORT, AttributeValue::S(format!("{n:08}")))
+                    .update_expression("SET #e = :e")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#e", EXPIRES_AT)
+                    .expression_attribute_values(":e", AttributeValue::N(expires.to_string()))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .or_else(|e| {
+                        if e.as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception())
+                        {
+                            Ok(())
+                        } else {
+                            Err(backend("UpdateItem", e))
+                        }
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn event_pk(tenant_id: TenantId, stream: StreamId) -> String {
+    format!("{tenant_id}|{stream}")
+}
+
+fn key_pk(tenant_id: TenantId, key: &IdempotencyKey) -> String {
+    format!("{tenant_id}|key|{}", key.as_str())
+}
+
+fn checkpoint_pk(projection: &str) -> String {
+    format!("checkpoint|{projection}")
+}
+
+fn chunk_pk(projection: &str, generation: &str) -> String {
+    format!("checkpoint|{projection}|{generation}")
+}
+
+/// A generation id no other save uses: time and a process-wide counter.
+fn new_generation() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    format!(
+        "{micros:x}-{:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Splits `tenant|kind/id` into the tenant and the stream.
+pub(crate) fn parse_pk(pk: &str) -> Result<(TenantId, StreamId), String> {
+    let (tenant, stream) = pk
+        .split_once('|')
+        .ok_or_else(|| format!("key {pk} has no tenant"))?;
+    let tenant = TenantId::parse(tenant).map_err(|e| format!("key {pk}: {e}"))?;
+    let stream = StreamId::parse(stream).map_err(|e| format!("key {pk}: {e}"))?;
+    Ok((tenant, stream))
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("attribute {name} = {n}"))),
+        _ => Err(StoreError::Corrupt(format!("item without number {name}"))),
+    }
+}
+
+fn string<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt(format!("item without string {name}"))),
+    }
+}
+
+fn binary<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<&'a [u8], StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::B(b)) => Ok(b.as_ref()),
+        _ => Err(StoreError::Corrupt(format!("item without bytes {name}"))),
+    }
+}
+
+/// An item's billed size: attribute names plus values (strings and binary
+/// by length, numbers at about one byte per two digits plus one).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
+/// WCU of one item written inside a transaction: two per started KB.
+pub fn transact_wcu(item_bytes: usize) -> u64 {
+    2 * item_bytes.div_ceil(1024).max(1) as u64
+}
+
+/// Backoff before attempt `attempt + 1`: exponential from 20 ms, capped at
+/// 1 s, with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let cap = Duration::from_millis(20 << attempt.min(6)).min(Duration::from_secs(1));
+    let random = RandomState::new().hash_one(attempt);
+    cap.mul_f64((random % 1000) as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let tenant = TenantId::parse("t-1").unwrap();
+        let stream = StreamId::parse("order/o.1").unwrap();
+        assert_eq!(parse_pk(&event_pk(tenant, stream)), Ok((tenant, stream)));
+        assert!(parse_pk("t-1|key|k").is_err(), "a key item is not an event");
+    }
+
+    #[test]
+    fn wcu_follows_the_formula() {
+        assert_eq!(transact_wcu(1), 2);
+        assert_eq!(transact_wcu(1024), 2);
+        assert_eq!(transact_wcu(1025), 4);
+        let item = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("abc".to_owned())),
+            ("v".to_owned(), AttributeValue::N("12345".to_owned())),
+        ]);
+        assert_eq!(item_size(&item), 2 + 3 + 1 + 4);
+    }
+}

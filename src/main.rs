@@ -19,8 +19,9 @@ use ledger_core::id::{EmployeeId, UserId, VendorId};
 use ledger_core::projection::ReadModels;
 use ledger_core::projection::dashboard::{DashboardQuery, DayTotals, Granularity};
 use ledger_core::{LocalDate, TenantId};
+use ledger_store::dynamodb::DynamoConfig;
 use rust_decimal::Decimal;
-use tally::server::{Server, ServerConfig};
+use tally::server::{Server, ServerConfig, StoreConfig};
 use tally::sim::{SimConfig, simulate};
 
 #[derive(Parser)]
@@ -105,9 +106,26 @@ struct ServeArgs {
     /// On an empty store, create the demo tenant `demo` with a few weeks of sales.
     #[arg(long)]
     demo: bool,
+    /// Where events and projections live: `sqlite` (in the data directory)
+    /// or `dynamodb` (tables created when missing).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// The DynamoDB endpoint (DynamoDB Local's URL); without it, the AWS
+    /// service with credentials and region from the environment.
+    #[arg(long, requires = "store")]
+    endpoint: Option<String>,
+    /// Prepended to the DynamoDB table names.
+    #[arg(long, default_value = "tally-")]
+    table_prefix: String,
     /// Log as JSON lines (the filter comes from RUST_LOG, default info).
     #[arg(long)]
     log_json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Dynamodb,
 }
 
 #[derive(clap::Args)]
@@ -183,10 +201,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_json);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        let store = match args.store {
+            StoreKind::Sqlite => StoreConfig::Sqlite,
+            StoreKind::Dynamodb => StoreConfig::Dynamo(DynamoConfig {
+                endpoint: args.endpoint.clone(),
+                table_prefix: args.table_prefix.clone(),
+            }),
+        };
         let server = Server::start(ServerConfig {
             data_dir: args.data.clone(),
             listen: args.listen,
             demo: args.demo,
+            store,
         })
         .await?;
         let base = format!("http://{}", server.addr);

@@ -1,5 +1,6 @@
-//! `tally serve`: the embedded store, the command service, the live
-//! projector and the HTTP API, wired together on one machine.
+//! `tally serve`: a store (embedded SQLite by default, or DynamoDB), the
+//! command service, the live projector and the HTTP API, wired together in
+//! one process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,13 @@ use command_api::http::{self, App};
 use command_api::service::CommandService;
 use ledger_core::codec;
 use ledger_core::id::StreamId;
+use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{AppendRequest, EventStore, Position, StreamAppend};
 use projector::live::Projector;
 
 use crate::sim::{SimConfig, simulate};
+use crate::store::Store;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ledger.db";
@@ -26,9 +29,22 @@ pub const DEMO_DAYS: u32 = 21;
 pub const DEMO_SALES_PER_DAY: u32 = 150;
 
 pub struct ServerConfig {
+    /// The token key, the lock, and with SQLite the ledger itself.
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub demo: bool,
+    pub store: StoreConfig,
+}
+
+/// Which store the server runs on.
+#[derive(Debug, Clone, Default)]
+pub enum StoreConfig {
+    /// `ledger.db` in the data directory.
+    #[default]
+    Sqlite,
+    /// DynamoDB tables (created when missing), projections fed by the
+    /// event table's stream.
+    Dynamo(DynamoConfig),
 }
 
 /// A running server.
@@ -36,7 +52,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub key: LocalKey,
     pub demo_seeded: bool,
-    app: http::AppState<SqliteStore>,
+    app: http::AppState<Store>,
     projector: Projector,
     shutdown: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -53,8 +69,17 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
-            .context("opening the event store")?;
+        let store = match &config.store {
+            StoreConfig::Sqlite => Store::Sqlite(
+                SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
+                    .context("opening the event store")?,
+            ),
+            StoreConfig::Dynamo(dynamo) => Store::Dynamo(
+                DynamoStore::create_and_connect(dynamo)
+                    .await
+                    .with_context(|| format!("opening the DynamoDB tables ({dynamo:?})"))?,
+            ),
+        };
         let demo_seeded = config.demo && store.head() == Position::ZERO;
         if demo_seeded {
             seed_demo(&store).await.context("seeding the demo tenant")?;
@@ -98,7 +123,7 @@ impl Server {
         })
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         self.app.store()
     }
 
@@ -135,7 +160,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// Writes the demo tenant's log: a few weeks up to yesterday, simulated
 /// through the real deciders, appended through the store's port in
 /// batches that respect each stream's order.
-async fn seed_demo(store: &SqliteStore) -> anyhow::Result<()> {
+async fn seed_demo(store: &Store) -> anyhow::Result<()> {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let now = ledger_core::time::Timestamp::from_micros(since_epoch.as_micros() as i64);
     let today = now.local_date(ledger_core::time::TimeZone::new("Asia/Manila"));

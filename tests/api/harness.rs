@@ -222,6 +222,7 @@ impl Api {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("an address"),
             demo: false,
+            store: tally::server::StoreConfig::Sqlite,
         })
         .await
         .expect("the server starts");

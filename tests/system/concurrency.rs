@@ -30,6 +30,7 @@ async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees() {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().expect("an address"),
         demo: false,
+        store: tally::server::StoreConfig::Sqlite,
     })
     .await
     .expect("the server starts");

@@ -12,6 +12,7 @@ async fn tally_load_runs_and_verifies_against_a_live_server() {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().expect("an address"),
         demo: false,
+        store: tally::server::StoreConfig::Sqlite,
     })
     .await
     .expect("the server starts");

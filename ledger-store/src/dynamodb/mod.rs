@@ -125,25 +125,66 @@ struct Inner {
     capacity: Capacity,
 }
 
-/// Write capacity the store has used, two ways.
+/// Write capacity the store has used so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CapacityTotals {
     /// Event-table transactions sent (each attempt).
     pub transactions: u64,
+    /// Appends: events, version checks and idempotency records.
+    pub appends: Wcu,
+    /// Projection checkpoints: chunks, heads, and superseded chunks marked
+    /// for TTL.
+    pub checkpoints: Wcu,
+}
+
+/// Write capacity, two ways: DynamoDB Local's figure is not the service's
+/// bill (it reports 2 WCU for a transaction of any number of small items),
+/// so the formula's figure stands beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Wcu {
     /// What the endpoint reported (`ReturnConsumedCapacity=TOTAL`).
-    pub reported_wcu: f64,
+    pub reported: f64,
     /// AWS's formula over the items written: one WCU per started KB of an
-    /// item, doubled inside a transaction; condition checks count like
-    /// writes of the item they name.
-    pub computed_wcu: f64,
+    /// item (of the larger of old and new for an update), doubled inside a
+    /// transaction; condition checks count like writes of the item they
+    /// name.
+    pub computed: f64,
 }
 
 #[derive(Default)]
 struct Capacity {
     transactions: AtomicU64,
-    /// In thousandths of a WCU.
+    appends: Meter,
+    checkpoints: Meter,
+}
+
+/// A [`Wcu`] being counted, in thousandths of a WCU.
+#[derive(Default)]
+struct Meter {
     reported_milli: AtomicU64,
     computed_milli: AtomicU64,
+}
+
+impl Meter {
+    fn add(&self, consumed: Option<&[aws_sdk_dynamodb::types::ConsumedCapacity]>, computed: u64) {
+        let reported: f64 = consumed
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.capacity_units())
+            .sum();
+        self.reported_milli
+            .fetch_add((reported * 1000.0) as u64, Ordering::Relaxed);
+        self.computed_milli
+            .fetch_add(computed * 1000, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> Wcu {
+        let wcu = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        Wcu {
+            reported: wcu(&self.reported_milli),
+            computed: wcu(&self.computed_milli),
+        }
+    }
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -208,14 +249,13 @@ impl DynamoStore {
         &self.inner.events
     }
 
-    /// The write capacity used by appends so far.
+    /// The write capacity used so far.
     pub fn capacity(&self) -> CapacityTotals {
         let capacity = &self.inner.capacity;
-        let wcu = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
         CapacityTotals {
             transactions: capacity.transactions.load(Ordering::Relaxed),
-            reported_wcu: wcu(&capacity.reported_milli),
-            computed_wcu: wcu(&capacity.computed_milli),
+            appends: capacity.appends.totals(),
+            checkpoints: capacity.checkpoints.totals(),
         }
     }
 
@@ -297,18 +337,6 @@ impl DynamoStore {
         }))
     }
 
-    fn record_capacity(&self, consumed: Option<&[aws_sdk_dynamodb::types::ConsumedCapacity]>) {
-        let reported: f64 = consumed
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c.capacity_units())
-            .sum();
-        let capacity = &self.inner.capacity;
-        capacity
-            .reported_milli
-            .fetch_add((reported * 1000.0) as u64, Ordering::Relaxed);
-    }
-
     async fn transact(
         &self,
         request: &AppendRequest,
@@ -320,9 +348,6 @@ impl DynamoStore {
         loop {
             attempt += 1;
             capacity.transactions.fetch_add(1, Ordering::Relaxed);
-            capacity
-                .computed_milli
-                .fetch_add(computed_wcu * 1000, Ordering::Relaxed);
             let sent = self
                 .inner
                 .db
@@ -333,10 +358,16 @@ impl DynamoStore {
                 .await;
             let error = match sent {
                 Ok(done) => {
-                    self.record_capacity(done.consumed_capacity.as_deref());
+                    capacity
+                        .appends
+                        .add(done.consumed_capacity.as_deref(), computed_wcu);
                     return Ok(());
                 }
-                Err(e) => e,
+                Err(e) => {
+                    // A cancelled transaction is billed as if it had run.
+                    capacity.appends.add(None, computed_wcu);
+                    e
+                }
             };
             let Some(cancelled) = error.as_service_error().and_then(|e| match e {
                 aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
@@ -847,74 +878,131 @@ impl ReadModelStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let generation = new_generation();
         let chunks: Vec<&[u8]> = checkpoint.state.chunks(CHECKPOINT_CHUNK_BYTES).collect();
+        let meter = &self.inner.capacity.checkpoints;
+        let chunk_key = |generation: &str, n: usize| {
+            HashMap::from([
+                (
+                    PK.to_owned(),
+                    AttributeValue::S(chunk_pk(projection, generation)),
+                ),
+                (SORT.to_owned(), AttributeValue::S(format!("{n:08}"))),
+            ])
+        };
         for (n, chunk) in chunks.iter().enumerate() {
-            self.inner
+            let mut item = chunk_key(&generation, n);
+            item.insert(
+                BYTES.to_owned(),
+                AttributeValue::B(Blob::new(chunk.to_vec())),
+            );
+            let wcu = write_wcu(item_size(&item));
+            let put = self
+                .inner
                 .db
                 .put_item()
                 .table_name(&self.inner.read_models)
-                .item(PK, AttributeValue::S(chunk_pk(projection, &generation)))
-                .item(SORT, AttributeValue::S(format!("{n:08}")))
-                .item(BYTES, AttributeValue::B(Blob::new(chunk.to_vec())))
+                .set_item(Some(item))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| backend("PutItem", e))?;
+            meter.add(put.consumed_capacity.as_slice().into(), wcu);
         }
         let previous = self.load_head(projection).await?;
+        let head = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(checkpoint_pk(projection))),
+            (SORT.to_owned(), AttributeValue::S("head".to_owned())),
+            (
+                POSITION.to_owned(),
+                AttributeValue::N(checkpoint.position.to_string()),
+            ),
+            (GENERATION.to_owned(), AttributeValue::S(generation.clone())),
+            (
+                CHUNKS.to_owned(),
+                AttributeValue::N(chunks.len().to_string()),
+            ),
+        ]);
+        let head_wcu = write_wcu(item_size(&head));
         let switched = self
             .inner
             .db
             .put_item()
             .table_name(&self.inner.read_models)
-            .item(PK, AttributeValue::S(checkpoint_pk(projection)))
-            .item(SORT, AttributeValue::S("head".to_owned()))
-            .item(POSITION, AttributeValue::N(checkpoint.position.to_string()))
-            .item(GENERATION, AttributeValue::S(generation.clone()))
-            .item(CHUNKS, AttributeValue::N(chunks.len().to_string()))
+            .set_item(Some(head))
             .condition_expression("attribute_not_exists(pk) OR #pos <= :pos")
             .expression_attribute_names("#pos", POSITION)
             .expression_attribute_values(":pos", AttributeValue::N(checkpoint.position.to_string()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         let superseded = match switched {
-            Ok(_) => previous.map(|(_, generation, chunks)| (generation, chunks)),
+            Ok(put) => {
+                meter.add(put.consumed_capacity.as_slice().into(), head_wcu);
+                previous.map(|(_, generation, chunks)| (generation, chunks))
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 // A newer checkpoint is stored: this one is the stale one.
+                meter.add(None, head_wcu);
                 Some((generation, chunks.len() as u64))
             }
             Err(e) => return Err(backend("PutItem", e)),
         };
         if let Some((generation, chunks)) = superseded {
-            let expires = std::time::SystemTime::now() + CHECKPOINT_GRACE;
-            let expires = expires
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            for n in 0..chunks {
-                self.inner
-                    .db
-                    .update_item()
-                    .table_name(&self.inner.read_models)
-                    .key(PK, AttributeValue::S(chunk_pk(projection, &generation)))
-                    .key(SORT, AttributeValue::S(format!("{n:08}")))
-                    .update_expression("SET #e = :e")
-                    .condition_expression("attribute_exists(pk)")
-                    .expression_attribute_names("#e", EXPIRES_AT)
-                    .expression_attribute_values(":e", AttributeValue::N(expires.to_string()))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .or_else(|e| {
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_conditional_check_failed_exception())
-                        {
-                            Ok(())
-                        } else {
-                            Err(backend("UpdateItem", e))
-                        }
-                    })?;
+            self.expire_chunks(projection, &generation, chunks).await?;
+        }
+        Ok(())
+    }
+}
+
+impl DynamoStore {
+    /// Marks a superseded checkpoint generation for TTL, leaving it
+    /// readable for [`CHECKPOINT_GRACE`] to loads that started before the
+    /// switch. An update is billed on the larger of the old and new item:
+    /// about the chunk's size, as a delete would be.
+    async fn expire_chunks(
+        &self,
+        projection: &str,
+        generation: &str,
+        chunks: u64,
+    ) -> Result<(), StoreError> {
+        let expires = std::time::SystemTime::now() + CHECKPOINT_GRACE;
+        let expires = expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        for n in 0..chunks {
+            let updated = self
+                .inner
+                .db
+                .update_item()
+                .table_name(&self.inner.read_models)
+                .key(PK, AttributeValue::S(chunk_pk(projection, generation)))
+                .key(SORT, AttributeValue::S(format!("{n:08}")))
+                .update_expression("SET #e = :e")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#e", EXPIRES_AT)
+                .expression_attribute_values(":e", AttributeValue::N(expires.to_string()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .send()
+                .await;
+            match updated {
+                Ok(done) => {
+                    let wcu = done
+                        .attributes()
+                        .map_or(1, |item| write_wcu(item_size(item)));
+                    self.inner
+                        .capacity
+                        .checkpoints
+                        .add(done.consumed_capacity.as_slice().into(), wcu);
+                }
+                // Already gone (TTL ran): nothing to mark.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(backend("UpdateItem", e)),
             }
         }
         Ok(())
@@ -1006,9 +1094,14 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
         .sum()
 }
 
+/// WCU of one item written outside a transaction: one per started KB.
+pub fn write_wcu(item_bytes: usize) -> u64 {
+    item_bytes.div_ceil(1024).max(1) as u64
+}
+
 /// WCU of one item written inside a transaction: two per started KB.
 pub fn transact_wcu(item_bytes: usize) -> u64 {
-    2 * item_bytes.div_ceil(1024).max(1) as u64
+    2 * write_wcu(item_bytes)
 }
 
 /// Backoff before attempt `attempt + 1`: exponential from 20 ms, capped at

@@ -6,7 +6,7 @@ use ledger_core::id::{StreamId, StreamVersion};
 use ledger_store::conformance::{stream_append, unique_tenant};
 use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::{AppendRequest, EventStore, read_stream_all};
+use ledger_store::{AppendRequest, EventStore, ReadModelStore, read_stream_all};
 
 async fn fresh_store() -> (DynamoStore, ()) {
     let config = DynamoConfig {
@@ -140,8 +140,11 @@ async fn capacity_is_counted_both_ways() {
         .unwrap();
     let one = store.capacity();
     assert_eq!(one.transactions, 1);
-    assert_eq!(one.computed_wcu, 2.0, "one small item in a transaction");
-    assert!(one.reported_wcu > 0.0, "Local reports consumed capacity");
+    assert_eq!(one.appends.computed, 2.0, "one small item in a transaction");
+    assert!(
+        one.appends.reported > 0.0,
+        "Local reports consumed capacity"
+    );
     store
         .append(AppendRequest {
             tenant_id: tenant,
@@ -152,8 +155,46 @@ async fn capacity_is_counted_both_ways() {
         .unwrap();
     let two = store.capacity();
     assert_eq!(
-        two.computed_wcu - one.computed_wcu,
+        two.appends.computed - one.appends.computed,
         6.0,
         "two events and the check on version 1, 2 WCU each"
+    );
+    assert_eq!(
+        two.checkpoints,
+        Default::default(),
+        "no checkpoint saved yet"
+    );
+    let state = vec![7u8; ledger_store::dynamodb::CHECKPOINT_CHUNK_BYTES + 10];
+    store
+        .save_checkpoint(
+            "capacity",
+            ledger_store::Checkpoint {
+                position: ledger_store::Position(1),
+                state: state.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let saved = store.capacity().checkpoints.computed;
+    assert_eq!(
+        saved,
+        301.0 + 1.0 + 1.0,
+        "two chunks (300 KiB of state plus its key is 301 started KB, and a small one) and the head"
+    );
+    store
+        .save_checkpoint(
+            "capacity",
+            ledger_store::Checkpoint {
+                position: ledger_store::Position(2),
+                state,
+            },
+        )
+        .await
+        .unwrap();
+    let resaved = store.capacity().checkpoints.computed - saved;
+    assert_eq!(
+        resaved,
+        saved + (saved - 1.0),
+        "a new generation, and the old generation's chunks (not its head) marked for TTL"
     );
 }

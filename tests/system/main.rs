@@ -4,5 +4,6 @@
 
 mod common;
 mod concurrency;
+mod cost;
 mod durability;
 mod load;

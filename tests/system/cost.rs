@@ -1,0 +1,141 @@
+//! What a checkout costs on DynamoDB, in write capacity units, measured on
+//! the real server over HTTP against DynamoDB Local.
+//!
+//! DynamoDB Local's `ReturnConsumedCapacity` figures are not the service's
+//! bill (it reports 2 WCU for a transaction of any number of small items),
+//! so the store meters both: Local's figure and AWS's formula over the
+//! items it wrote. The assertions hold the formula's figures; the report
+//! prints both (`cargo test --test system cost -- --nocapture`).
+
+use std::time::Duration;
+
+use command_api::auth::Claims;
+use ledger_core::Role;
+use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
+use ledger_store::EventStore;
+use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
+use ledger_store::dynamodb::{CapacityTotals, DynamoConfig};
+use reqwest::Method;
+use serde_json::json;
+use tally::server::{Server, ServerConfig, StoreConfig};
+use tally::store::Store;
+
+use crate::common::{self, Http};
+
+/// Checkouts measured of each kind.
+const CHECKOUTS: u32 = 20;
+/// The issue's budget for a credit checkout, all in.
+const CREDIT_CHECKOUT_WCU_MAX: f64 = 12.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_cost_what_the_table_design_says() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        demo: false,
+        store: StoreConfig::Dynamo(DynamoConfig {
+            endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+            table_prefix: unique_prefix("cost"),
+        }),
+    })
+    .await
+    .expect("the server starts on DynamoDB Local");
+    let Store::Dynamo(dynamo) = server.store().clone() else {
+        panic!("the server runs on DynamoDB");
+    };
+    let http = Http::new(format!("http://{}", server.addr));
+    let tenant = TenantId::new("sys-cost");
+    let mint = |role: Role| {
+        server.key.mint(&Claims::new(
+            tenant,
+            UserId::new("sys-cost"),
+            &[role],
+            (role == Role::Cashier).then(|| VendorId::new("V1")),
+            None::<EmployeeId>,
+            Duration::from_secs(600),
+        ))
+    };
+    let (admin, cashier) = (mint(Role::Admin), mint(Role::Cashier));
+    common::set_up_tenant(&http, &admin, "V1", &["E1".to_owned()], "100000.00").await;
+
+    let checkout = |kind: &'static str| {
+        let (http, cashier) = (&http, &cashier);
+        async move {
+            for n in 0..CHECKOUTS {
+                let order_id = format!("{kind}-{n:03}");
+                let payment = match kind {
+                    "cash" => json!({"method": "cash"}),
+                    _ => json!({"method": "credit", "employee_id": "E1"}),
+                };
+                http.must(
+                    Method::POST,
+                    "/v1/sales",
+                    cashier,
+                    &order_id,
+                    json!({
+                        "order_id": order_id,
+                        "lines": [
+                            {"item": "ADOBO-RICE-BOWL", "quantity": 2, "unit_price": "85.00"},
+                            {"item": "ICED-TEA", "quantity": 1, "unit_price": "35.00"},
+                        ],
+                        "payment": payment,
+                    }),
+                )
+                .await;
+            }
+        }
+    };
+    let start = dynamo.capacity();
+    checkout("cash").await;
+    let after_cash = dynamo.capacity();
+    checkout("credit").await;
+    let after_credit = dynamo.capacity();
+    server
+        .stop()
+        .await
+        .expect("a clean stop saves a checkpoint");
+    let after_stop = dynamo.capacity();
+
+    let per = |from: &CapacityTotals, to: &CapacityTotals| {
+        let n = f64::from(CHECKOUTS);
+        (
+            (to.appends.computed - from.appends.computed) / n,
+            (to.appends.reported - from.appends.reported) / n,
+            (to.transactions - from.transactions) as f64 / n,
+        )
+    };
+    let (cash, cash_local, cash_tx) = per(&start, &after_cash);
+    let (credit, credit_local, credit_tx) = per(&after_cash, &after_credit);
+    let checkpoint = after_stop.checkpoints.computed - after_credit.checkpoints.computed;
+    eprintln!(
+        "write capacity per checkout (formula; DynamoDB Local's figure):\n\
+         \x20 cash   append {cash:.1} WCU ({cash_local:.1})\n\
+         \x20 credit append {credit:.1} WCU ({credit_local:.1})\n\
+         \x20 projections: 0 WCU per event (folded in memory from the stream); \
+         a checkpoint of the whole state cost {checkpoint:.0} WCU \
+         ({:.0} by Local) at log position {}",
+        after_stop.checkpoints.reported - after_credit.checkpoints.reported,
+        dynamo.head(),
+    );
+
+    assert_eq!(
+        (cash_tx, credit_tx),
+        (1.0, 1.0),
+        "one transaction per checkout"
+    );
+    assert_eq!(
+        cash, 4.0,
+        "a cash checkout writes the sale and the key: two items under 1 KB, 2 WCU each"
+    );
+    assert_eq!(
+        credit, 8.0,
+        "a credit checkout writes the sale, the credit spend and the key, and checks the \
+         credit stream's version: four items under 1 KB, 2 WCU each"
+    );
+    assert!(credit <= CREDIT_CHECKOUT_WCU_MAX);
+    assert!(
+        (1.0..100.0).contains(&checkpoint),
+        "a small state checkpoints in a few WCU, not {checkpoint}"
+    );
+}

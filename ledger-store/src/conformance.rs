@@ -1240,6 +1240,19 @@ pub async fn checkpoints<S: ReadModelStore>(store: &S) {
         Some(two.clone()),
         "{check}: a save must replace the checkpoint whole"
     );
+    save(
+        first.clone(),
+        Checkpoint {
+            position: Position(7),
+            state: b"a stale projector's state".to_vec(),
+        },
+    )
+    .await;
+    assert_eq!(
+        load(first.clone()).await,
+        Some(two.clone()),
+        "{check}: a save at a lower position must not move the checkpoint back"
+    );
 
     assert_eq!(
         load(second.clone()).await,

@@ -342,6 +342,9 @@ pub struct Checkpoint {
 /// - `save_checkpoint` MUST replace the named checkpoint atomically: a later
 ///   `load_checkpoint` sees the old one or the new one, never a mix.
 /// - Once `save_checkpoint` returns, the checkpoint MUST be durable.
+/// - `save_checkpoint` MUST NOT move a checkpoint back: a save at a lower
+///   position than the stored one leaves the stored one (a stale projector,
+///   say one that lost a race with its replacement, cannot undo newer work).
 pub trait ReadModelStore: Send + Sync + 'static {
     fn load_checkpoint(
         &self,

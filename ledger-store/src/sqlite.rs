@@ -132,7 +132,8 @@ const SQL_SELECT_KEY: &str = "SELECT request_hash, response, position FROM idemp
      WHERE tenant_id = ?1 AND key = ?2";
 const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
      VALUES (?1, ?2, ?3) \
-     ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state";
+     ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state \
+     WHERE excluded.position >= checkpoints.position";
 const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
 const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
      WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";

@@ -398,58 +398,33 @@ impl DynamoStore {
         request: &AppendRequest,
         reasons: &[aws_sdk_dynamodb::types::CancellationReason],
     ) -> Result<Option<AppendError>, AppendError> {
-        let failed = |i: usize| {
-            reasons
-                .get(i)
-                .and_then(|r| r.code())
-                .is_some_and(|c| c == "ConditionalCheckFailed")
-        };
-        // The action order is the one `actions` builds: the idempotency
-        // record first, then per stream its check (when expected > 0) and
-        // its events.
-        let mut index = 0;
-        if request.idempotency.is_some() {
-            if failed(0) {
+        let codes: Vec<Option<&str>> = reasons.iter().map(|r| r.code()).collect();
+        match classify(request, &codes) {
+            Cancellation::KeyExists => {
                 let stored = reasons[0].item().ok_or_else(|| {
                     StoreError::Backend("a refused key came back without its record".to_owned())
                 })?;
                 let record = self.idempotency_record(request.tenant_id, stored).await?;
-                return Ok(Some(AppendError::KeyExists(Box::new(record))));
+                Ok(Some(AppendError::KeyExists(Box::new(record))))
             }
-            index = 1;
-        }
-        for append in &request.streams {
-            let actions = append.events.len() + usize::from(append.expected.get() > 0);
-            if (index..index + actions).any(failed) {
+            Cancellation::Conflict(index) => {
+                let append = &request.streams[index];
                 let actual = self.last_version(request.tenant_id, append.stream).await?;
-                return Ok(Some(AppendError::VersionConflict {
+                Ok(Some(AppendError::VersionConflict {
                     stream: append.stream,
                     expected: append.expected,
                     actual,
-                }));
+                }))
             }
-            index += actions;
-        }
-        let transient = reasons.iter().filter_map(|r| r.code()).all(|code| {
-            matches!(
-                code,
-                "None"
-                    | "TransactionConflict"
-                    | "ThrottlingError"
-                    | "ProvisionedThroughputExceeded"
-            )
-        });
-        if transient {
-            Ok(None)
-        } else {
-            Err(StoreError::Backend(format!(
+            Cancellation::Transient => Ok(None),
+            Cancellation::Failed => Err(StoreError::Backend(format!(
                 "TransactWriteItems cancelled: {:?}",
                 reasons
                     .iter()
                     .map(|r| (r.code(), r.message()))
                     .collect::<Vec<_>>()
             ))
-            .into())
+            .into()),
         }
     }
 
@@ -714,6 +689,53 @@ impl DynamoStore {
         // A generation removed under us (a newer save won and TTL ran) reads
         // short; the caller starts again from the head.
         Ok((seen == chunks).then_some(state))
+    }
+}
+
+/// What a cancelled transaction's reasons say.
+#[derive(Debug, PartialEq, Eq)]
+enum Cancellation {
+    /// The idempotency record exists.
+    KeyExists,
+    /// The stream at this index of the request is not at its expected
+    /// version (an event's version exists, or the expected one does not).
+    Conflict(usize),
+    /// Only conflicts with other transactions or throttling: try again.
+    Transient,
+    /// Anything else (a validation error, an item too large).
+    Failed,
+}
+
+/// Reads the reasons, one per action, in the order [`DynamoStore::actions`]
+/// builds them: the idempotency record first, then per stream its version
+/// check (when expected > 0) and its events. A failed key wins, as the port
+/// requires; then the first stream whose actions failed.
+fn classify(request: &AppendRequest, codes: &[Option<&str>]) -> Cancellation {
+    let failed = |i: usize| codes.get(i).copied().flatten() == Some("ConditionalCheckFailed");
+    let mut index = 0;
+    if request.idempotency.is_some() {
+        if failed(0) {
+            return Cancellation::KeyExists;
+        }
+        index = 1;
+    }
+    for (n, append) in request.streams.iter().enumerate() {
+        let actions = append.events.len() + usize::from(append.expected.get() > 0);
+        if (index..index + actions).any(failed) {
+            return Cancellation::Conflict(n);
+        }
+        index += actions;
+    }
+    let transient = codes.iter().flatten().all(|code| {
+        matches!(
+            *code,
+            "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+        )
+    });
+    if transient {
+        Cancellation::Transient
+    } else {
+        Cancellation::Failed
     }
 }
 
@@ -1116,6 +1138,73 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credit_checkout() -> AppendRequest {
+        use crate::conformance::stream_append;
+        let tenant = TenantId::parse("t").unwrap();
+        let vendor = StreamId::parse("vendor/V1").unwrap();
+        let credit = StreamId::parse("credit/E1").unwrap();
+        AppendRequest {
+            tenant_id: tenant,
+            // A new stream (no version check) and one at version 4 (a check).
+            streams: vec![
+                stream_append(tenant, vendor, StreamVersion::NONE, 1),
+                stream_append(tenant, credit, StreamVersion::new(4), 1),
+            ],
+            idempotency: Some(crate::IdempotencyWrite {
+                key: IdempotencyKey::parse("k").unwrap(),
+                request_hash: [0; 32],
+                response: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn cancellation_reasons_map_to_the_port_s_errors() {
+        let request = credit_checkout();
+        let ok = Some("None");
+        let cond = Some("ConditionalCheckFailed");
+        // Actions: key, vendor event, credit check, credit event.
+        let cases = [
+            ([cond, ok, ok, ok], Cancellation::KeyExists),
+            ([cond, cond, cond, ok], Cancellation::KeyExists),
+            ([ok, cond, ok, ok], Cancellation::Conflict(0)),
+            ([ok, ok, cond, ok], Cancellation::Conflict(1)),
+            ([ok, ok, ok, cond], Cancellation::Conflict(1)),
+            (
+                [ok, Some("TransactionConflict"), ok, ok],
+                Cancellation::Transient,
+            ),
+            (
+                [Some("ThrottlingError"), ok, None, ok],
+                Cancellation::Transient,
+            ),
+            ([ok, Some("ValidationError"), ok, ok], Cancellation::Failed),
+            (
+                [ok, Some("TransactionConflict"), cond, ok],
+                Cancellation::Conflict(1),
+            ),
+        ];
+        for (codes, expected) in cases {
+            assert_eq!(classify(&request, &codes), expected, "{codes:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_bounded() {
+        for attempt in 1..=TRANSACT_ATTEMPTS_MAX + 10 {
+            let cap = Duration::from_millis(20 << attempt.min(6)).min(Duration::from_secs(1));
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            assert!(
+                waits.iter().all(|w| *w <= cap),
+                "attempt {attempt}: {waits:?}"
+            );
+            assert!(
+                waits.iter().any(|w| *w != waits[0]),
+                "attempt {attempt}: no jitter in {waits:?}"
+            );
+        }
+    }
 
     #[test]
     fn keys_round_trip() {

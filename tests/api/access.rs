@@ -9,6 +9,13 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+on_both_stores! {
+    every_route_refuses_the_roles_the_table_does_not_name,
+    vendors_cashiers_and_employees_see_only_their_own,
+    tenants_never_see_each_other,
+    a_key_reused_by_another_vendor_is_not_the_same_request,
+}
+
 const ROLES: [&str; 5] = ["admin", "vendor", "cashier", "employee", "service"];
 
 /// One route of the role table: a request that is valid for a permitted
@@ -38,9 +45,8 @@ fn route(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_refuses_the_roles_the_table_does_not_name() {
-    let api = Api::start().await;
+async fn every_route_refuses_the_roles_the_table_does_not_name(store: Backend) {
+    let api = Api::start(store).await;
     let r = api
         .sell(
             &api.cashier(V1),
@@ -260,9 +266,8 @@ async fn every_route_refuses_the_roles_the_table_does_not_name() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vendors_cashiers_and_employees_see_only_their_own() {
-    let api = Api::start().await;
+async fn vendors_cashiers_and_employees_see_only_their_own(store: Backend) {
+    let api = Api::start(store).await;
     let (v1, c1) = (api.vendor(V1), api.cashier(V1));
     api.sell(&c1, "own", sale("OWN", "10.00", cash())).await;
     let r = api
@@ -362,9 +367,8 @@ async fn vendors_cashiers_and_employees_see_only_their_own() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_never_see_each_other() {
-    let api = Api::start().await;
+async fn tenants_never_see_each_other(store: Backend) {
+    let api = Api::start(store).await;
     api.set_up_tenant(T2).await;
     let r = api
         .sell(
@@ -468,9 +472,8 @@ async fn tenants_never_see_each_other() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_reused_by_another_vendor_is_not_the_same_request() {
-    let api = Api::start().await;
+async fn a_key_reused_by_another_vendor_is_not_the_same_request(store: Backend) {
+    let api = Api::start(store).await;
     let mut body = sale("K-1", "10.00", cash());
     body["occurred_at"] = json!(days_ago(0, -60));
     let first = api.sell(&api.cashier(V1), "pos-key", body.clone()).await;

@@ -9,6 +9,18 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+on_both_stores! {
+    tokens_that_do_not_prove_a_caller_are_unauthorized,
+    bodies_that_do_not_parse_are_refused_before_anything_is_decided,
+    amounts_and_limits_the_domain_refuses_are_remembered_without_events,
+    rules_refuse_with_their_own_codes,
+    idempotency_keys_replay_or_refuse,
+    offline_batches_have_their_own_limits,
+    routes_and_query_parameters_are_checked,
+    every_answer_has_a_request_id_and_writes_have_a_position,
+    concurrent_requests_neither_double_write_nor_overdraw [4],
+}
+
 /// A raw (possibly malformed) body sent as JSON.
 fn raw(request: RequestBuilder, body: impl Into<String>) -> RequestBuilder {
     request
@@ -16,9 +28,8 @@ fn raw(request: RequestBuilder, body: impl Into<String>) -> RequestBuilder {
         .body(body.into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_that_do_not_prove_a_caller_are_unauthorized() {
-    let api = Api::start().await;
+async fn tokens_that_do_not_prove_a_caller_are_unauthorized(store: Backend) {
+    let api = Api::start(store).await;
     let other_key = LocalKey::generate().expect("a key");
     let valid = claims(T1, "cashier-x", &[Role::Cashier], Some(V1), None);
     let mut expired = valid.clone();
@@ -75,9 +86,8 @@ async fn tokens_that_do_not_prove_a_caller_are_unauthorized() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided() {
-    let api = Api::start().await;
+async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let good = sale("GOOD", "1.00", cash());
     let with = |f: &dyn Fn(&mut Value)| {
@@ -223,9 +233,8 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events() {
-    let api = Api::start().await;
+async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let admin = api.admin();
     let line = |quantity: u32, price: &str| json!({"item": "A", "quantity": quantity, "unit_price": price});
@@ -342,9 +351,8 @@ async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_refuse_with_their_own_codes() {
-    let api = Api::start().await;
+async fn rules_refuse_with_their_own_codes(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let admin = api.admin();
 
@@ -526,9 +534,8 @@ async fn rules_refuse_with_their_own_codes() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_replay_or_refuse() {
-    let api = Api::start().await;
+async fn idempotency_keys_replay_or_refuse(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let body = sale("I-1", "12.34", credit(E1));
 
@@ -614,9 +621,8 @@ async fn idempotency_keys_replay_or_refuse() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_batches_have_their_own_limits() {
-    let api = Api::start().await;
+async fn offline_batches_have_their_own_limits(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let batch = |sales: Vec<Value>| {
         api.http
@@ -671,13 +677,12 @@ async fn offline_batches_have_their_own_limits() {
     let head = api.head();
     let r = ok(batch(full), 200).await;
     assert_eq!(r.body["results"].as_array().unwrap().len(), 100);
-    assert_eq!(api.head(), head + 100);
+    assert_eq!(api.events_since(head).await, 100);
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_and_query_parameters_are_checked() {
-    let api = Api::start().await;
+async fn routes_and_query_parameters_are_checked(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     for path in [
         "/nope",
@@ -795,9 +800,8 @@ async fn routes_and_query_parameters_are_checked() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_answer_has_a_request_id_and_writes_have_a_position() {
-    let api = Api::start().await;
+async fn every_answer_has_a_request_id_and_writes_have_a_position(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     // The client's request id is kept.
     let r = ok(
@@ -839,9 +843,8 @@ async fn every_answer_has_a_request_id_and_writes_have_a_position() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_neither_double_write_nor_overdraw() {
-    let api = Api::start().await;
+async fn concurrent_requests_neither_double_write_nor_overdraw(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
 
     // A POS retrying one sale many times at once: one sale, one answer.
@@ -857,7 +860,7 @@ async fn concurrent_requests_neither_double_write_nor_overdraw() {
     assert!(replies.iter().all(|r| r.status == 201), "{replies:?}");
     assert_eq!(replies.iter().filter(|r| !r.replayed()).count(), 1);
     assert!(replies.iter().all(|r| r.body == replies[0].body));
-    assert_eq!(api.head(), head + 2);
+    assert_eq!(api.events_since(head).await, 2);
 
     // Many checkouts on one employee at once: exactly what the balance
     // covers goes through (990.00 left: nine of 110.00), never more.

@@ -10,6 +10,24 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+on_both_stores! {
+    tenant_settings_are_set_once_money_moves_and_read_by_every_role,
+    vendors_register_and_change_commission_captured_by_later_sales,
+    employees_enroll_and_admins_adjust_their_credit,
+    sales_are_recorded_with_every_payment_method,
+    an_invoice_is_paid_once,
+    refunds_go_partial_then_full_and_give_credit_back,
+    replenishment_tops_up_once_per_period,
+    an_offline_batch_answers_each_sale,
+    dashboards_add_up_what_was_sold,
+    orders_list_newest_first_page_by_page,
+    a_credit_statement_carries_the_running_balance,
+    activity_is_filtered_by_vendor_or_by_actor,
+    admins_read_a_stream_as_stored,
+    health_and_the_document_need_no_token,
+    a_token_with_two_roles_may_do_what_either_may,
+}
+
 /// The amount of a `{"amount": …, "currency": …}` value.
 fn amount(v: &Value) -> &str {
     v["amount"]
@@ -43,9 +61,8 @@ fn next_period(period: &str) -> String {
     format!("{}-H1", next.format("%Y-%m"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_settings_are_set_once_money_moves_and_read_by_every_role() {
-    let api = Api::empty().await;
+async fn tenant_settings_are_set_once_money_moves_and_read_by_every_role(store: Backend) {
+    let api = Api::empty(store).await;
     let admin = api.admin();
     check(api.get(&admin, "/v1/tenant"), 404, "not_found").await;
     // Credit is in the tenant's currency: not before there is one.
@@ -108,9 +125,8 @@ async fn tenant_settings_are_set_once_money_moves_and_read_by_every_role() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vendors_register_and_change_commission_captured_by_later_sales() {
-    let api = Api::start().await;
+async fn vendors_register_and_change_commission_captured_by_later_sales(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     let r = ok(
         api.post(&admin, "/v1/vendors", "v3")
@@ -140,9 +156,8 @@ async fn vendors_register_and_change_commission_captured_by_later_sales() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn employees_enroll_and_admins_adjust_their_credit() {
-    let api = Api::start().await;
+async fn employees_enroll_and_admins_adjust_their_credit(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     let r = api.enroll(&admin, "E3").await;
     assert_eq!(r.event_types(), ["CreditAccountOpened"]);
@@ -179,9 +194,8 @@ async fn employees_enroll_and_admins_adjust_their_credit() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sales_are_recorded_with_every_payment_method() {
-    let api = Api::start().await;
+async fn sales_are_recorded_with_every_payment_method(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let admin = api.admin();
 
@@ -278,9 +292,8 @@ async fn sales_are_recorded_with_every_payment_method() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invoice_is_paid_once() {
-    let api = Api::start().await;
+async fn an_invoice_is_paid_once(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let first = api
         .sell(&cashier, "warm-up", sale("WARM", "1.00", cash()))
@@ -342,9 +355,8 @@ async fn an_invoice_is_paid_once() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refunds_go_partial_then_full_and_give_credit_back() {
-    let api = Api::start().await;
+async fn refunds_go_partial_then_full_and_give_credit_back(store: Backend) {
+    let api = Api::start(store).await;
     let vendor = api.vendor(V1);
     let r = api
         .sell(&api.cashier(V1), "sale", sale("R-1", "300.00", credit(E2)))
@@ -419,9 +431,8 @@ async fn refunds_go_partial_then_full_and_give_credit_back() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replenishment_tops_up_once_per_period() {
-    let api = Api::start().await;
+async fn replenishment_tops_up_once_per_period(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     let body = json!({"period": api.period});
     let r = api
@@ -532,9 +543,8 @@ async fn replenishment_tops_up_once_per_period() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offline_batch_answers_each_sale() {
-    let api = Api::start().await;
+async fn an_offline_batch_answers_each_sale(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let earlier = days_ago(2, 0);
     let mut online = sale("B-1", "10.00", cash());
@@ -582,8 +592,8 @@ async fn an_offline_batch_answers_each_sale() {
     assert_eq!(results[2]["body"]["code"], "employee_not_found");
     assert_eq!(results[3]["idempotency_key"], "pos-7:4");
     assert_eq!(results[1]["idempotency_key"], "order:B-2");
-    assert_eq!(api.head(), head + 2);
-    assert_eq!(r.position(), head + 2);
+    assert_eq!(api.events_since(head).await, 2);
+    assert_eq!(r.position(), api.head());
 
     let v = ok(api.get_at(&cashier, "/v1/orders/B-2", r.position()), 200).await;
     let occurred: ledger_core::time::Timestamp =
@@ -618,7 +628,7 @@ async fn an_offline_batch_answers_each_sale() {
         .map(|x| x["result"].as_str().unwrap())
         .collect();
     assert_eq!(results, ["duplicate"; 4]);
-    assert_eq!(api.head(), head + 2);
+    assert_eq!(api.events_since(head).await, 2);
     api.stop().await;
 }
 
@@ -648,9 +658,8 @@ fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboards_add_up_what_was_sold() {
-    let api = Api::start().await;
+async fn dashboards_add_up_what_was_sold(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     let r = api
         .sell(&cashier, "d-cash", sale("D-CASH", "100.00", cash()))
@@ -790,9 +799,8 @@ async fn dashboards_add_up_what_was_sold() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_list_newest_first_page_by_page() {
-    let api = Api::start().await;
+async fn orders_list_newest_first_page_by_page(store: Backend) {
+    let api = Api::start(store).await;
     let v2 = api.cashier(V2);
     let mut expected = Vec::new();
     let mut at = 0;
@@ -892,9 +900,8 @@ async fn orders_list_newest_first_page_by_page() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_credit_statement_carries_the_running_balance() {
-    let api = Api::start().await;
+async fn a_credit_statement_carries_the_running_balance(store: Backend) {
+    let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     for (i, price) in ["10.00", "20.00", "30.00"].into_iter().enumerate() {
         let order = format!("C-{i}");
@@ -963,9 +970,8 @@ async fn a_credit_statement_carries_the_running_balance() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activity_is_filtered_by_vendor_or_by_actor() {
-    let api = Api::start().await;
+async fn activity_is_filtered_by_vendor_or_by_actor(store: Backend) {
+    let api = Api::start(store).await;
     let mut at = 0;
     for i in 0..5 {
         let order = format!("A-{i}");
@@ -1062,9 +1068,8 @@ async fn activity_is_filtered_by_vendor_or_by_actor() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admins_read_a_stream_as_stored() {
-    let api = Api::start().await;
+async fn admins_read_a_stream_as_stored(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     api.sell(&api.cashier(V1), "st", sale("ST", "9.00", credit(E1)))
         .await;
@@ -1117,9 +1122,8 @@ async fn admins_read_a_stream_as_stored() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_the_document_need_no_token() {
-    let api = Api::start().await;
+async fn health_and_the_document_need_no_token(store: Backend) {
+    let api = Api::start(store).await;
     let r = ok(api.anonymous(Method::GET, "/healthz"), 200).await;
     assert_eq!(r.body["status"], "ok");
     assert_eq!(r.body["log_position"], api.head());
@@ -1130,9 +1134,8 @@ async fn health_and_the_document_need_no_token() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_with_two_roles_may_do_what_either_may() {
-    let api = Api::start().await;
+async fn a_token_with_two_roles_may_do_what_either_may(store: Backend) {
+    let api = Api::start(store).await;
     let both = api.token_in(T1, "both", &[Role::Cashier, Role::Vendor], Some(V1), None);
     let s = api
         .sell(&both, "both-sale", sale("BOTH", "1.00", cash()))

@@ -1,6 +1,11 @@
-//! One real server per test, a real HTTP client, and the checks every test
-//! shares: the status, the problem `code`, the headers every answer carries,
-//! and that a refused request wrote nothing.
+//! One real server per test, on the store the test is given, a real HTTP
+//! client, and the checks every test shares: the status, the problem
+//! `code`, the headers every answer carries, and that a refused request
+//! wrote nothing.
+//!
+//! A test is written once, as `async fn name(store: Backend)`, and listed
+//! in its file's [`on_both_stores!`], which makes it a `sqlite::name` and a
+//! `dynamodb::name` test.
 
 use std::time::Duration;
 
@@ -8,11 +13,74 @@ use command_api::auth::Claims;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, StreamId, StreamVersion, TenantId, UserId, VendorId};
 use ledger_core::time::{Cadence, Period, TimeZone, Timestamp};
+use ledger_store::dynamodb::DynamoConfig;
+use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::{EventStore, IdempotencyKey, IdempotencyRecord, Position};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use tally::server::{Server, ServerConfig};
+use tally::server::{Server, ServerConfig, StoreConfig};
+
+/// The store a test's server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: `ledger.db` in the test's temporary directory.
+    Sqlite,
+    /// Tables of their own on the process's DynamoDB Local, which is
+    /// installed and started on first use (and fails the test loudly when
+    /// it cannot be).
+    Dynamo,
+}
+
+impl Backend {
+    /// The server's store configuration: for DynamoDB, the shared emulator
+    /// and a table prefix no other server uses.
+    pub async fn config(self) -> StoreConfig {
+        match self {
+            Backend::Sqlite => StoreConfig::Sqlite,
+            Backend::Dynamo => {
+                // Starting the emulator blocks (once per process).
+                let endpoint =
+                    tokio::task::spawn_blocking(|| DynamoLocal::shared().endpoint().to_owned())
+                        .await
+                        .expect("DynamoDB Local starts");
+                StoreConfig::Dynamo(DynamoConfig {
+                    endpoint: Some(endpoint),
+                    table_prefix: unique_prefix("api"),
+                })
+            }
+        }
+    }
+}
+
+/// Makes each listed `async fn name(store: Backend)` of the calling module
+/// two tests, `sqlite::name` and `dynamodb::name`, each on a multi-threaded
+/// runtime of two workers (`name [4]` for another count).
+macro_rules! on_both_stores {
+    ($($name:ident $([$workers:tt])?),* $(,)?) => {
+        mod sqlite {
+            $($crate::harness::store_test!(Sqlite, $name $(, $workers)?);)*
+        }
+        mod dynamodb {
+            $($crate::harness::store_test!(Dynamo, $name $(, $workers)?);)*
+        }
+    };
+}
+pub(crate) use on_both_stores;
+
+/// One test of [`on_both_stores!`]: `super::$name` on `Backend::$backend`.
+macro_rules! store_test {
+    ($backend:ident, $name:ident) => {
+        $crate::harness::store_test!($backend, $name, 2);
+    };
+    ($backend:ident, $name:ident, $workers:tt) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+        async fn $name() {
+            super::$name($crate::harness::Backend::$backend).await
+        }
+    };
+}
+pub(crate) use store_test;
 
 /// The tenant most tests work in, and a second one to prove isolation.
 pub const T1: &str = "t1";
@@ -215,14 +283,14 @@ pub fn credit(employee: &str) -> Value {
 }
 
 impl Api {
-    /// A server with nothing in it.
-    pub async fn empty() -> Api {
+    /// A server on `store` with nothing in it.
+    pub async fn empty(store: Backend) -> Api {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let server = Server::start(ServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("an address"),
             demo: false,
-            store: tally::server::StoreConfig::Sqlite,
+            store: store.config().await,
         })
         .await
         .expect("the server starts");
@@ -240,9 +308,10 @@ impl Api {
         }
     }
 
-    /// A server with tenant [`T1`] set up: see [`Api::set_up_tenant`].
-    pub async fn start() -> Api {
-        let api = Api::empty().await;
+    /// A server on `store` with tenant [`T1`] set up: see
+    /// [`Api::set_up_tenant`].
+    pub async fn start(store: Backend) -> Api {
+        let api = Api::empty(store).await;
         api.set_up_tenant(T1).await;
         api
     }
@@ -371,6 +440,20 @@ impl Api {
 
     pub fn head(&self) -> u64 {
         self.server.store().head().0
+    }
+
+    /// How many events the log holds after position `head`. The port
+    /// promises positions unique and increasing, not gap-free (on DynamoDB
+    /// they are the table stream's sequence numbers, which idempotency
+    /// records take too), so "wrote n events" is counted, never computed as
+    /// `head + n`.
+    pub async fn events_since(&self, head: u64) -> usize {
+        self.server
+            .store()
+            .read_log(Position(head), ledger_store::READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("the store answers")
+            .len()
     }
 
     pub async fn idempotency(&self, tenant: &str, key: &str) -> Option<IdempotencyRecord> {

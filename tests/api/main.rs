@@ -1,6 +1,14 @@
-//! The HTTP API, tested from the outside: a real server (SQLite on disk in
-//! a temporary directory, the command service, the live projector, axum on
-//! a loopback port) and a real HTTP client.
+//! The HTTP API, tested from the outside: a real server (a store, the
+//! command service, the live projector, axum on a loopback port) and a real
+//! HTTP client.
+//!
+//! Every test that starts a server runs on both stores, as
+//! `<module>::sqlite::<test>` (SQLite on disk in a temporary directory) and
+//! `<module>::dynamodb::<test>` (tables of its own on DynamoDB Local, the
+//! official emulator, started once per run by `scripts/dynamodb-local` and
+//! installed on first use; a missing Java or npm fails the run, nothing is
+//! skipped). A test is written once, taking the store as a parameter, and
+//! listed in its file's `on_both_stores!`.
 //!
 //! - `flows`: every endpoint's happy path, reads after writes pinned with
 //!   `min_position` so they never race the projector.

@@ -17,6 +17,12 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+on_both_stores! {
+    the_served_document_is_the_committed_one,
+    every_documented_route_is_served,
+    documented_page_sizes_are_enforced,
+}
+
 const BLESS_HINT: &str = "regenerate with `TALLY_BLESS=1 cargo test --test api openapi`, \
                           review the diff and commit it";
 
@@ -36,8 +42,7 @@ fn generated() -> String {
     text
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_served_document_is_the_committed_one() {
+async fn the_served_document_is_the_committed_one(store: Backend) {
     let text = generated();
     let file = committed_path();
     let committed = std::fs::read_to_string(&file).ok();
@@ -54,7 +59,7 @@ async fn the_served_document_is_the_committed_one() {
         }
     }
 
-    let api = Api::empty().await;
+    let api = Api::empty(store).await;
     let served = ok(api.anonymous(Method::GET, "/openapi.json"), 200).await;
     let expected: Value = serde_json::from_str(&text).expect("the committed document parses");
     assert!(
@@ -64,9 +69,8 @@ async fn the_served_document_is_the_committed_one() {
     api.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_route_is_served() {
-    let api = Api::empty().await;
+async fn every_documented_route_is_served(store: Backend) {
+    let api = Api::empty(store).await;
     let document = ok(api.anonymous(Method::GET, "/openapi.json"), 200)
         .await
         .body;
@@ -127,9 +131,8 @@ async fn every_documented_route_is_served() {
 }
 
 /// The page sizes the document states are the ones the server takes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documented_page_sizes_are_enforced() {
-    let api = Api::start().await;
+async fn documented_page_sizes_are_enforced(store: Backend) {
+    let api = Api::start(store).await;
     let admin = api.admin();
     let document = ok(api.anonymous(Method::GET, "/openapi.json"), 200)
         .await

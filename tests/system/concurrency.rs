@@ -1,6 +1,9 @@
 //! Many checkouts at once against few employees: credit is never overdrawn,
 //! every acknowledged sale is in the log, the log audits clean, and the live
-//! projections equal a fresh fold of the log.
+//! projections equal a fresh fold of the log. On both stores:
+//! `concurrency::sqlite::…` (SQLite on disk) and `concurrency::dynamodb::…`
+//! (tables of its own on DynamoDB Local, started by
+//! `scripts/dynamodb-local`, which fails loudly when it cannot be).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,9 +13,11 @@ use command_api::auth::Claims;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
 use ledger_store::EventStore;
+use ledger_store::dynamodb::DynamoConfig;
+use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
-use tally::server::{Server, ServerConfig};
+use tally::server::{Server, ServerConfig, StoreConfig};
 
 use crate::common::{self, Http, Rng};
 
@@ -22,15 +27,61 @@ const EMPLOYEES: usize = 3;
 const ALLOWANCE: &str = "4000.00";
 const SEED: u64 = 0x5EED_C0DE;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees() {
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees() {
+        super::concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(
+            super::Backend::Sqlite,
+        )
+        .await;
+    }
+}
+
+mod dynamodb {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees() {
+        super::concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(
+            super::Backend::Dynamo,
+        )
+        .await;
+    }
+}
+
+/// The store a run's server uses.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Dynamo,
+}
+
+impl Backend {
+    async fn config(self) -> StoreConfig {
+        match self {
+            Backend::Sqlite => StoreConfig::Sqlite,
+            Backend::Dynamo => {
+                // Starting the emulator blocks (once per process).
+                let endpoint =
+                    tokio::task::spawn_blocking(|| DynamoLocal::shared().endpoint().to_owned())
+                        .await
+                        .expect("DynamoDB Local starts");
+                StoreConfig::Dynamo(DynamoConfig {
+                    endpoint: Some(endpoint),
+                    table_prefix: unique_prefix("sys-concurrency"),
+                })
+            }
+        }
+    }
+}
+
+/// [`REQUESTS`] checkouts from [`TASKS`] tasks on a server on `backend`.
+async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(backend: Backend) {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = Server::start(ServerConfig {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().expect("an address"),
         demo: false,
-        store: tally::server::StoreConfig::Sqlite,
+        store: backend.config().await,
     })
     .await
     .expect("the server starts");
@@ -197,7 +248,7 @@ async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees() {
     );
     server.stop().await.expect("the server stops");
     eprintln!(
-        "concurrency: {} acknowledged, {refused} refused, {} events, in {:.2} s",
+        "concurrency on {backend:?}: {} acknowledged, {refused} refused, {} events, in {:.2} s",
         acked.len(),
         records.len(),
         started.elapsed().as_secs_f64()

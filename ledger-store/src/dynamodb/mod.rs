@@ -509,15 +509,11 @@ impl DynamoStore {
                     AttributeValue::B(Blob::new(idempotency.response.clone())),
                 ),
             ]);
-            match request.streams.last() {
-                Some(last) => {
-                    let version = last
-                        .events
-                        .last()
-                        .map_or(last.expected, |e| e.envelope.version());
+            match last_event(request) {
+                Some((stream, version)) => {
                     item.insert(
                         LAST_STREAM.to_owned(),
-                        AttributeValue::S(last.stream.to_string()),
+                        AttributeValue::S(stream.to_string()),
                     );
                     item.insert(
                         LAST_VERSION.to_owned(),
@@ -534,21 +530,8 @@ impl DynamoStore {
             let size = item_size(&item);
             bytes += size;
             wcu += transact_wcu(size);
-            actions.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.inner.events)
-                            .set_item(Some(item))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .return_values_on_condition_check_failure(
-                                ReturnValuesOnConditionCheckFailure::AllOld,
-                            )
-                            .build()
-                            .map_err(|e| StoreError::Backend(e.to_string()))?,
-                    )
-                    .build(),
-            );
+            // The stored record comes back when the key exists.
+            actions.push(put_new(&self.inner.events, item, true)?);
         }
         for append in &request.streams {
             let pk = event_pk(request.tenant_id, append.stream);
@@ -603,18 +586,7 @@ impl DynamoStore {
                 let size = item_size(&item);
                 bytes += size;
                 wcu += transact_wcu(size);
-                actions.push(
-                    TransactWriteItem::builder()
-                        .put(
-                            Put::builder()
-                                .table_name(&self.inner.events)
-                                .set_item(Some(item))
-                                .condition_expression("attribute_not_exists(pk)")
-                                .build()
-                                .map_err(|e| StoreError::Backend(e.to_string()))?,
-                        )
-                        .build(),
-                );
+                actions.push(put_new(&self.inner.events, item, false)?);
             }
         }
         if actions.len() > TRANSACT_ACTIONS_MAX {
@@ -739,6 +711,38 @@ fn classify(request: &AppendRequest, codes: &[Option<&str>]) -> Cancellation {
     }
 }
 
+/// The stream and version of a request's last event.
+fn last_event(request: &AppendRequest) -> Option<(StreamId, StreamVersion)> {
+    request.streams.last().map(|last| {
+        let version = last
+            .events
+            .last()
+            .map_or(last.expected, |e| e.envelope.version());
+        (last.stream, version)
+    })
+}
+
+/// A transaction's `Put` of an item that must not exist yet; with
+/// `return_old`, a refusal hands back the stored item.
+fn put_new(
+    table: &str,
+    item: HashMap<String, AttributeValue>,
+    return_old: bool,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)");
+    if return_old {
+        put = put
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    }
+    let put = put
+        .build()
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
 struct Actions {
     actions: Vec<TransactWriteItem>,
     wcu: u64,
@@ -769,15 +773,11 @@ impl EventStore for DynamoStore {
         check_shape(&request)?;
         let Actions { actions, wcu, head } = self.actions(&request)?;
         self.transact(&request, actions, wcu).await?;
-        let position = match request.streams.last() {
-            Some(last) => {
-                let version = last
-                    .events
-                    .last()
-                    .map_or(last.expected, |e| e.envelope.version());
+        let position = match last_event(&request) {
+            Some((stream, version)) => {
                 self.inner
                     .log
-                    .position_of(request.tenant_id, last.stream, version)
+                    .position_of(request.tenant_id, stream, version)
                     .await?
             }
             None => head,

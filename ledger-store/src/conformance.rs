@@ -1017,6 +1017,10 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
 
     let mut gap = stream_append(tenant, b, StreamVersion::NONE, 3);
     gap.events.remove(1);
+    let mut oversized_event = stream_append(tenant, b, StreamVersion::NONE, 1);
+    oversized_event.events[0]
+        .bytes
+        .resize(ledger_core::limits::EVENT_BYTES_MAX + 1, 0);
     let cases: Vec<(&str, AppendRequest)> = vec![
         (
             "events sealed for another tenant",
@@ -1099,6 +1103,10 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
                 ],
                 None,
             ),
+        ),
+        (
+            "an event's bytes past the codec's bound",
+            request(tenant, vec![oversized_event], None),
         ),
         (
             "too many streams",

@@ -197,7 +197,8 @@ pub enum StoreError {
 ///   have moved on still finds its record.
 /// - `append` MUST reject (as [`AppendError::Invalid`]) a request whose events
 ///   do not carry the request's tenant and stream with consecutive versions
-///   from `expected + 1`, that holds a stream twice or a stream without
+///   from `expected + 1`, whose event bytes are longer than ledger-core's
+///   `EVENT_BYTES_MAX`, that holds a stream twice or a stream without
 ///   events, that has more than [`APPEND_EVENTS_MAX`] events or
 ///   [`APPEND_STREAMS_MAX`] streams, whose idempotent response is longer than
 ///   [`IDEMPOTENCY_RESPONSE_BYTES_MAX`], or that has neither events nor an
@@ -294,6 +295,9 @@ pub(crate) fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
             }
             if header.version != version {
                 return invalid("event versions must run consecutively from expected + 1");
+            }
+            if sealed.bytes.len() > ledger_core::limits::EVENT_BYTES_MAX {
+                return invalid("an event's bytes are past the codec's bound");
             }
         }
     }

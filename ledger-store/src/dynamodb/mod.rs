@@ -61,9 +61,11 @@ use schema::backend;
 pub const TRANSACT_ACTIONS_MAX: usize = 100;
 /// Largest `TransactWriteItems` in bytes (the service's 4 MB).
 pub const TRANSACT_BYTES_MAX: usize = 4_000_000;
-// Every append the port accepts fits one transaction: its events, a
-// version check per stream and the idempotency record within the action
-// limit, and the largest events and response within the size limit.
+// Every append the port's shape rules accept fits one transaction: its
+// events, a version check per stream and the idempotency record within the
+// action limit, and its events (each at most EVENT_BYTES_MAX, which
+// `check_shape` enforces) and response within the size limit. So the
+// adapter needs no limit checks of its own.
 const _: () = assert!(crate::APPEND_EVENTS_MAX + crate::APPEND_STREAMS_MAX < TRANSACT_ACTIONS_MAX);
 const _: () = assert!(
     crate::APPEND_EVENTS_MAX * ledger_core::limits::EVENT_BYTES_MAX
@@ -204,6 +206,24 @@ impl DynamoStore {
     /// When the tables or the stream cannot be reached.
     pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
         let (db, streams) = clients(config).await;
+        Self::connect_with(config, db, streams).await
+    }
+
+    /// Creates the tables (when missing), then connects.
+    ///
+    /// # Errors
+    /// As [`create_tables`] and [`DynamoStore::connect`].
+    pub async fn create_and_connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
+        let (db, streams) = clients(config).await;
+        create_tables(&db, &config.table_prefix).await?;
+        Self::connect_with(config, db, streams).await
+    }
+
+    async fn connect_with(
+        config: &DynamoConfig,
+        db: Client,
+        streams: aws_sdk_dynamodbstreams::Client,
+    ) -> Result<DynamoStore, StoreError> {
         let events = format!("{}{}", config.table_prefix, "events");
         let read_models = format!("{}{}", config.table_prefix, "read-models");
         let described = db
@@ -227,26 +247,6 @@ impl DynamoStore {
                 capacity: Capacity::default(),
             }),
         })
-    }
-
-    /// Creates the tables (when missing), then connects.
-    ///
-    /// # Errors
-    /// As [`create_tables`] and [`DynamoStore::connect`].
-    pub async fn create_and_connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
-        let (db, _) = clients(config).await;
-        create_tables(&db, &config.table_prefix).await?;
-        Self::connect(config).await
-    }
-
-    /// The DynamoDB client the store uses.
-    pub fn client(&self) -> &Client {
-        &self.inner.db
-    }
-
-    /// The event table's name.
-    pub fn events_table(&self) -> &str {
-        &self.inner.events
     }
 
     /// The write capacity used so far.
@@ -491,7 +491,6 @@ impl DynamoStore {
         let tenant = request.tenant_id.as_str();
         let head = self.inner.log.head();
         let mut actions = Vec::with_capacity(request.event_count() + request.streams.len() + 1);
-        let mut bytes = 0usize;
         let mut wcu = 0u64;
         if let Some(idempotency) = &request.idempotency {
             let mut item = HashMap::from([
@@ -527,9 +526,7 @@ impl DynamoStore {
                     );
                 }
             }
-            let size = item_size(&item);
-            bytes += size;
-            wcu += transact_wcu(size);
+            wcu += transact_wcu(item_size(&item));
             // The stored record comes back when the key exists.
             actions.push(put_new(&self.inner.events, item, true)?);
         }
@@ -583,21 +580,9 @@ impl DynamoStore {
                         AttributeValue::S(header.command_id.to_string()),
                     ),
                 ]);
-                let size = item_size(&item);
-                bytes += size;
-                wcu += transact_wcu(size);
+                wcu += transact_wcu(item_size(&item));
                 actions.push(put_new(&self.inner.events, item, false)?);
             }
-        }
-        if actions.len() > TRANSACT_ACTIONS_MAX {
-            return Err(AppendError::Invalid(
-                "more actions than one DynamoDB transaction holds",
-            ));
-        }
-        if bytes > TRANSACT_BYTES_MAX {
-            return Err(AppendError::Invalid(
-                "larger than one DynamoDB transaction holds",
-            ));
         }
         Ok(Actions { actions, wcu, head })
     }
@@ -929,7 +914,6 @@ impl ReadModelStore for DynamoStore {
                 .map_err(|e| backend("PutItem", e))?;
             meter.add(put.consumed_capacity.as_slice().into(), wcu);
         }
-        let previous = self.load_head(projection).await?;
         let head = HashMap::from([
             (PK.to_owned(), AttributeValue::S(checkpoint_pk(projection))),
             (SORT.to_owned(), AttributeValue::S("head".to_owned())),
@@ -954,12 +938,20 @@ impl ReadModelStore for DynamoStore {
             .expression_attribute_names("#pos", POSITION)
             .expression_attribute_values(":pos", AttributeValue::N(checkpoint.position.to_string()))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            // The head this one replaced, read in the same write: a separate
+            // read could name a generation another save had already replaced.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         let superseded = match switched {
             Ok(put) => {
                 meter.add(put.consumed_capacity.as_slice().into(), head_wcu);
-                previous.map(|(_, generation, chunks)| (generation, chunks))
+                match put.attributes {
+                    Some(old) => {
+                        Some((string(&old, GENERATION)?.to_owned(), number(&old, CHUNKS)?))
+                    }
+                    None => None,
+                }
             }
             Err(e)
                 if e.as_service_error()

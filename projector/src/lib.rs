@@ -1,8 +1,23 @@
 //! The projector: feeds the ledger-core folds from the event log.
 //!
 //! The folds themselves (`ReadModels::apply`, idempotent by stream and
-//! version) live in ledger-core; this crate moves records from a store's
-//! log into them and keeps a durable checkpoint so a restart resumes where
-//! it left off. [`live`] is the in-process projector of the embedded server.
+//! version) live in ledger-core; this crate moves records into them.
+//!
+//! - [`live`] is the in-process projector of the embedded server: it follows
+//!   the store's commit log into in-memory read models with a durable
+//!   checkpoint.
+//! - [`handler`] is the stream projector: batches of change records, as
+//!   DynamoDB Streams and Kinesis deliver them (at least once, ordered per
+//!   item only, redelivered after partial failures), folded into per-key
+//!   read models with exactly-once effect. [`record`] reads the records,
+//!   [`plan`] is its pure core, [`table`] the read-model table it writes.
+//! - [`lambda`] adapts the handler to Lambda's event and response types.
 
+pub mod handler;
+pub mod lambda;
 pub mod live;
+pub mod plan;
+pub mod record;
+pub mod table;
+
+pub use handler::{Projector, Report};

@@ -208,6 +208,14 @@ impl CreditBalances {
         });
     }
 
+    /// Starts the account's fold from a stored view instead of from nothing:
+    /// the next event `apply` admits for it is `view.version + 1`. The
+    /// statement starts empty: a store that keeps one item per account
+    /// reads statements from the credit stream itself.
+    pub fn resume(&mut self, tenant_id: TenantId, view: CreditView) {
+        self.views.insert((tenant_id, view.employee_id), view);
+    }
+
     pub fn get(&self, tenant_id: TenantId, employee_id: EmployeeId) -> Option<&CreditView> {
         self.views.get(&(tenant_id, employee_id))
     }
@@ -271,7 +279,7 @@ impl CreditBalances {
 }
 
 impl CreditView {
-    fn write_snapshot(&self, w: &mut Writer) {
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
         // Destructured so that a field added to the view cannot be left out.
         let Self {
             employee_id,
@@ -295,7 +303,7 @@ impl CreditView {
         w.put(version);
     }
 
-    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             employee_id: r.get()?,
             name: r.text(NAME_LEN_MAX)?,

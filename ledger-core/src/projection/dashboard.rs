@@ -175,6 +175,39 @@ pub enum DashboardChange {
     },
 }
 
+/// The changes one order-stream event makes to the dashboard, in order: the
+/// delta to its day, then the change to receivables if it has one. A pure
+/// function of the event, so a store can add the changes to its own keys;
+/// sums commute, so any order of events gives the same totals.
+pub fn changes(envelope: &Envelope, mut emit: impl FnMut(DashboardChange)) {
+    let tenant_id = envelope.tenant_id();
+    let Some((vendor_id, date, delta)) = DayTotals::delta(&envelope.event) else {
+        return;
+    };
+    emit(DashboardChange::Day {
+        tenant_id,
+        vendor_id,
+        date,
+        delta,
+    });
+    let receivable = match &envelope.event {
+        Event::SaleRecorded(e) => match e.payment {
+            Payment::Invoice { due_date } => Some((due_date, e.gross.amount())),
+            _ => None,
+        },
+        Event::PaymentReceived(e) => Some((e.due_date, -e.amount.amount())),
+        _ => None,
+    };
+    if let Some((due_date, delta)) = receivable {
+        emit(DashboardChange::Receivable {
+            tenant_id,
+            vendor_id,
+            due_date,
+            delta,
+        });
+    }
+}
+
 /// The dashboard projection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VendorDailyTotals {
@@ -208,42 +241,35 @@ impl VendorDailyTotals {
     pub(super) fn evolve(&mut self, envelope: &Envelope, sink: &mut impl Sink<DashboardChange>) {
         debug_assert_eq!(envelope.stream().kind(), StreamKind::Order);
         let tenant_id = envelope.tenant_id();
-        let Some((vendor_id, date, delta)) = DayTotals::delta(&envelope.event) else {
-            return;
-        };
         if let Some(money) = envelope.event.amount() {
             self.currencies.entry(tenant_id).or_insert(money.currency());
         }
-        self.days
-            .entry((tenant_id, vendor_id, date))
-            .or_default()
-            .add(&delta);
-        sink.emit(|| DashboardChange::Day {
-            tenant_id,
-            vendor_id,
-            date,
-            delta,
+        changes(envelope, |change| {
+            match &change {
+                DashboardChange::Day {
+                    tenant_id,
+                    vendor_id,
+                    date,
+                    delta,
+                } => self
+                    .days
+                    .entry((*tenant_id, *vendor_id, *date))
+                    .or_default()
+                    .add(delta),
+                DashboardChange::Receivable {
+                    tenant_id,
+                    vendor_id,
+                    due_date,
+                    delta,
+                } => {
+                    *self
+                        .receivables
+                        .entry((*tenant_id, *vendor_id, *due_date))
+                        .or_default() += delta;
+                }
+            }
+            sink.emit(|| change);
         });
-        let receivable = match &envelope.event {
-            Event::SaleRecorded(e) => match e.payment {
-                Payment::Invoice { due_date } => Some((due_date, e.gross.amount())),
-                _ => None,
-            },
-            Event::PaymentReceived(e) => Some((e.due_date, -e.amount.amount())),
-            _ => None,
-        };
-        if let Some((due_date, delta)) = receivable {
-            *self
-                .receivables
-                .entry((tenant_id, vendor_id, due_date))
-                .or_default() += delta;
-            sink.emit(|| DashboardChange::Receivable {
-                tenant_id,
-                vendor_id,
-                due_date,
-                delta,
-            });
-        }
     }
 
     pub(super) fn write_snapshot(&self, w: &mut Writer) {
@@ -288,6 +314,17 @@ impl VendorDailyTotals {
             receivables: r.map(|r| Ok(((r.tenant()?, r.get()?, r.get()?), r.decimal()?)))?,
             currencies: r.map(|r| Ok((r.tenant()?, r.get()?)))?,
         })
+    }
+
+    /// Every day bucket, in no particular order.
+    pub fn days(&self) -> impl Iterator<Item = ((TenantId, VendorId, LocalDate), &DayTotals)> {
+        self.days.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Every receivables bucket (outstanding invoices by due date), in no
+    /// particular order.
+    pub fn receivables(&self) -> impl Iterator<Item = ((TenantId, VendorId, LocalDate), Decimal)> {
+        self.receivables.iter().map(|(k, v)| (*k, *v))
     }
 
     /// Each vendor's totals over all days.

@@ -28,7 +28,7 @@ pub use activity::ActivityLog;
 pub use credit::CreditBalances;
 pub use dashboard::VendorDailyTotals;
 pub use orders::OrderViews;
-pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError, VIEW_FORMAT_VERSION};
 
 /// What `apply` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

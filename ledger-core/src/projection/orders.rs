@@ -164,6 +164,14 @@ impl OrderViews {
         });
     }
 
+    /// Starts the order's fold from a stored view instead of from nothing:
+    /// the next event `apply` admits for it is `view.version + 1`. This is
+    /// how a store that keeps one item per order folds a batch onto it.
+    pub fn resume(&mut self, tenant_id: TenantId, view: OrderView) {
+        self.views
+            .insert((tenant_id, view.order_id), Box::new(view));
+    }
+
     pub fn get(&self, tenant_id: TenantId, order_id: OrderId) -> Option<&OrderView> {
         self.views.get(&(tenant_id, order_id)).map(Box::as_ref)
     }
@@ -221,7 +229,7 @@ impl OrderViews {
 }
 
 impl OrderView {
-    fn write_snapshot(&self, w: &mut Writer) {
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
         // Destructured so that a field added to the view cannot be left out.
         let Self {
             order_id,
@@ -274,7 +282,7 @@ impl OrderView {
         w.put(version);
     }
 
-    fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             order_id: r.get()?,
             vendor_id: r.get()?,

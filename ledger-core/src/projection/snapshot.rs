@@ -43,6 +43,8 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
+use super::credit::CreditView;
+use super::orders::OrderView;
 use super::{ActivityLog, CreditBalances, OrderViews, ReadModels, StreamGate, VendorDailyTotals};
 use crate::id::TenantId;
 
@@ -129,6 +131,77 @@ impl ReadModels {
             return Err(SnapshotError::TrailingBytes(r.rest.len()));
         }
         Ok(models)
+    }
+}
+
+/// The format of one view stored on its own, as a per-key read model keeps
+/// it (an order view, a credit account): a version byte, then the view's
+/// body as it appears in a snapshot. No checksum: the store that holds the
+/// item vouches for its integrity, and the view is refolded from the log
+/// if it ever does not decode.
+pub const VIEW_FORMAT_VERSION: u8 = 1;
+
+fn view_to_bytes(write: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer {
+        bytes: vec![VIEW_FORMAT_VERSION],
+        tenants: FxHashMap::default(),
+        last_tenant: None,
+    };
+    write(&mut w);
+    w.bytes
+}
+
+fn view_from_bytes<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<T, SnapshotError> {
+    let (&found, body) = bytes.split_first().ok_or(SnapshotError::Truncated(0))?;
+    if found != VIEW_FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion { found });
+    }
+    let mut r = Reader {
+        rest: body,
+        tenants: Vec::new(),
+    };
+    let view = read(&mut r).map_err(|e| {
+        SnapshotError::Malformed(match e {
+            DecodeError::Other(reason) => reason.to_owned(),
+            other => other.to_string(),
+        })
+    })?;
+    if !r.rest.is_empty() {
+        return Err(SnapshotError::TrailingBytes(r.rest.len()));
+    }
+    Ok(view)
+}
+
+impl OrderView {
+    /// The view alone, in [`VIEW_FORMAT_VERSION`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        view_to_bytes(|w| self.write_snapshot(w))
+    }
+
+    /// A view from [`OrderView::to_bytes`]; never panics, whatever the bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not one whole view of [`VIEW_FORMAT_VERSION`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        view_from_bytes(bytes, OrderView::read_snapshot)
+    }
+}
+
+impl CreditView {
+    /// The view alone, in [`VIEW_FORMAT_VERSION`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        view_to_bytes(|w| self.write_snapshot(w))
+    }
+
+    /// A view from [`CreditView::to_bytes`]; never panics, whatever the bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not one whole view of [`VIEW_FORMAT_VERSION`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        view_from_bytes(bytes, CreditView::read_snapshot)
     }
 }
 

@@ -85,10 +85,14 @@ pub const TRANSACT_ATTEMPTS_MAX: u32 = 5;
 pub const CHECKPOINT_GRACE: Duration = Duration::from_secs(3600);
 
 // Attribute names. Short, because every byte of a name is billed.
-pub(crate) const PK: &str = "pk";
-pub(crate) const VERSION: &str = "v";
-pub(crate) const SORT: &str = "sk";
-pub(crate) const BYTES: &str = "b";
+/// The partition key of both tables: `tenant|stream` for events.
+pub const PK: &str = "pk";
+/// An event item's stream version (0 for idempotency items).
+pub const VERSION: &str = "v";
+/// The read-model table's sort key.
+pub const SORT: &str = "sk";
+/// An event item's record: the codec's bytes.
+pub const BYTES: &str = "b";
 const TENANT: &str = "tn";
 const EVENT_TYPE: &str = "ty";
 const OCCURRED_AT: &str = "at";
@@ -101,7 +105,8 @@ const HEAD_AT_WRITE: &str = "p";
 const POSITION: &str = "pos";
 const GENERATION: &str = "gen";
 const CHUNKS: &str = "n";
-const EXPIRES_AT: &str = "expires_at";
+/// The TTL attribute of the read-model table.
+pub const EXPIRES_AT: &str = "expires_at";
 
 /// Where the tables are.
 #[derive(Debug, Clone)]
@@ -111,6 +116,16 @@ pub struct DynamoConfig {
     pub endpoint: Option<String>,
     /// Prepended to the names in `schemas/dynamodb/`.
     pub table_prefix: String,
+}
+
+impl DynamoConfig {
+    /// The event table's and the read-model table's names.
+    pub fn table_names(&self) -> (String, String) {
+        (
+            format!("{}events", self.table_prefix),
+            format!("{}read-models", self.table_prefix),
+        )
+    }
 }
 
 /// The DynamoDB `EventStore` and `ReadModelStore`. Cheap to clone.
@@ -224,8 +239,7 @@ impl DynamoStore {
         db: Client,
         streams: aws_sdk_dynamodbstreams::Client,
     ) -> Result<DynamoStore, StoreError> {
-        let events = format!("{}{}", config.table_prefix, "events");
-        let read_models = format!("{}{}", config.table_prefix, "read-models");
+        let (events, read_models) = config.table_names();
         let described = db
             .describe_table()
             .table_name(&events)
@@ -734,7 +748,10 @@ struct Actions {
     head: Position,
 }
 
-async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
+/// SDK clients for DynamoDB and its Streams, with the store's retry policy:
+/// test credentials and `us-east-1` for a local endpoint, the environment's
+/// otherwise.
+pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
         RetryConfig::standard()
             .with_max_attempts(SDK_ATTEMPTS_MAX)
@@ -1054,7 +1071,7 @@ fn new_generation() -> String {
 }
 
 /// Splits `tenant|kind/id` into the tenant and the stream.
-pub(crate) fn parse_pk(pk: &str) -> Result<(TenantId, StreamId), String> {
+pub fn parse_pk(pk: &str) -> Result<(TenantId, StreamId), String> {
     let (tenant, stream) = pk
         .split_once('|')
         .ok_or_else(|| format!("key {pk} has no tenant"))?;
@@ -1120,7 +1137,7 @@ pub fn transact_wcu(item_bytes: usize) -> u64 {
 
 /// Backoff before attempt `attempt + 1`: exponential from 20 ms, capped at
 /// 1 s, with full jitter.
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     use std::hash::{BuildHasher, RandomState};
     let cap = Duration::from_millis(20 << attempt.min(6)).min(Duration::from_secs(1));
     let random = RandomState::new().hash_one(attempt);

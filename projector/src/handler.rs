@@ -1,0 +1,275 @@
+//! The handler: one batch of records in, read-model writes done, the
+//! records to redeliver out. Lambda's entries, the local runners and the
+//! property tests all call [`Projector::handle`].
+//!
+//! Per batch: decode and group ([`Batch::new`]); load the stored views of
+//! the order and credit streams in the batch (one consistent batch read);
+//! plan every stream ([`plan_stream`]); for streams with a gap, ask the
+//! table whether the stream is parked and plan again; park poison; then
+//! write. Order views go in transactions with the dashboard sums their
+//! events add ([`pack`]); credit views are single gated writes. A write
+//! whose gate does not hold (another handler moved the view) is planned
+//! again on the view the failed write returned, at most
+//! [`CONFLICT_ROUNDS_MAX`] times. Whatever is not written is reported
+//! failed, so the transport redelivers it; everything written is exact,
+//! because a redelivered event is a duplicate at its view's gate.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::plan::{Batch, Limits, StreamPlan, pack, plan_stream};
+use crate::record::Record;
+use crate::table::{Cost, Parked, Table, ViewKey, WriteError};
+
+/// How many times a batch re-plans streams whose gate moved under it.
+pub const CONFLICT_ROUNDS_MAX: usize = 4;
+
+/// The projector over a read-model table.
+#[derive(Debug)]
+pub struct Projector<T> {
+    table: T,
+    limits: Limits,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Records to report as batch item failures, each once.
+    pub failed: Vec<String>,
+    /// Records in the batch.
+    pub records: usize,
+    /// Events folded into views (each once, however often delivered).
+    pub applied: usize,
+    /// Records that were duplicates or had nothing to project.
+    pub skipped: usize,
+    /// Records parked (poison, or waiting behind it).
+    pub parked: usize,
+    /// Atomic writes made (transactions or single gated writes), and park
+    /// writes.
+    pub writes: usize,
+    /// Write capacity, by projection.
+    pub cost: Cost,
+    /// From the oldest record's write time to the end of the batch.
+    pub lag_max_ms: Option<i64>,
+    /// From the newest record's write time to the end of the batch.
+    pub lag_min_ms: Option<i64>,
+}
+
+impl<T: Table> Projector<T> {
+    pub fn new(table: T) -> Self {
+        Self::with_limits(table, Limits::default())
+    }
+
+    /// A projector whose writes stay within `limits` (tests use small ones
+    /// to force many writes per batch).
+    pub fn with_limits(table: T, limits: Limits) -> Self {
+        Projector { table, limits }
+    }
+
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    /// Projects one batch. Never panics; every failure is a record to
+    /// redeliver.
+    pub async fn handle(&self, records: Vec<Record>) -> Report {
+        let batch = Batch::new(records);
+        let mut report = Report {
+            records: batch.records,
+            skipped: batch.ignored.len(),
+            ..Report::default()
+        };
+        let mut failed: Vec<String> = Vec::new();
+
+        let keys: Vec<ViewKey> = batch
+            .streams
+            .keys()
+            .filter(|k| crate::plan::has_view(k.stream.kind()))
+            .copied()
+            .collect();
+        let stored = match self.table.load(&keys).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "loading views failed; the whole batch is redelivered");
+                return self.finish(report, &batch, all_ids(&batch));
+            }
+        };
+        let stored: rustc_hash::FxHashMap<ViewKey, _> = keys.into_iter().zip(stored).collect();
+
+        let mut plans: Vec<StreamPlan> = Vec::with_capacity(batch.streams.len());
+        for (key, stream) in &batch.streams {
+            let view = stored.get(key).and_then(Option::as_ref);
+            let mut plan = plan_stream(*key, stream, view, None);
+            if plan.gap_at.is_some() {
+                match self.table.parked_from(&stream.pk).await {
+                    Ok(Some(p)) => plan = plan_stream(*key, stream, view, Some(p)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, pk = %stream.pk, "reading parked records failed");
+                    }
+                }
+            }
+            plans.push(plan);
+        }
+
+        // Park first: a parked record is acknowledged only once it is stored.
+        let mut parks: Vec<Parked> = batch.unreadable.clone();
+        for plan in &plans {
+            parks.extend(plan.park.iter().cloned());
+        }
+        if !parks.is_empty() {
+            match self.table.park(&parks).await {
+                Ok(cost) => {
+                    report.cost.add(&cost);
+                    report.writes += 1;
+                    report.parked = parks.len();
+                    for p in &parks {
+                        tracing::error!(
+                            pk = %p.pk, version = p.version, record = %p.record,
+                            behind = ?p.behind, error = %p.error, "record parked"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "parking failed; parked records are redelivered");
+                    failed.extend(parks.iter().map(|p| p.record.clone()));
+                }
+            }
+        }
+
+        for plan in &mut plans {
+            failed.append(&mut plan.failed);
+            report.skipped += plan.done.len();
+        }
+        self.write(&mut plans, &batch, &mut report, &mut failed)
+            .await;
+        self.finish(report, &batch, failed)
+    }
+
+    /// Writes every plan's view (and sums), re-planning on gate conflicts.
+    async fn write(
+        &self,
+        plans: &mut [StreamPlan],
+        batch: &Batch,
+        report: &mut Report,
+        failed: &mut Vec<String>,
+    ) {
+        let mut pending: Vec<usize> = (0..plans.len())
+            .filter(|&i| plans[i].view.is_some())
+            .collect();
+        for round in 0..=CONFLICT_ROUNDS_MAX {
+            if pending.is_empty() {
+                return;
+            }
+            if round == CONFLICT_ROUNDS_MAX {
+                break;
+            }
+            // Orders (with their sums) share transactions; a credit view
+            // has no sums, so it is written alone, which is cheaper.
+            let (orders, credits): (Vec<usize>, Vec<usize>) = pending
+                .iter()
+                .partition(|&&i| plans[i].view.as_ref().is_some_and(|v| v.index.is_some()));
+            let mut units: Vec<(crate::table::Write, Vec<usize>)> = {
+                let refs: Vec<&StreamPlan> = orders.iter().map(|&i| &plans[i]).collect();
+                pack(&refs, self.limits)
+                    .into_iter()
+                    .map(|(w, idx)| (w, idx.into_iter().map(|j| orders[j]).collect()))
+                    .collect()
+            };
+            units.extend(credits.iter().map(|&i| {
+                let view = plans[i].view.clone().into_iter().collect();
+                (
+                    crate::table::Write {
+                        views: view,
+                        sums: Vec::new(),
+                    },
+                    vec![i],
+                )
+            }));
+            let mut retry: Vec<usize> = Vec::new();
+            for (write, members) in units {
+                match self.table.write(&write).await {
+                    Ok(cost) => {
+                        report.cost.add(&cost);
+                        report.writes += 1;
+                        for &i in &members {
+                            report.applied += plans[i].events;
+                        }
+                    }
+                    Err(WriteError::Conflict(conflicts)) => {
+                        for (at, current) in conflicts {
+                            let i = members[at];
+                            let Some(key) = plans[i].key else { continue };
+                            let Some(stream) = batch.streams.get(&key) else {
+                                continue;
+                            };
+                            tracing::info!(pk = %stream.pk, "view moved under the batch; planning again");
+                            let mut again = plan_stream(key, stream, current.as_ref(), None);
+                            failed.append(&mut again.failed);
+                            report.skipped += again.done.len();
+                            if !again.park.is_empty() {
+                                // A stored view that no longer decodes: the
+                                // records are redelivered rather than parked
+                                // mid-write; the next delivery parks them.
+                                failed.extend(again.park.iter().map(|p| p.record.clone()));
+                            }
+                            plans[i] = StreamPlan {
+                                park: Vec::new(),
+                                ..again
+                            };
+                        }
+                        retry.extend(members.iter().copied().filter(|&i| plans[i].view.is_some()));
+                    }
+                    Err(WriteError::Failed(e)) => {
+                        tracing::warn!(error = %e, records = members.iter().map(|&i| plans[i].applies.len()).sum::<usize>(), "write failed; its records are redelivered");
+                        for &i in &members {
+                            failed.extend(plans[i].applies.iter().cloned());
+                        }
+                    }
+                }
+            }
+            pending = retry;
+        }
+        for &i in &pending {
+            failed.extend(plans[i].applies.iter().cloned());
+        }
+    }
+
+    fn finish(&self, mut report: Report, batch: &Batch, mut failed: Vec<String>) -> Report {
+        failed.sort_unstable();
+        failed.dedup();
+        report.failed = failed;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        report.lag_max_ms = batch.oldest_written_ms.map(|t| now - t);
+        report.lag_min_ms = batch.newest_written_ms.map(|t| now - t);
+        tracing::info!(
+            records = report.records,
+            applied = report.applied,
+            skipped = report.skipped,
+            parked = report.parked,
+            failed = report.failed.len(),
+            writes = report.writes,
+            wcu = report.cost.total(),
+            wcu_orders = report.cost.orders,
+            wcu_credit = report.cost.credit,
+            wcu_dashboard = report.cost.dashboard,
+            wcu_parked = report.cost.parked,
+            wcu_reported = report.cost.reported,
+            lag_max_ms = report.lag_max_ms,
+            lag_min_ms = report.lag_min_ms,
+            "batch projected"
+        );
+        report
+    }
+}
+
+fn all_ids(batch: &Batch) -> Vec<String> {
+    let mut ids: Vec<String> = batch
+        .streams
+        .values()
+        .flat_map(|s| s.events.values().flat_map(|d| d.ids.iter().cloned()))
+        .collect();
+    ids.extend(batch.unreadable.iter().map(|p| p.record.clone()));
+    ids
+}

@@ -1,0 +1,1 @@
+//! Lambda's event types to records and back.

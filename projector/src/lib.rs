@@ -10,9 +10,11 @@
 //!   DynamoDB Streams and Kinesis deliver them (at least once, ordered per
 //!   item only, redelivered after partial failures), folded into per-key
 //!   read models with exactly-once effect. [`record`] reads the records,
-//!   [`plan`] is its pure core, [`table`] the read-model table it writes.
+//!   [`plan`] is its pure core, [`table`] the read-model table it writes
+//!   ([`dynamo`] on DynamoDB).
 //! - [`lambda`] adapts the handler to Lambda's event and response types.
 
+pub mod dynamo;
 pub mod handler;
 pub mod lambda;
 pub mod live;

@@ -316,3 +316,98 @@ impl Table for MemoryTable {
         Ok(Cost::default())
     }
 }
+
+impl MemoryState {
+    /// How these read models differ from `fresh`, the same projections
+    /// folded from scratch: one line per difference, empty when they agree.
+    /// Tests assert convergence with it; the replay CLI reports drift.
+    pub fn drift(&self, fresh: &ledger_core::projection::ReadModels) -> Vec<String> {
+        use ledger_core::projection::credit::CreditView;
+        use ledger_core::projection::orders::OrderView;
+        use ledger_core::{EmployeeId, OrderId, StreamKind};
+
+        let mut out = Vec::new();
+        let (mut orders, mut accounts) = (0usize, 0usize);
+        for (key, stored) in &self.views {
+            let id = key.stream.id();
+            match key.stream.kind() {
+                StreamKind::Order => {
+                    orders += 1;
+                    let want = fresh.orders.get(key.tenant_id, OrderId::from_text(id));
+                    match OrderView::from_bytes(&stored.bytes) {
+                        Ok(got) if Some(&got) == want => {}
+                        Ok(got) => out.push(format!(
+                            "order {}|{id}: stored {got:?}, fresh fold {want:?}",
+                            key.tenant_id
+                        )),
+                        Err(e) => out.push(format!("order {}|{id}: {e}", key.tenant_id)),
+                    }
+                }
+                StreamKind::Credit => {
+                    accounts += 1;
+                    let want = fresh.credit.get(key.tenant_id, EmployeeId::from_text(id));
+                    match CreditView::from_bytes(&stored.bytes) {
+                        Ok(got) if Some(&got) == want => {}
+                        Ok(got) => out.push(format!(
+                            "credit {}|{id}: stored {got:?}, fresh fold {want:?}",
+                            key.tenant_id
+                        )),
+                        Err(e) => out.push(format!("credit {}|{id}: {e}", key.tenant_id)),
+                    }
+                }
+                kind => out.push(format!("a view of a {kind:?} stream: {}", key.stream)),
+            }
+            if stored.version.get() == 0 {
+                out.push(format!("view {} at version 0", key.stream));
+            }
+        }
+        if orders != fresh.orders.len() {
+            out.push(format!(
+                "{orders} order views stored, {} in the fresh fold",
+                fresh.orders.len()
+            ));
+        }
+        let tenants: std::collections::BTreeSet<TenantId> =
+            self.views.keys().map(|k| k.tenant_id).collect();
+        let fresh_accounts: usize = tenants
+            .iter()
+            .map(|t| fresh.credit.accounts(*t).count())
+            .sum();
+        if accounts != fresh_accounts {
+            out.push(format!(
+                "{accounts} credit views stored, {fresh_accounts} in the fresh fold"
+            ));
+        }
+        let mut want: BTreeMap<SumKey, Sum> = BTreeMap::new();
+        for ((tenant_id, vendor_id, date), totals) in fresh.dashboard.days() {
+            want.insert(
+                SumKey::Day {
+                    tenant_id,
+                    vendor_id,
+                    date,
+                },
+                Sum::Day(*totals),
+            );
+        }
+        for ((tenant_id, vendor_id, due_date), amount) in fresh.dashboard.receivables() {
+            want.insert(
+                SumKey::Due {
+                    tenant_id,
+                    vendor_id,
+                    due_date,
+                },
+                Sum::Due(amount),
+            );
+        }
+        for (key, sum) in &self.sums {
+            match want.remove(key) {
+                Some(w) if &w == sum => {}
+                w => out.push(format!("{key:?}: stored {sum:?}, fresh fold {w:?}")),
+            }
+        }
+        for (key, sum) in want {
+            out.push(format!("{key:?}: not stored, fresh fold {sum:?}"));
+        }
+        out
+    }
+}

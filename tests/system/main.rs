@@ -7,3 +7,4 @@ mod concurrency;
 mod cost;
 mod durability;
 mod load;
+mod streams;

@@ -15,7 +15,10 @@ use ledger_core::id::StreamId;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{AppendRequest, EventStore, Position, StreamAppend};
+use projector::dynamo::DynamoTable;
+use projector::lambda::{dynamodb_records, dynamodb_response};
 use projector::live::Projector;
+use projector::runner::{RunnerHandle, StreamsRunner, StreamsRunnerConfig};
 
 use crate::sim::{SimConfig, simulate};
 use crate::store::Store;
@@ -42,8 +45,10 @@ pub enum StoreConfig {
     /// `ledger.db` in the data directory.
     #[default]
     Sqlite,
-    /// DynamoDB tables (created when missing), projections fed by the
-    /// event table's stream.
+    /// DynamoDB tables (created when missing). The API's projections are
+    /// fed by the event table's stream; the stream projector, run as Lambda
+    /// would run it, writes the per-key read models into the read-model
+    /// table.
     Dynamo(DynamoConfig),
 }
 
@@ -54,6 +59,7 @@ pub struct Server {
     pub demo_seeded: bool,
     app: http::AppState<Store>,
     projector: Projector,
+    stream_projection: Option<RunnerHandle>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _lock: std::fs::File,
@@ -92,10 +98,18 @@ impl Server {
         let projector = Projector::start(store.clone(), store.clone())
             .await
             .context("starting the projector")?;
+        let (stream_projection, projections) = match &config.store {
+            StoreConfig::Dynamo(dynamo) => {
+                let (runner, report) = start_stream_projection(dynamo).await?;
+                (Some(runner), Some(report))
+            }
+            StoreConfig::Sqlite => (None, None),
+        };
         let app = Arc::new(App {
             service,
             read_side: projector.read_side.clone(),
             verifier,
+            projections,
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -117,6 +131,7 @@ impl Server {
             demo_seeded,
             app,
             projector,
+            stream_projection,
             shutdown,
             serving,
             _lock: lock,
@@ -125,6 +140,11 @@ impl Server {
 
     pub fn store(&self) -> &Store {
         self.app.store()
+    }
+
+    /// The stream projector's runner, on DynamoDB.
+    pub fn stream_projection(&self) -> Option<&RunnerHandle> {
+        self.stream_projection.as_ref()
     }
 
     pub fn read_side(&self) -> &projector::live::ReadSide {
@@ -139,9 +159,67 @@ impl Server {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.serving.await.context("server task")??;
+        if let Some(runner) = self.stream_projection {
+            runner.stop().await;
+        }
         self.projector.shutdown().await?;
         Ok(())
     }
+}
+
+/// Health of the stream projector as `/healthz` shows it.
+type ProjectionReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Runs the stream projector on the event table's stream through the local
+/// runner, with the handler Lambda runs, writing the read-model table.
+async fn start_stream_projection(
+    dynamo: &DynamoConfig,
+) -> anyhow::Result<(RunnerHandle, ProjectionReport)> {
+    let projector = Arc::new(projector::Projector::new(
+        DynamoTable::connect(dynamo).await,
+    ));
+    let last: Arc<std::sync::Mutex<Option<(projector::Report, std::time::SystemTime)>>> =
+        Arc::default();
+    let handler = {
+        let last = Arc::clone(&last);
+        move |event| {
+            let projector = Arc::clone(&projector);
+            let last = Arc::clone(&last);
+            async move {
+                let report = projector.handle(dynamodb_records(event)).await;
+                let response = dynamodb_response(&report);
+                *last.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((report, std::time::SystemTime::now()));
+                response
+            }
+        }
+    };
+    let (events, _) = dynamo.table_names();
+    let runner = StreamsRunner::start(
+        StreamsRunnerConfig::new(dynamo.endpoint.clone(), events),
+        handler,
+    )
+    .await
+    .context("starting the stream projector")?;
+    let stats = runner.subscribe();
+    let report: ProjectionReport = Arc::new(move || {
+        let s = stats.borrow().clone();
+        let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        serde_json::json!({
+            "records_acknowledged": s.records_acknowledged,
+            "batches": s.batches_delivered,
+            "redeliveries": s.redeliveries,
+            "last_batch": last.map(|(r, at)| serde_json::json!({
+                "records": r.records,
+                "applied": r.applied,
+                "failed": r.failed.len(),
+                "parked": r.parked,
+                "lag_max_ms": r.lag_max_ms,
+                "seconds_ago": at.elapsed().map_or(0, |d| d.as_secs()),
+            })),
+        })
+    });
+    Ok((runner, report))
 }
 
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {

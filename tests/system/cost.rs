@@ -112,7 +112,7 @@ async fn checkouts_cost_what_the_table_design_says() {
         "write capacity per checkout (formula; DynamoDB Local's figure):\n\
          \x20 cash   append {cash:.1} WCU ({cash_local:.1})\n\
          \x20 credit append {credit:.1} WCU ({credit_local:.1})\n\
-         \x20 projections: 0 WCU per event (folded in memory from the stream); \
+         \x20 the API's projections: 0 WCU per event (folded in memory from the stream); \
          a checkpoint of the whole state cost {checkpoint:.0} WCU \
          ({:.0} by Local) at log position {}",
         after_stop.checkpoints.reported - after_credit.checkpoints.reported,

@@ -227,3 +227,195 @@ async fn a_batch_dying_after_k_writes_converges_when_redelivered() {
         assert!(drift.is_empty(), "k = {k}: drift:\n{}", drift.join("\n"));
     }
 }
+
+/// Every event the store holds, folded from scratch.
+async fn fold_store(store: &tally::store::Store) -> ReadModels {
+    use ledger_store::{EventStore, Position};
+    let mut models = ReadModels::default();
+    let mut from = Position::ZERO;
+    loop {
+        let page = store
+            .read_log(from, ledger_store::READ_PAGE_RECORDS_MAX)
+            .await
+            .expect("the log reads");
+        let Some(last) = page.last() else {
+            return models;
+        };
+        from = last.position;
+        for record in &page {
+            models.apply(&codec::decode(&record.bytes).expect("valid records"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_kinesis() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use command_api::auth::Claims;
+    use ledger_core::Role;
+    use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
+    use projector::kinesalite::Kinesalite;
+    use projector::kinesis::{Faults, KinesisRunner, KinesisRunnerConfig, KinesisShim, ShimConfig};
+    use projector::runner::StreamsRunnerConfig;
+    use reqwest::Method;
+    use serde_json::json;
+    use tally::server::{Server, ServerConfig, StoreConfig};
+
+    use crate::common::{self, Http};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint = DynamoLocal::shared().endpoint().to_owned();
+    let config = DynamoConfig {
+        endpoint: Some(endpoint.clone()),
+        table_prefix: unique_prefix("streams-e2e"),
+    };
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        demo: false,
+        store: StoreConfig::Dynamo(config.clone()),
+    })
+    .await
+    .expect("the server starts on DynamoDB Local");
+
+    // The Kinesis path: the table's stream copied into kinesalite with
+    // duplicates and reordering, projected into read-model tables of its own.
+    let kinesis_config = DynamoConfig {
+        endpoint: Some(endpoint.clone()),
+        table_prefix: unique_prefix("streams-e2e-kinesis"),
+    };
+    DynamoStore::create_and_connect(&kinesis_config)
+        .await
+        .expect("tables for the Kinesis path");
+    let kinesis_table = DynamoTable::connect(&kinesis_config).await;
+    let stream_name = unique_prefix("streams-e2e")
+        .trim_end_matches('-')
+        .to_owned();
+    let kinesis = Kinesalite::shared().endpoint().to_owned();
+    let shim = KinesisShim::start(ShimConfig {
+        source: StreamsRunnerConfig::new(Some(endpoint.clone()), config.table_names().0),
+        kinesis_endpoint: Some(kinesis.clone()),
+        stream_name: stream_name.clone(),
+        shard_count: 3,
+        faults: Faults {
+            seed: 5,
+            duplicate_probability: 0.2,
+            hold_back_probability: 0.2,
+            reorder_window: 8,
+        },
+    })
+    .await
+    .expect("the shim starts");
+    let kinesis_projector = Arc::new(Projector::new(kinesis_table.clone()));
+    let kinesis_runner = KinesisRunner::start(
+        KinesisRunnerConfig::new(Some(kinesis), stream_name),
+        move |event| {
+            let projector = Arc::clone(&kinesis_projector);
+            async move { projector::lambda::handle_kinesis(&projector, event).await }
+        },
+    )
+    .await
+    .expect("the Kinesis runner starts");
+
+    let http = Http::new(format!("http://{}", server.addr));
+    let tenant = TenantId::new("sys-streams");
+    let mint = |role: Role| {
+        server.key.mint(&Claims::new(
+            tenant,
+            UserId::new("sys-streams"),
+            &[role],
+            (role == Role::Cashier).then(|| VendorId::new("V1")),
+            None::<EmployeeId>,
+            Duration::from_secs(600),
+        ))
+    };
+    let (admin, cashier) = (mint(Role::Admin), mint(Role::Cashier));
+    let employees: Vec<String> = (1..=3).map(|n| format!("E{n}")).collect();
+    common::set_up_tenant(&http, &admin, "V1", &employees, "5000.00").await;
+    for n in 0..24 {
+        let order_id = format!("o-{n:03}");
+        let payment = match n % 3 {
+            0 => json!({"method": "cash"}),
+            1 => json!({"method": "credit", "employee_id": employees[n % employees.len()]}),
+            _ => json!({"method": "card"}),
+        };
+        http.must(
+            Method::POST,
+            "/v1/sales",
+            &cashier,
+            &order_id,
+            json!({
+                "order_id": order_id,
+                "lines": [{"item": "ADOBO-RICE-BOWL", "quantity": 1 + n % 3, "unit_price": "85.00"}],
+                "payment": payment,
+            }),
+        )
+        .await;
+        if n % 4 == 1 {
+            http.must(
+                Method::POST,
+                &format!("/v1/orders/{order_id}/refunds"),
+                &admin,
+                &format!("refund-{order_id}"),
+                json!({"refund_id": format!("r-{order_id}"), "amount": "20.00", "reason": "cold"}),
+            )
+            .await;
+        }
+    }
+
+    let runner = server
+        .stream_projection()
+        .expect("the server runs the stream projector");
+    runner
+        .caught_up(Duration::from_secs(60))
+        .await
+        .expect("the stream projector catches up");
+    shim.runner()
+        .caught_up(Duration::from_secs(60))
+        .await
+        .expect("the shim copies everything");
+    kinesis_runner
+        .caught_up(Duration::from_secs(60))
+        .await
+        .expect("the Kinesis runner catches up");
+
+    let fresh = fold_store(server.store()).await;
+    assert!(fresh.orders.len() >= 24, "the checkouts are in the log");
+    let by_stream = DynamoTable::connect(&config)
+        .await
+        .scan()
+        .await
+        .expect("scans");
+    let drift = by_stream.drift(&fresh);
+    assert!(drift.is_empty(), "stream path drift:\n{}", drift.join("\n"));
+    let by_kinesis = kinesis_table.scan().await.expect("scans");
+    let drift = by_kinesis.drift(&fresh);
+    assert!(
+        drift.is_empty(),
+        "Kinesis path drift:\n{}",
+        drift.join("\n")
+    );
+    assert!(by_stream.parked.is_empty() && by_kinesis.parked.is_empty());
+    let delivered = kinesis_runner.stats();
+    assert!(
+        shim.records_written() > runner.stats().records_acknowledged,
+        "the shim duplicated records ({} written for {} in the table's stream)",
+        shim.records_written(),
+        runner.stats().records_acknowledged
+    );
+    println!(
+        "stream path: {:?}\nKinesis path: {} records written by the shim, {delivered:?}",
+        runner.stats(),
+        shim.records_written()
+    );
+    let health = http.health().await.expect("healthz answers");
+    assert!(
+        health["stream_projection"]["records_acknowledged"].as_u64() > Some(0),
+        "/healthz reports the stream projector: {health}"
+    );
+    kinesis_runner.stop().await;
+    shim.stop().await;
+    server.stop().await.expect("a clean stop");
+}

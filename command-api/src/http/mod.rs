@@ -42,6 +42,9 @@ pub struct App<S> {
     pub service: CommandService<S>,
     pub read_side: ReadSide,
     pub verifier: Arc<dyn Verifier>,
+    /// Health of projectors the API does not read from but reports on
+    /// (the stream projector writing the read-model table), as JSON.
+    pub projections: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 pub type AppState<S> = Arc<App<S>>;

@@ -155,13 +155,16 @@ fn ok(body: Value, projected: u64) -> Response {
 pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {
     let head = app.store().head().0;
     let projected = app.read_side.position().0;
-    axum::Json(json!({
+    let mut health = json!({
         "status": "ok",
         "log_position": head,
         "projected_position": projected,
         "projection_lag_records": head.saturating_sub(projected),
-    }))
-    .into_response()
+    });
+    if let Some(report) = &app.projections {
+        health["stream_projection"] = report();
+    }
+    axum::Json(health).into_response()
 }
 
 pub async fn tenant<S: EventStore>(

@@ -16,10 +16,12 @@
 
 pub mod dynamo;
 pub mod handler;
+pub mod kinesalite;
 pub mod lambda;
 pub mod live;
 pub mod plan;
 pub mod record;
+pub mod runner;
 pub mod table;
 
 pub use handler::{Projector, Report};

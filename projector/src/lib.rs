@@ -17,6 +17,7 @@
 pub mod dynamo;
 pub mod handler;
 pub mod kinesalite;
+pub mod kinesis;
 pub mod lambda;
 pub mod live;
 pub mod plan;

@@ -125,7 +125,7 @@ impl<T: Table> Projector<T> {
                     for p in &parks {
                         tracing::error!(
                             pk = %p.pk, version = p.version, record = %p.record,
-                            behind = ?p.behind, error = %p.error, "record parked"
+                            behind = p.behind.unwrap_or(0), error = %p.error, "record parked"
                         );
                     }
                 }

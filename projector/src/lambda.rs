@@ -32,10 +32,11 @@ use crate::table::Table;
 
 /// Environment variables the Lambda runtime needs; the runtime library
 /// panics without them, so the entry checks first.
-const RUNTIME_ENV: [&str; 3] = [
+const RUNTIME_ENV: [&str; 4] = [
     "AWS_LAMBDA_RUNTIME_API",
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
 ];
 
 /// Where the function's read-model table is: `TALLY_TABLE_PREFIX` (default
@@ -82,6 +83,12 @@ pub async fn run(source: Source) -> Result<(), lambda_runtime::Error> {
             format!("{missing} is not set: this binary runs inside AWS Lambda's runtime").into(),
         );
     }
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    if memory.parse::<i32>().is_err() {
+        return Err(
+            format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of MB").into(),
+        );
+    }
     let projector = Arc::new(Projector::new(
         DynamoTable::connect(&config_from_env()).await,
     ));
@@ -118,9 +125,12 @@ pub fn dynamodb_records(event: DynamoDbEvent) -> Vec<Record> {
                 .sequence_number
                 .clone()
                 .unwrap_or_else(|| r.event_id.clone());
+            // The field is required by Lambda's format; a record without it
+            // reads as the epoch, which is no write time at all.
+            let written_at = change.approximate_creation_date_time.timestamp_millis();
             Record::from_image(
                 id,
-                Some(change.approximate_creation_date_time.timestamp_millis()),
+                (written_at > 0).then_some(written_at),
                 &r.event_name,
                 change.keys.inner(),
                 change.new_image.inner(),

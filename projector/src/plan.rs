@@ -98,8 +98,10 @@ impl Batch {
                         Content::Poison(reason),
                         record.id,
                     ),
+                    // Without a stream to park under, the record parks
+                    // under its own id, so no two share an item.
                     _ => batch.unreadable.push(Parked {
-                        pk: pk.unwrap_or_default(),
+                        pk: pk.unwrap_or_else(|| format!("unreadable|{}", record.id)),
                         version: version.unwrap_or(0),
                         record: record.id,
                         error: reason,

@@ -1440,12 +1440,10 @@ async fn an_unreachable_table_fails_every_event_record_for_redelivery() {
     );
 }
 
-/// BUG (projector/src/lambda.rs `RUNTIME_ENV`): the entry checks the
-/// variables "the runtime library panics without", but lambda_runtime 1.5
-/// also panics without `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (or with a value
-/// that is not an i32): `Config::from_env` in `Runtime::new`.
+/// lambda_runtime 1.5 panics without `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (or
+/// with a value that is not an i32), in `Config::from_env`: the entry checks
+/// it first and exits with the reason.
 #[test]
-#[ignore = "bug: the Lambda entry does not check AWS_LAMBDA_FUNCTION_MEMORY_SIZE; lambda_runtime panics"]
 fn without_the_memory_size_the_binary_exits_with_its_reason() {
     let config = DynamoConfig {
         endpoint: Some("http://127.0.0.1:9".to_owned()),
@@ -1469,13 +1467,10 @@ fn without_the_memory_size_the_binary_exits_with_its_reason() {
     }
 }
 
-/// BUG (projector/src/plan.rs `Batch::new` / dynamo.rs `park`): a record
-/// that cannot be tied to a stream is parked under pk "" and version 0, so
-/// two of them share one parked item: `park` keeps the first of a batch
-/// and a later batch overwrites it. Both are acknowledged, so the other
-/// record is gone from the parked records operators redrive from.
+/// A record that cannot be tied to a stream parks under its own id: two of
+/// them in a batch, and another in a later batch, are three parked records,
+/// all acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: unreadable records without a key overwrite each other's parked item"]
 async fn every_unreadable_record_is_parked() {
     let (config, table) = tables("lambda-unreadable-parked").await;
     let api = RuntimeApi::start().await;

@@ -7,7 +7,9 @@
 //! plan every stream ([`plan_stream`]); for streams with a gap, ask the
 //! table whether the stream is parked and plan again; park poison; then
 //! write. Order views go in transactions with the dashboard sums their
-//! events add ([`pack`]); credit views are single gated writes. A write
+//! events add ([`pack`]); credit views are single gated writes; the writes
+//! of a batch touch disjoint items and go out together
+//! ([`WRITES_IN_FLIGHT_MAX`] at a time). A write
 //! whose gate does not hold (another handler moved the view) is planned
 //! again on the view the failed write returned, at most
 //! [`CONFLICT_ROUNDS_MAX`] times. Whatever is not written is reported
@@ -16,12 +18,16 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
+
 use crate::plan::{Batch, Limits, StreamPlan, pack, plan_stream};
 use crate::record::Record;
 use crate::table::{Cost, Parked, Table, ViewKey, WriteError};
 
 /// How many times a batch re-plans streams whose gate moved under it.
 pub const CONFLICT_ROUNDS_MAX: usize = 4;
+/// Writes of one batch in flight at once.
+pub const WRITES_IN_FLIGHT_MAX: usize = 8;
 
 /// The projector over a read-model table.
 #[derive(Debug)]
@@ -185,9 +191,19 @@ impl<T: Table> Projector<T> {
                     vec![i],
                 )
             }));
+            // The writes of a round touch disjoint items: send them
+            // together, then settle their outcomes in order.
+            let outcomes: Vec<_> = futures_util::stream::iter(units)
+                .map(|(write, members)| async move {
+                    let outcome = self.table.write(&write).await;
+                    (members, outcome)
+                })
+                .buffer_unordered(WRITES_IN_FLIGHT_MAX)
+                .collect()
+                .await;
             let mut retry: Vec<usize> = Vec::new();
-            for (write, members) in units {
-                match self.table.write(&write).await {
+            for (members, outcome) in outcomes {
+                match outcome {
                     Ok(cost) => {
                         report.cost.add(&cost);
                         report.writes += 1;

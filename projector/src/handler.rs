@@ -54,9 +54,10 @@ pub struct Report {
     pub writes: usize,
     /// Write capacity, by projection.
     pub cost: Cost,
-    /// From the oldest record's write time to the end of the batch.
+    /// From the oldest event's write (its `recorded_at`) to the end of the
+    /// batch: how far behind the projection was.
     pub lag_max_ms: Option<i64>,
-    /// From the newest record's write time to the end of the batch.
+    /// From the newest event's write to the end of the batch.
     pub lag_min_ms: Option<i64>,
 }
 

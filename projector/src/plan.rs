@@ -42,8 +42,13 @@ pub struct Batch {
     pub unreadable: Vec<Parked>,
     /// Records with nothing to project (idempotency items, removals).
     pub ignored: Vec<String>,
-    /// Every record's id and write time, in delivery order.
+    /// Records in the batch.
     pub records: usize,
+    /// The oldest and newest write times in the batch, in milliseconds
+    /// since the epoch: each event's own `recorded_at` (when the store
+    /// accepted it, to the microsecond), else the record's approximate
+    /// creation time (to the second on DynamoDB Streams, to the minute on
+    /// DynamoDB Local).
     pub oldest_written_ms: Option<i64>,
     pub newest_written_ms: Option<i64>,
 }
@@ -80,9 +85,9 @@ impl Batch {
             ..Batch::default()
         };
         for record in records {
-            if let Some(at) = record.written_at_ms {
-                batch.oldest_written_ms = Some(batch.oldest_written_ms.map_or(at, |o| o.min(at)));
-                batch.newest_written_ms = Some(batch.newest_written_ms.map_or(at, |n| n.max(at)));
+            let written_at_ms = record.written_at_ms;
+            if !matches!(record.body, Body::Event { .. }) {
+                batch.written_at(written_at_ms);
             }
             match record.body {
                 Body::Ignored => batch.ignored.push(record.id),
@@ -126,6 +131,7 @@ impl Batch {
                     let content = match codec::decode(&bytes) {
                         Ok(envelope) => {
                             let h = &envelope.header;
+                            batch.written_at(Some(h.recorded_at.as_micros() / 1000));
                             if h.tenant_id == tenant_id && h.stream == stream && h.version == v {
                                 Content::Event(Box::new(envelope))
                             } else {
@@ -135,13 +141,23 @@ impl Batch {
                                 ))
                             }
                         }
-                        Err(e) => Content::Poison(format!("the record does not decode: {e}")),
+                        Err(e) => {
+                            batch.written_at(written_at_ms);
+                            Content::Poison(format!("the record does not decode: {e}"))
+                        }
                     };
                     batch.add(ViewKey { tenant_id, stream }, pk, v, content, record.id);
                 }
             }
         }
         batch
+    }
+
+    fn written_at(&mut self, at: Option<i64>) {
+        if let Some(at) = at {
+            self.oldest_written_ms = Some(self.oldest_written_ms.map_or(at, |o| o.min(at)));
+            self.newest_written_ms = Some(self.newest_written_ms.map_or(at, |n| n.max(at)));
+        }
     }
 
     fn add(&mut self, key: ViewKey, pk: String, v: StreamVersion, content: Content, id: String) {

@@ -50,6 +50,21 @@ enum Cmd {
     /// throughput and latency, then verify every acknowledged sale and the
     /// balances. Exits non-zero when a check fails.
     Load(LoadArgs),
+    /// List the records the stream projector parked (poison, and the events
+    /// waiting behind it) in a DynamoDB read-model table, one JSON object
+    /// per line.
+    Parked(ParkedArgs),
+}
+
+#[derive(clap::Args)]
+struct ParkedArgs {
+    /// The DynamoDB endpoint (DynamoDB Local's URL); without it, the AWS
+    /// service with credentials and region from the environment.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Prepended to the DynamoDB table names.
+    #[arg(long, default_value = "tally-")]
+    table_prefix: String,
 }
 
 #[derive(clap::Args)]
@@ -183,7 +198,34 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => serve(args),
         Cmd::Token(args) => token(&args),
         Cmd::Load(args) => load(args),
+        Cmd::Parked(args) => parked(&args),
     }
+}
+
+fn parked(args: &ParkedArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let parked = runtime.block_on(async {
+        let table = projector::dynamo::DynamoTable::connect(&DynamoConfig {
+            endpoint: args.endpoint.clone(),
+            table_prefix: args.table_prefix.clone(),
+        })
+        .await;
+        table.parked().await
+    })?;
+    for p in &parked {
+        println!(
+            "{}",
+            serde_json::json!({
+                "stream": p.pk,
+                "version": p.version,
+                "record": p.record,
+                "error": p.error,
+                "behind": p.behind,
+            })
+        );
+    }
+    eprintln!("{} parked record(s)", parked.len());
+    Ok(())
 }
 
 fn init_logs(json: bool) {

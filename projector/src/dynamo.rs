@@ -100,6 +100,42 @@ impl DynamoTable {
     }
 }
 
+impl DynamoTable {
+    /// Every parked record, by stream and version: what operators look at
+    /// and redrive from. A filtered scan: an operator's tool, not a hot
+    /// path.
+    ///
+    /// # Errors
+    /// When the scan fails.
+    pub async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        let mut state = MemoryState::default();
+        let mut start = None;
+        loop {
+            let page = self
+                .db
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("begins_with(#pk, :parked)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":parked", s(PARKED_PREFIX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| {
+                    TableError(format!("scanning {} for parked records: {e}", self.table))
+                })?;
+            for item in page.items() {
+                read_item(item, &mut state)?;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(state.parked.into_values().collect()),
+            }
+        }
+    }
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

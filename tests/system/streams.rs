@@ -419,3 +419,100 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
     shim.stop().await;
     server.stop().await.expect("a clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() {
+    let log = log(9, "streams-poison");
+    let mut recs = records(&log);
+    // The first order stream with at least two events: its first event
+    // becomes poison.
+    let order_pk = recs
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Event { pk, version: 2, .. } if pk.contains("|order/") => Some(pk.clone()),
+            _ => None,
+        })
+        .next()
+        .expect("an order with a refund or a payment");
+    for r in &mut recs {
+        if let Body::Event {
+            pk,
+            version: 1,
+            bytes,
+        } = &mut r.body
+            && *pk == order_pk
+        {
+            bytes.truncate(10);
+        }
+    }
+    let config = DynamoConfig {
+        endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+        table_prefix: unique_prefix("streams-poison"),
+    };
+    DynamoStore::create_and_connect(&config)
+        .await
+        .expect("tables");
+    let table = DynamoTable::connect(&config).await;
+    let projector = Projector::new(table.clone());
+    for batch in recs.chunks(30) {
+        let report = projector.handle(batch.to_vec()).await;
+        assert!(
+            report.failed.is_empty(),
+            "parking never blocks: {:?}",
+            report.failed
+        );
+    }
+
+    let parked = table.parked().await.expect("parked records read");
+    let versions: Vec<(u64, Option<u64>)> = parked.iter().map(|p| (p.version, p.behind)).collect();
+    let expected: Vec<(u64, Option<u64>)> = recs
+        .iter()
+        .filter_map(|r| match &r.body {
+            Body::Event { pk, version, .. } if *pk == order_pk => {
+                Some((*version, (*version > 1).then_some(1)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        versions, expected,
+        "the poison and every later event of its order"
+    );
+    assert!(
+        parked[0].error.contains("does not decode"),
+        "{:?}",
+        parked[0]
+    );
+    assert!(parked.iter().all(|p| p.pk == order_pk));
+
+    // Every other stream flowed: the read models equal a fresh fold of the
+    // log without the poisoned order.
+    let mut expected_models = ReadModels::default();
+    for bytes in &log {
+        let e = codec::decode(bytes).expect("valid");
+        if pk_of(e.tenant_id(), e.stream()) != order_pk {
+            expected_models.apply(&e);
+        }
+    }
+    let drift = table.scan().await.expect("scans").drift(&expected_models);
+    assert!(drift.is_empty(), "drift:\n{}", drift.join("\n"));
+
+    // Operators see them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["parked", "--endpoint", DynamoLocal::shared().endpoint()])
+        .args(["--table-prefix", &config.table_prefix])
+        .output()
+        .expect("tally parked runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), parked.len());
+    assert_eq!(lines[0]["stream"], order_pk.as_str());
+    assert_eq!(lines[0]["version"], 1);
+}

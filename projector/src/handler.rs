@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 
-use crate::plan::{Batch, Limits, StreamPlan, pack, plan_stream};
+use crate::plan::{ACTIONS_MIN, Batch, Limits, StreamPlan, pack, plan_stream};
 use crate::record::Record;
 use crate::table::{Cost, Parked, Table, ViewKey, WriteError};
 
@@ -67,8 +67,13 @@ impl<T: Table> Projector<T> {
     }
 
     /// A projector whose writes stay within `limits` (tests use small ones
-    /// to force many writes per batch).
+    /// to force many writes per batch); fewer than [`ACTIONS_MIN`] items
+    /// per write cannot hold one event's changes and count as that many.
     pub fn with_limits(table: T, limits: Limits) -> Self {
+        let limits = Limits {
+            actions: limits.actions.max(ACTIONS_MIN),
+            ..limits
+        };
         Projector { table, limits }
     }
 
@@ -105,10 +110,12 @@ impl<T: Table> Projector<T> {
         let mut plans: Vec<StreamPlan> = Vec::with_capacity(batch.streams.len());
         for (key, stream) in &batch.streams {
             let view = stored.get(key).and_then(Option::as_ref);
-            let mut plan = plan_stream(*key, stream, view, None);
+            let mut plan = plan_stream(*key, stream, view, None, self.limits.actions);
             if plan.gap_at.is_some() {
                 match self.table.parked_from(&stream.pk).await {
-                    Ok(Some(p)) => plan = plan_stream(*key, stream, view, Some(p)),
+                    Ok(Some(p)) => {
+                        plan = plan_stream(*key, stream, view, Some(p), self.limits.actions)
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, pk = %stream.pk, "reading parked records failed");
@@ -220,7 +227,13 @@ impl<T: Table> Projector<T> {
                                 continue;
                             };
                             tracing::info!(pk = %stream.pk, "view moved under the batch; planning again");
-                            let mut again = plan_stream(key, stream, current.as_ref(), None);
+                            let mut again = plan_stream(
+                                key,
+                                stream,
+                                current.as_ref(),
+                                None,
+                                self.limits.actions,
+                            );
                             failed.append(&mut again.failed);
                             report.skipped += again.done.len();
                             if !again.park.is_empty() {

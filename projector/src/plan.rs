@@ -222,12 +222,13 @@ pub struct StreamPlan {
 
 /// Plans one stream: `stored` is its stored view (for streams with one),
 /// `parked_from` the lowest parked version of the stream if the caller has
-/// looked it up.
+/// looked it up, `actions_max` the most items one write may hold.
 pub fn plan_stream(
     key: ViewKey,
     stream: &StreamBatch,
     stored: Option<&StoredView>,
     parked_from: Option<u64>,
+    actions_max: usize,
 ) -> StreamPlan {
     let mut plan = StreamPlan {
         key: Some(key),
@@ -248,6 +249,9 @@ pub fn plan_stream(
     let last = stored.map_or(StreamVersion::NONE, |s| s.version);
     let mut next = last.next();
     let mut run: Vec<&Envelope> = Vec::new();
+    // The ids that carried each event of the run (more than one when the
+    // batch holds duplicates).
+    let mut run_ids: Vec<&[String]> = Vec::new();
     // Parked at: the version the stream is stuck behind, once known.
     let mut stuck: Option<u64> = None;
     for (v, d) in &stream.events {
@@ -278,7 +282,7 @@ pub fn plan_stream(
         };
         if *v == next {
             run.push(envelope);
-            plan.applies.extend(d.ids.iter().cloned());
+            run_ids.push(&d.ids);
             next = next.next();
             continue;
         }
@@ -303,12 +307,21 @@ pub fn plan_stream(
             }
         }
     }
+    // One write holds a view and its sums: a run whose sums would not fit
+    // is cut where they stop fitting, and the rest is redelivered, to be
+    // the next run on top of this one.
+    let fits = prefix_within(&run, actions_max);
+    for ids in run_ids.drain(fits..) {
+        plan.failed.extend(ids.iter().cloned());
+    }
+    run.truncate(fits);
     if run.is_empty() {
         return plan;
     }
     match fold(key, stored, &run) {
         Ok((view, index, sums)) => {
             plan.events = run.len();
+            plan.applies = run_ids.iter().flat_map(|ids| ids.iter().cloned()).collect();
             plan.view = Some(ViewWrite {
                 key,
                 expect: last,
@@ -322,15 +335,17 @@ pub fn plan_stream(
             // decode, a stream that does not start as its kind must): park
             // it whole, first event as the cause, so nothing is half applied.
             let first = run[0].version().get();
-            let ids = std::mem::take(&mut plan.applies);
-            plan.park
-                .extend(ids.into_iter().zip(run.iter()).map(|(id, e)| Parked {
-                    pk: stream.pk.clone(),
-                    version: e.version().get(),
-                    record: id,
-                    error: error.clone(),
-                    behind: (e.version().get() != first).then_some(first),
-                }));
+            for (e, ids) in run.iter().zip(&run_ids) {
+                for id in ids.iter() {
+                    plan.park.push(Parked {
+                        pk: stream.pk.clone(),
+                        version: e.version().get(),
+                        record: id.clone(),
+                        error: error.clone(),
+                        behind: (e.version().get() != first).then_some(first),
+                    });
+                }
+            }
             // Later events of the stream in this batch were failed or parked
             // already; a failed one would come back and wait behind this.
         }
@@ -353,6 +368,25 @@ fn park(
         error: error.clone(),
         behind,
     }));
+}
+
+/// How many events of `run` fit one write of at most `actions_max` items:
+/// the view, and one sum per distinct day or due date their dashboard
+/// changes touch. At least one: an event's own changes are never split.
+fn prefix_within(run: &[&Envelope], actions_max: usize) -> usize {
+    let mut keys: Vec<SumKey> = Vec::new();
+    for (n, e) in run.iter().enumerate() {
+        dashboard::changes(e, |change| {
+            let key = sum_add(change, None).key;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        });
+        if n > 0 && 1 + keys.len() > actions_max {
+            return n;
+        }
+    }
+    run.len()
 }
 
 /// Folds a run of events onto a stored view with ledger-core's projection
@@ -463,10 +497,15 @@ fn sum_add(change: DashboardChange, currency: Option<ledger_core::Currency>) -> 
     }
 }
 
+/// The fewest items a write must allow: one event's view and the (at most
+/// two) sums its dashboard changes touch.
+pub const ACTIONS_MIN: usize = 3;
+
 /// How big one atomic write may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Items per write (DynamoDB: 100 per transaction).
+    /// Items per write (DynamoDB: 100 per transaction); at least
+    /// [`ACTIONS_MIN`].
     pub actions: usize,
     /// Bytes of view items per write (DynamoDB: 4 MB per transaction; the
     /// default leaves room for keys and sums).

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use ledger_core::{Envelope, StreamKind, StreamVersion};
+use projector::plan::ACTIONS_MIN;
 use projector::table::{MemoryState, ViewKey};
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError};
@@ -72,7 +73,7 @@ fn streams() -> impl Strategy<Value = Knobs> {
     (
         1usize..=4,
         1usize..=10,
-        prop::option::of(2usize..=8),
+        prop::option::of(ACTIONS_MIN..=8),
         0u64..=25,
         0u64..=50,
         0u64..=20,
@@ -115,13 +116,16 @@ fn kinesis() -> impl Strategy<Value = Knobs> {
 /// Either transport, with small writes and frequent faults: most batches
 /// need several atomic writes and many die between them.
 fn crashes() -> impl Strategy<Value = Knobs> {
-    (prop_oneof![streams(), kinesis()], 2usize..=4, 20u64..=50).prop_map(
-        |(knobs, actions, crash_percent)| Knobs {
+    (
+        prop_oneof![streams(), kinesis()],
+        ACTIONS_MIN..=5,
+        20u64..=50,
+    )
+        .prop_map(|(knobs, actions, crash_percent)| Knobs {
             actions: Some(actions),
             crash_percent,
             ..knobs
-        },
-    )
+        })
 }
 
 /// Runs `log` under `knobs`, checking every step is a consistent cut and

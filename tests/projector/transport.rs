@@ -326,14 +326,8 @@ async fn after_convergence(
             changed.join("\n")
         ));
     }
-    // A write of one stream's run past the limit is a known defect of
-    // `pack` (see `faults::bug_*`); packing several streams past it is not.
-    let shared: Vec<(usize, usize)> = projector
-        .table()
-        .oversized()
-        .into_iter()
-        .filter(|(views, _)| *views > 1)
-        .collect();
+    // No write, of one stream or of several, holds more than the limit.
+    let shared: Vec<(usize, usize)> = projector.table().oversized();
     if !shared.is_empty() {
         return Err(format!(
             "writes of several views past {} items (views, items): {shared:?}",

@@ -77,15 +77,44 @@ impl DynamoTable {
     /// # Errors
     /// When the scan fails or an item is not one the projector writes.
     pub async fn scan(&self) -> Result<MemoryState, TableError> {
+        self.scan_where(None).await
+    }
+
+    /// Every parked record, by stream and version: what operators look at
+    /// and redrive from. A filtered scan: an operator's tool, not a hot
+    /// path.
+    ///
+    /// # Errors
+    /// When the scan fails.
+    pub async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        let state = self
+            .scan_where(Some(("begins_with(#pk, :parked)", s(PARKED_PREFIX))))
+            .await?;
+        Ok(state.parked.into_values().collect())
+    }
+
+    /// A consistent scan of the items matching `filter` (an expression on
+    /// `#pk` with one value `:parked`), read into a [`MemoryState`].
+    async fn scan_where(
+        &self,
+        filter: Option<(&str, AttributeValue)>,
+    ) -> Result<MemoryState, TableError> {
         let mut state = MemoryState::default();
         let mut start = None;
         loop {
-            let page = self
+            let mut request = self
                 .db
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
+                .set_exclusive_start_key(start);
+            if let Some((expression, value)) = &filter {
+                request = request
+                    .filter_expression(*expression)
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_values(":parked", value.clone());
+            }
+            let page = request
                 .send()
                 .await
                 .map_err(|e| TableError(format!("scanning {}: {e}", self.table)))?;
@@ -95,42 +124,6 @@ impl DynamoTable {
             match page.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
                 _ => return Ok(state),
-            }
-        }
-    }
-}
-
-impl DynamoTable {
-    /// Every parked record, by stream and version: what operators look at
-    /// and redrive from. A filtered scan: an operator's tool, not a hot
-    /// path.
-    ///
-    /// # Errors
-    /// When the scan fails.
-    pub async fn parked(&self) -> Result<Vec<Parked>, TableError> {
-        let mut state = MemoryState::default();
-        let mut start = None;
-        loop {
-            let page = self
-                .db
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .filter_expression("begins_with(#pk, :parked)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":parked", s(PARKED_PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| {
-                    TableError(format!("scanning {} for parked records: {e}", self.table))
-                })?;
-            for item in page.items() {
-                read_item(item, &mut state)?;
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(state.parked.into_values().collect()),
             }
         }
     }

@@ -12,7 +12,6 @@
 //! lineage behave as the service documents them.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use aws_config::BehaviorVersion;
@@ -38,28 +37,8 @@ impl Kinesalite {
     /// # Errors
     /// The script's reason when it cannot install or start the emulator.
     pub fn start() -> Result<Kinesalite, String> {
-        let script = script();
-        let output = Command::new(&script)
-            .arg("start")
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!(
-                "kinesalite did not start ({}):\n{}{}",
-                output.status,
-                stdout,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let endpoint = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("endpoint="))
-            .ok_or_else(|| format!("{} printed no endpoint:\n{stdout}", script.display()))?;
         Ok(Kinesalite {
-            endpoint: endpoint.to_owned(),
+            endpoint: ledger_store::dynamodb::local::start_emulator(&script(), "kinesalite")?,
         })
     }
 

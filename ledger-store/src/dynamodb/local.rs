@@ -33,34 +33,43 @@ impl DynamoLocal {
     /// # Errors
     /// The script's reason when it cannot install or start the emulator.
     pub fn start() -> Result<DynamoLocal, String> {
-        let script = script();
-        let output = Command::new(&script)
-            .arg("start")
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!(
-                "DynamoDB Local did not start ({}):\n{}{}",
-                output.status,
-                stdout,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let endpoint = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("endpoint="))
-            .ok_or_else(|| format!("{} printed no endpoint:\n{stdout}", script.display()))?;
         Ok(DynamoLocal {
-            endpoint: endpoint.to_owned(),
+            endpoint: start_emulator(&script(), "DynamoDB Local")?,
         })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+}
+
+/// Runs an emulator's `scripts/…` `start --watch-pid <this process>`, so the
+/// emulator lives as long as this process, and returns the endpoint it
+/// printed.
+///
+/// # Errors
+/// The script's reason when it cannot install or start the emulator.
+pub fn start_emulator(script: &std::path::Path, name: &str) -> Result<String, String> {
+    let output = Command::new(script)
+        .arg("start")
+        .arg("--watch-pid")
+        .arg(std::process::id().to_string())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{name} did not start ({}):\n{}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("endpoint="))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} printed no endpoint:\n{stdout}", script.display()))
 }
 
 /// A table prefix no other test of any process on this emulator uses.

@@ -260,11 +260,15 @@ fn sum_update(table: &str, add: &SumAdd) -> (Update, usize) {
         values.insert(":cur".to_owned(), s(currency.code()));
         expression.push_str(" SET #cur = :cur");
     }
+    // The item as it stands after the update (its billed size): the key,
+    // every total, and the currency when the sum carries one.
     let mut sized: HashMap<String, AttributeValue> = HashMap::from([
         (PK.to_owned(), s(pk.clone())),
         (SORT.to_owned(), s(sk.clone())),
-        (CURRENCY.to_owned(), s("XXX")),
     ]);
+    if let Some(currency) = add.currency {
+        sized.insert(CURRENCY.to_owned(), s(currency.code()));
+    }
     for (name, value) in &fields {
         sized.insert((*name).to_owned(), AttributeValue::N(value.clone()));
     }

@@ -23,6 +23,7 @@ pub mod money;
 pub mod posting;
 pub mod projection;
 pub mod rejection;
+pub mod rng;
 pub mod sale;
 pub mod schema;
 pub mod tenant;

@@ -1,7 +1,6 @@
 //! `credit/{employee_id}`: an employee's credit account: its policy, balance
 //! and the once-per-period replenishment.
 
-use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -13,61 +12,11 @@ use crate::event::{
 use crate::id::EmployeeId;
 use crate::limits::AMOUNT_MAJOR_MAX;
 use crate::money::{Currency, Money};
+use crate::policy::{CreditPolicy, ReplenishMode};
 use crate::rejection::Rejection;
 use crate::tenant::{TenantSettings, TenantState, evolve_settings};
 use crate::text::{Name, Reason};
 use crate::time::{Cadence, Period, Timestamp};
-
-/// How a replenishment treats unspent credit.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    Encode,
-    Decode,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplenishMode {
-    /// The balance becomes the allowance: unspent credit does not roll over.
-    TopUp,
-    /// The allowance is added, up to the cap if there is one.
-    Accumulate,
-}
-
-/// The rules of an employee's credit.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, schemars::JsonSchema,
-)]
-#[serde(deny_unknown_fields)]
-pub struct CreditPolicy {
-    pub allowance: Money,
-    pub cadence: Cadence,
-    pub mode: ReplenishMode,
-    /// Only for [`ReplenishMode::Accumulate`]: the balance a replenishment never goes past.
-    pub cap: Option<Money>,
-}
-
-impl CreditPolicy {
-    /// The balance a replenishment leaves, starting from `balance`.
-    fn replenished(&self, balance: Money) -> Result<Money, Rejection> {
-        match self.mode {
-            ReplenishMode::TopUp => Ok(self.allowance),
-            ReplenishMode::Accumulate => {
-                let added = balance
-                    .checked_add(self.allowance)
-                    .map_err(|e| Rejection::money("balance", e))?;
-                // A cap never takes away what the employee already holds.
-                Ok(self.cap.map_or(added, |cap| added.min(cap.max(balance))))
-            }
-        }
-    }
-}
 
 /// A policy as a caller states it, validated against the tenant's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

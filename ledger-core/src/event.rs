@@ -8,9 +8,9 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::credit::CreditPolicy;
 use crate::id::{EmployeeId, ItemCode, OrderId, RefundId, StreamKind, VendorId};
 use crate::money::{CommissionRate, Currency, Money};
+use crate::policy::CreditPolicy;
 use crate::text::{Name, Reason};
 use crate::time::{LocalDate, Period, TimeZone};
 

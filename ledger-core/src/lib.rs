@@ -20,6 +20,7 @@ pub mod id;
 pub mod limits;
 pub mod memory;
 pub mod money;
+pub mod policy;
 pub mod posting;
 pub mod projection;
 pub mod rejection;

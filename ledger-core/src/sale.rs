@@ -485,13 +485,13 @@ mod tests {
     use rust_decimal::dec;
 
     use super::*;
-    use crate::credit::{CreditPolicy, ReplenishMode};
     use crate::event::{
         CreditAccountOpened, CreditAccountSuspended, CreditReplenished, TenantConfigured,
         VendorRegistered, VendorSuspended,
     };
     use crate::limits::AMOUNT_MAJOR_MAX;
     use crate::money::CommissionRate;
+    use crate::policy::{CreditPolicy, ReplenishMode};
     use crate::testing::given;
     use crate::text::Name;
     use crate::time::{Cadence, LocalDate, Period, TimeZone};

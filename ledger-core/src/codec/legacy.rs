@@ -10,9 +10,9 @@ use bincode::de::Decoder;
 use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 
-use crate::credit::{CreditPolicy, ReplenishMode};
 use crate::event::{CreditAccountOpened, Event, EventType};
 use crate::money::Money;
+use crate::policy::{CreditPolicy, ReplenishMode};
 use crate::text::Name;
 use crate::time::Cadence;
 

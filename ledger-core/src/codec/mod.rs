@@ -349,8 +349,8 @@ fn check_event(event: &Event) -> Result<(), &'static str> {
     }
 }
 
-fn check_policy(policy: &crate::credit::CreditPolicy) -> Result<(), &'static str> {
-    use crate::credit::ReplenishMode;
+fn check_policy(policy: &crate::policy::CreditPolicy) -> Result<(), &'static str> {
+    use crate::policy::ReplenishMode;
     if !policy.allowance.is_positive() {
         return Err("allowance must be positive");
     }

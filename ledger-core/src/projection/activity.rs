@@ -3,7 +3,7 @@
 use bincode::error::DecodeError;
 use serde::Serialize;
 
-use super::snapshot::{Reader, Writer};
+use super::bytes::{Reader, Writer};
 use super::{Outcome, Sink, StreamGate};
 use crate::envelope::{Actor, Envelope};
 use crate::event::EventType;

@@ -4,14 +4,14 @@ use bincode::error::DecodeError;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::snapshot::{Reader, Writer};
+use super::bytes::{Reader, Writer};
 use super::{Outcome, Sink, admit};
-use crate::credit::CreditPolicy;
 use crate::envelope::Envelope;
-use crate::event::Event;
+use crate::event::{CreditAccountOpened, Event};
 use crate::id::{EmployeeId, OrderId, RefundId, StreamKind, StreamVersion, TenantId};
 use crate::limits::{NAME_LEN_MAX, REASON_LEN_MAX};
 use crate::money::Money;
+use crate::policy::CreditPolicy;
 use crate::text::{Name, Reason};
 use crate::time::{Period, Timestamp};
 
@@ -109,95 +109,21 @@ impl CreditBalances {
         let key = (tenant_id, employee_id(envelope));
         let h = &envelope.header;
         if let Event::CreditAccountOpened(e) = &envelope.event {
-            let zero = Money::zero(e.policy.allowance.currency());
-            self.views.insert(
-                key,
-                CreditView {
-                    employee_id: key.1,
-                    name: e.name.clone(),
-                    policy: e.policy,
-                    suspended: false,
-                    balance: zero,
-                    last_period: None,
-                    lifetime_spent: zero,
-                    lifetime_replenished: zero,
-                    version: StreamVersion::NONE,
-                },
-            );
+            self.views.insert(key, CreditView::opened(key.1, e));
         }
         let Some(view) = self.views.get_mut(&key) else {
             return;
         };
         view.version = h.version;
-        let (movement, amount, balance_after) = match &envelope.event {
-            Event::CreditPolicyChanged(e) => {
-                view.policy = e.policy;
-                (None, view.balance, view.balance)
-            }
-            Event::CreditAccountSuspended(_) => {
-                view.suspended = true;
-                (None, view.balance, view.balance)
-            }
-            Event::CreditAccountReinstated(_) => {
-                view.suspended = false;
-                (None, view.balance, view.balance)
-            }
-            Event::CreditReplenished(e) => {
-                view.last_period = Some(e.period);
-                view.lifetime_replenished = view
-                    .lifetime_replenished
-                    .checked_add(e.amount)
-                    .unwrap_or(view.lifetime_replenished);
-                (
-                    Some(Movement::Replenished { period: e.period }),
-                    e.amount,
-                    e.balance_after,
-                )
-            }
-            Event::CreditSpent(e) => {
-                view.lifetime_spent = view
-                    .lifetime_spent
-                    .checked_add(e.amount)
-                    .unwrap_or(view.lifetime_spent);
-                (
-                    Some(Movement::Spent {
-                        order_id: e.order_id,
-                    }),
-                    e.amount.negate(),
-                    e.balance_after,
-                )
-            }
-            Event::CreditRefunded(e) => {
-                view.lifetime_spent = view
-                    .lifetime_spent
-                    .checked_sub(e.amount)
-                    .unwrap_or(view.lifetime_spent);
-                (
-                    Some(Movement::Refunded {
-                        order_id: e.order_id,
-                        refund_id: e.refund_id,
-                    }),
-                    e.amount,
-                    e.balance_after,
-                )
-            }
-            Event::CreditAdjusted(e) => (
-                Some(Movement::Adjusted {
-                    reason: e.reason.clone(),
-                }),
-                e.amount,
-                e.balance_after,
-            ),
-            _ => (None, view.balance, view.balance),
-        };
-        view.balance = balance_after;
-        let line = movement.map(|movement| StatementLine {
-            version: h.version,
-            occurred_at: h.occurred_at,
-            movement,
-            amount,
-            balance_after,
-        });
+        let line = view
+            .evolve(&envelope.event)
+            .map(|(movement, amount)| StatementLine {
+                version: h.version,
+                occurred_at: h.occurred_at,
+                movement,
+                amount,
+                balance_after: view.balance,
+            });
         if let Some(line) = &line {
             self.statements.entry(key).or_default().push(line.clone());
         }
@@ -243,6 +169,94 @@ impl CreditBalances {
         let start = lines.partition_point(|l| l.version <= after);
         let end = lines.len().min(start + limit.min(PAGE_STATEMENT_MAX));
         &lines[start..end]
+    }
+}
+
+impl CreditView {
+    /// A new account: zero balance and lifetime sums, at no version yet.
+    fn opened(employee_id: EmployeeId, e: &CreditAccountOpened) -> Self {
+        let zero = Money::zero(e.policy.allowance.currency());
+        CreditView {
+            employee_id,
+            name: e.name.clone(),
+            policy: e.policy,
+            suspended: false,
+            balance: zero,
+            last_period: None,
+            lifetime_spent: zero,
+            lifetime_replenished: zero,
+            version: StreamVersion::NONE,
+        }
+    }
+
+    /// Folds one event into the account (all but its version). An event that
+    /// moved money sets the balance to its `balance_after` and returns what
+    /// moved it, with the signed change.
+    #[inline]
+    fn evolve(&mut self, event: &Event) -> Option<(Movement, Money)> {
+        let (movement, amount, balance_after) = match event {
+            Event::CreditPolicyChanged(e) => {
+                self.policy = e.policy;
+                return None;
+            }
+            Event::CreditAccountSuspended(_) => {
+                self.suspended = true;
+                return None;
+            }
+            Event::CreditAccountReinstated(_) => {
+                self.suspended = false;
+                return None;
+            }
+            Event::CreditReplenished(e) => {
+                self.last_period = Some(e.period);
+                self.lifetime_replenished = self
+                    .lifetime_replenished
+                    .checked_add(e.amount)
+                    .unwrap_or(self.lifetime_replenished);
+                (
+                    Movement::Replenished { period: e.period },
+                    e.amount,
+                    e.balance_after,
+                )
+            }
+            Event::CreditSpent(e) => {
+                self.lifetime_spent = self
+                    .lifetime_spent
+                    .checked_add(e.amount)
+                    .unwrap_or(self.lifetime_spent);
+                (
+                    Movement::Spent {
+                        order_id: e.order_id,
+                    },
+                    e.amount.negate(),
+                    e.balance_after,
+                )
+            }
+            Event::CreditRefunded(e) => {
+                self.lifetime_spent = self
+                    .lifetime_spent
+                    .checked_sub(e.amount)
+                    .unwrap_or(self.lifetime_spent);
+                (
+                    Movement::Refunded {
+                        order_id: e.order_id,
+                        refund_id: e.refund_id,
+                    },
+                    e.amount,
+                    e.balance_after,
+                )
+            }
+            Event::CreditAdjusted(e) => (
+                Movement::Adjusted {
+                    reason: e.reason.clone(),
+                },
+                e.amount,
+                e.balance_after,
+            ),
+            _ => return None,
+        };
+        self.balance = balance_after;
+        Some((movement, amount))
     }
 }
 

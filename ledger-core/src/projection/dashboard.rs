@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::snapshot::{Reader, Writer};
+use super::bytes::{Reader, Writer};
 use super::{Outcome, Sink, StreamGate};
 use crate::envelope::Envelope;
 use crate::event::{Event, Payment};

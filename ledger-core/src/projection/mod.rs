@@ -14,6 +14,7 @@
 //! instead of rewriting whole states.
 
 pub mod activity;
+mod bytes;
 pub mod credit;
 pub mod dashboard;
 pub mod orders;

@@ -5,10 +5,10 @@ use bincode::error::DecodeError;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::snapshot::{Reader, Writer};
+use super::bytes::{Reader, Writer};
 use super::{Outcome, Sink, admit};
-use crate::envelope::Envelope;
-use crate::event::{Event, Line, Payment};
+use crate::envelope::{Envelope, Header};
+use crate::event::{Event, Line, Payment, RefundIssued, SaleRecorded};
 use crate::id::{OrderId, RefundId, StreamKind, StreamVersion, TenantId, VendorId};
 use crate::limits::{LINES_PER_SALE_MAX, REASON_LEN_MAX, REFUNDS_PER_ORDER_MAX};
 use crate::money::{CommissionRate, Money};
@@ -99,29 +99,7 @@ impl OrderViews {
             Event::SaleRecorded(e) => self
                 .views
                 .entry(key)
-                .insert_entry(Box::new(OrderView {
-                    order_id: key.1,
-                    vendor_id: e.vendor_id,
-                    lines: e.lines.clone(),
-                    gross: e.gross,
-                    commission_rate: e.commission_rate,
-                    commission: e.commission,
-                    net: e.net(),
-                    payment: e.payment,
-                    status: if e.payment.tender().is_some() {
-                        OrderStatus::Paid
-                    } else {
-                        OrderStatus::Pending
-                    },
-                    refunded: Money::zero(e.gross.currency()),
-                    commission_reversed: Money::zero(e.gross.currency()),
-                    refunds: Vec::new(),
-                    occurred_at: h.occurred_at,
-                    recorded_at: h.recorded_at,
-                    business_date: e.business_date,
-                    paid_at: e.payment.tender().map(|_| h.occurred_at),
-                    version: h.version,
-                }))
+                .insert_entry(OrderView::recorded(key.1, e, h))
                 .into_mut()
                 .as_mut(),
             Event::PaymentReceived(_) => {
@@ -136,23 +114,7 @@ impl OrderViews {
                 let Some(view) = self.views.get_mut(&key) else {
                     return;
                 };
-                view.refunded = view.refunded.checked_add(e.amount).unwrap_or(view.refunded);
-                view.commission_reversed = view
-                    .commission_reversed
-                    .checked_add(e.commission_reversed)
-                    .unwrap_or(view.commission_reversed);
-                view.status = if e.completes_refund {
-                    OrderStatus::Refunded
-                } else {
-                    OrderStatus::PartiallyRefunded
-                };
-                view.refunds.push(RefundView {
-                    refund_id: e.refund_id,
-                    amount: e.amount,
-                    commission_reversed: e.commission_reversed,
-                    occurred_at: h.occurred_at,
-                    reason: e.reason.clone(),
-                });
+                view.refund(e, h.occurred_at);
                 view
             }
             _ => return,
@@ -206,6 +168,59 @@ impl OrderViews {
 
     pub fn is_empty(&self) -> bool {
         self.views.is_empty()
+    }
+}
+
+impl OrderView {
+    /// The view a sale opens, boxed where it is built (see [`OrderViews`]).
+    #[inline]
+    fn recorded(order_id: OrderId, e: &SaleRecorded, h: &Header) -> Box<Self> {
+        let paid = e.payment.tender().is_some();
+        Box::new(OrderView {
+            order_id,
+            vendor_id: e.vendor_id,
+            lines: e.lines.clone(),
+            gross: e.gross,
+            commission_rate: e.commission_rate,
+            commission: e.commission,
+            net: e.net(),
+            payment: e.payment,
+            status: if paid {
+                OrderStatus::Paid
+            } else {
+                OrderStatus::Pending
+            },
+            refunded: Money::zero(e.gross.currency()),
+            commission_reversed: Money::zero(e.gross.currency()),
+            refunds: Vec::new(),
+            occurred_at: h.occurred_at,
+            recorded_at: h.recorded_at,
+            business_date: e.business_date,
+            paid_at: paid.then_some(h.occurred_at),
+            version: h.version,
+        })
+    }
+
+    /// Adds a refund issued at `occurred_at` to the order's sums and list.
+    #[inline]
+    fn refund(&mut self, e: &RefundIssued, occurred_at: Timestamp) {
+        self.refunded = self.refunded.checked_add(e.amount).unwrap_or(self.refunded);
+        self.commission_reversed = self
+            .commission_reversed
+            .checked_add(e.commission_reversed)
+            .unwrap_or(self.commission_reversed);
+        self.status = if e.completes_refund {
+            OrderStatus::Refunded
+        } else {
+            OrderStatus::PartiallyRefunded
+        };
+        self.refunds.push(RefundView {
+            refund_id: e.refund_id,
+            amount: e.amount,
+            commission_reversed: e.commission_reversed,
+            occurred_at,
+            reason: e.reason.clone(),
+        });
     }
 }
 

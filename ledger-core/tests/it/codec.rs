@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ledger_core::codec::{self, ChainError, CodecError, FORMAT_VERSION};
-use ledger_core::credit::{CreditPolicy, ReplenishMode};
 use ledger_core::event::{
     CommissionRateChanged, CreditAccountOpened, CreditAccountReinstated, CreditAccountSuspended,
     CreditAdjusted, CreditPolicyChanged, CreditRefunded, CreditReplenished, CreditSpent, Line,
@@ -19,6 +18,7 @@ use ledger_core::event::{
     VendorRegistered, VendorReinstated, VendorSuspended,
 };
 use ledger_core::limits::{EVENT_BYTES_MAX, ID_LEN_MAX, LINES_PER_SALE_MAX, QUANTITY_MAX};
+use ledger_core::policy::{CreditPolicy, ReplenishMode};
 use ledger_core::text::{Name, Reason};
 use ledger_core::{
     Actor, Cadence, CommandId, CommissionRate, Currency, EmployeeId, Envelope, Event, EventId,

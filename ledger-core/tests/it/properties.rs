@@ -21,13 +21,14 @@ use ledger_core::audit;
 use ledger_core::codec;
 use ledger_core::credit::{
     AdjustCredit, ChangeCreditPolicy, CreditCommand, CreditPolicyInput, OpenCreditAccount,
-    ReinstateCreditAccount, ReplenishCredit, ReplenishMode, SuspendCreditAccount,
+    ReinstateCreditAccount, ReplenishCredit, SuspendCreditAccount,
 };
 use ledger_core::event::{Event, Payment, Tender};
 use ledger_core::limits::{
     AMOUNT_MAJOR_MAX, CLOCK_SKEW_SECONDS_MAX, OFFLINE_AGE_DAYS_MAX, QUANTITY_MAX,
 };
 use ledger_core::memory::{Command, MemoryLedger};
+use ledger_core::policy::ReplenishMode;
 use ledger_core::posting;
 use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, PAGE_ACTIVITY_MAX};
 use ledger_core::projection::credit::{CreditChange, PAGE_STATEMENT_MAX, StatementLine};

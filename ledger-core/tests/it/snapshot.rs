@@ -12,10 +12,11 @@ use std::collections::BTreeSet;
 use chrono::Duration;
 use ledger_core::credit::{
     AdjustCredit, ChangeCreditPolicy, CreditCommand, CreditPolicyInput, OpenCreditAccount,
-    ReinstateCreditAccount, ReplenishCredit, ReplenishMode, SuspendCreditAccount,
+    ReinstateCreditAccount, ReplenishCredit, SuspendCreditAccount,
 };
 use ledger_core::event::{Payment, Tender};
 use ledger_core::memory::{Command, MemoryLedger};
+use ledger_core::policy::ReplenishMode;
 use ledger_core::projection::{
     Changes, Outcome, ReadModels, SNAPSHOT_FORMAT_VERSION, SnapshotError,
 };

@@ -169,49 +169,78 @@ impl<S: EventStore> CommandService<S> {
                     decision: Some(decision),
                 });
             }
-            let request = AppendRequest {
-                tenant_id: caller.tenant_id,
+            let decided = Decided {
+                touches,
+                decision,
                 streams,
-                idempotency: idempotency.as_ref().map(|i| IdempotencyWrite {
-                    key: i.key.clone(),
-                    request_hash: i.request_hash,
-                    response: response.clone(),
-                }),
+                response,
             };
-            match self.store.append(request).await {
-                Ok(committed) => {
-                    if let Decision::Accepted(envelopes) = &decision {
-                        let mut state = lock(&aggregates);
-                        envelopes.iter().for_each(|e| state.evolve(e));
-                    }
-                    return Ok(Executed {
-                        response,
-                        position: committed.position,
-                        decision: Some(decision),
-                    });
-                }
-                Err(AppendError::VersionConflict { stream, .. }) => {
-                    tracing::debug!(%stream, "version conflict; re-reading the stream");
-                    self.refresh(&aggregates, caller.tenant_id, stream).await?;
-                }
-                Err(AppendError::KeyExists(record)) => {
-                    let idem = idempotency.as_ref().expect("only keyed appends store keys");
-                    return replay(*record, idem);
-                }
-                Err(AppendError::Invalid(why)) => {
-                    panic!("the command handler built an invalid append: {why}")
-                }
-                Err(AppendError::Store(e)) => {
-                    // The append may have landed after all; re-read what
-                    // this command wrote so the cache cannot go stale.
-                    for stream in touches.writes {
-                        self.refresh(&aggregates, caller.tenant_id, stream).await?;
-                    }
-                    return Err(e.into());
-                }
+            let appended = self.append(&aggregates, caller, decided, idempotency.as_ref());
+            if let Some(executed) = appended.await? {
+                return Ok(executed);
             }
         }
         Err(ExecuteError::Conflict)
+    }
+
+    /// Appends a decision (with the idempotency record) and folds it into
+    /// the cache: `None` when a stream moved underneath it, which is then
+    /// re-read for the command to be decided again.
+    async fn append(
+        &self,
+        aggregates: &Mutex<Aggregates>,
+        caller: Caller,
+        decided: Decided,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Option<Executed>, ExecuteError> {
+        let Decided {
+            touches,
+            decision,
+            streams,
+            response,
+        } = decided;
+        let request = AppendRequest {
+            tenant_id: caller.tenant_id,
+            streams,
+            idempotency: idempotency.map(|i| IdempotencyWrite {
+                key: i.key.clone(),
+                request_hash: i.request_hash,
+                response: response.clone(),
+            }),
+        };
+        match self.store.append(request).await {
+            Ok(committed) => {
+                if let Decision::Accepted(envelopes) = &decision {
+                    let mut state = lock(aggregates);
+                    envelopes.iter().for_each(|e| state.evolve(e));
+                }
+                Ok(Some(Executed {
+                    response,
+                    position: committed.position,
+                    decision: Some(decision),
+                }))
+            }
+            Err(AppendError::VersionConflict { stream, .. }) => {
+                tracing::debug!(%stream, "version conflict; re-reading the stream");
+                self.refresh(aggregates, caller.tenant_id, stream).await?;
+                Ok(None)
+            }
+            Err(AppendError::KeyExists(record)) => {
+                let idem = idempotency.expect("only keyed appends store keys");
+                replay(*record, idem).map(Some)
+            }
+            Err(AppendError::Invalid(why)) => {
+                panic!("the command handler built an invalid append: {why}")
+            }
+            Err(AppendError::Store(e)) => {
+                // The append may have landed after all; re-read what
+                // this command wrote so the cache cannot go stale.
+                for stream in touches.writes {
+                    self.refresh(aggregates, caller.tenant_id, stream).await?;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// The stored answer for `idempotency`'s key, if the key was used.
@@ -305,6 +334,15 @@ impl<S: EventStore> CommandService<S> {
         }
         Ok(())
     }
+}
+
+/// One attempt's decision, sealed and rendered, with the streams it was
+/// decided on.
+struct Decided {
+    touches: Touches,
+    decision: Decision,
+    streams: Vec<StreamAppend>,
+    response: Vec<u8>,
 }
 
 fn decide_and_seal(

@@ -35,7 +35,7 @@ use crate::{
 pub const RACERS: usize = 16;
 /// Versions raced for in [`concurrent_appends`].
 pub const RACE_ROUNDS: u64 = 6;
-/// Tasks appending with retries in [`concurrent_appends`].
+/// Tasks appending with retries in [`retrying_appends`].
 pub const RETRYING_WRITERS: usize = 8;
 /// Appends each retrying writer makes.
 pub const RETRYING_APPENDS: usize = 4;
@@ -72,17 +72,27 @@ where
     tokio::join!(
         version_conflict(store),
         multi_stream_atomicity(store),
+        multi_stream_commit(store),
         idempotent_replay(store),
+        key_reused(store),
+        keys_per_tenant(store),
         remembered_rejection(store),
+        rejection_replayed(store),
         concurrent_appends(store),
+        retrying_appends(store),
         concurrent_idempotency(store),
         read_after_write(store),
         ordering(store),
+        log_paging(store),
+        stream_ordering(store),
         large_stream(store),
         many_streams(store),
         follow_reaches_head(store),
         invalid_requests(store),
+        invalid_keyed_requests(store),
+        requests_at_the_limits(store),
         checkpoints(store),
+        checkpoint_names(store),
     );
 }
 
@@ -95,17 +105,27 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $fresh;
             version_conflict,
             multi_stream_atomicity,
+            multi_stream_commit,
             idempotent_replay,
+            key_reused,
+            keys_per_tenant,
             remembered_rejection,
+            rejection_replayed,
             concurrent_appends,
+            retrying_appends,
             concurrent_idempotency,
             read_after_write,
             ordering,
+            log_paging,
+            stream_ordering,
             large_stream,
             many_streams,
             follow_reaches_head,
             invalid_requests,
+            invalid_keyed_requests,
+            requests_at_the_limits,
             checkpoints,
+            checkpoint_names,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -159,6 +179,93 @@ pub async fn version_conflict<S: EventStore>(store: &S) {
 pub async fn multi_stream_atomicity<S: EventStore>(store: &S) {
     let check = "multi_stream_atomicity";
     let tenant = unique_tenant("atomic");
+    let MultiStreamRefused {
+        before,
+        key,
+        streams: [a, b, c],
+    } = refuse_multi_stream(store, check, tenant).await;
+    assert_wrote_nothing(
+        store,
+        check,
+        tenant,
+        before,
+        &[(a, 1), (b, 0), (c, 0)],
+        Some(&key),
+    )
+    .await;
+}
+
+/// After its refused attempts, a multi-stream request at the right versions
+/// commits under the same key: every event, in request order, at the
+/// position that `Committed` and the idempotency record carry.
+pub async fn multi_stream_commit<S: EventStore>(store: &S) {
+    let check = "multi_stream_commit";
+    let tenant = unique_tenant("atomic-commit");
+    let MultiStreamRefused {
+        before,
+        key,
+        streams: [a, b, c],
+    } = refuse_multi_stream(store, check, tenant).await;
+    let appends = vec![
+        stream_append(tenant, a, v(1), 2),
+        stream_append(tenant, b, StreamVersion::NONE, 1),
+        stream_append(tenant, c, StreamVersion::NONE, 3),
+    ];
+    let expected: Vec<Vec<u8>> = appends
+        .iter()
+        .flat_map(|s| s.events.iter().map(|e| e.bytes.clone()))
+        .collect();
+    let committed = append_ok(
+        store,
+        request(tenant, appends, Some(idempotency(&key, 3))),
+        check,
+    )
+    .await;
+    let written = tenant_records_after(store, tenant, before).await;
+    assert_eq!(
+        written.iter().map(|r| r.bytes.clone()).collect::<Vec<_>>(),
+        expected,
+        "{check}: a multi-stream append must write all its events, in request order"
+    );
+    assert_eq!(
+        written.last().map(|r| r.position),
+        Some(committed.position),
+        "{check}: Committed must carry the position of the append's last event"
+    );
+    let record = stored_record(
+        store,
+        check,
+        tenant,
+        &key,
+        "the idempotency record of a committed append is missing",
+    )
+    .await;
+    assert_eq!(
+        record.position, committed.position,
+        "{check}: the idempotency record must carry the append's position"
+    );
+    for (stream, len) in [(a, 3), (b, 1), (c, 3)] {
+        assert_stream_len(store, check, tenant, stream, len).await;
+    }
+}
+
+/// Multi-stream appends refused for a conflict, each under `key`.
+struct MultiStreamRefused {
+    /// The head once stream `a` held its one event, before the refusals.
+    before: Position,
+    key: IdempotencyKey,
+    /// `a` (one event), `b` and `c` (none).
+    streams: [StreamId; 3],
+}
+
+/// Gives stream `a` one event, then has two multi-stream appends refused
+/// for a conflict: one after a stream that would have been fine, one
+/// between such streams.
+async fn refuse_multi_stream<S: EventStore>(
+    store: &S,
+    check: &str,
+    tenant: TenantId,
+) -> MultiStreamRefused {
     let (a, b, c) = (vendor("a"), credit("b"), vendor("c"));
     append_ok(
         store,
@@ -198,96 +305,24 @@ pub async fn multi_stream_atomicity<S: EventStore>(store: &S) {
         ))
         .await;
     expect_conflict(result, b, v(3), StreamVersion::NONE, check);
-    assert_wrote_nothing(
-        store,
-        check,
-        tenant,
+    MultiStreamRefused {
         before,
-        &[(a, 1), (b, 0), (c, 0)],
-        Some(&key),
-    )
-    .await;
-
-    let appends = vec![
-        stream_append(tenant, a, v(1), 2),
-        stream_append(tenant, b, StreamVersion::NONE, 1),
-        stream_append(tenant, c, StreamVersion::NONE, 3),
-    ];
-    let expected: Vec<Vec<u8>> = appends
-        .iter()
-        .flat_map(|s| s.events.iter().map(|e| e.bytes.clone()))
-        .collect();
-    let committed = append_ok(
-        store,
-        request(tenant, appends, Some(idempotency(&key, 3))),
-        check,
-    )
-    .await;
-    let written = tenant_records_after(store, tenant, before).await;
-    assert_eq!(
-        written.iter().map(|r| r.bytes.clone()).collect::<Vec<_>>(),
-        expected,
-        "{check}: a multi-stream append must write all its events, in request order"
-    );
-    assert_eq!(
-        written.last().map(|r| r.position),
-        Some(committed.position),
-        "{check}: Committed must carry the position of the append's last event"
-    );
-    let record = store
-        .idempotency(tenant, &key)
-        .await
-        .expect("idempotency read")
-        .unwrap_or_else(|| {
-            panic!("{check}: the idempotency record of a committed append is missing")
-        });
-    assert_eq!(
-        record.position, committed.position,
-        "{check}: the idempotency record must carry the append's position"
-    );
-    for (stream, len) in [(a, 3), (b, 1), (c, 3)] {
-        assert_stream_len(store, check, tenant, stream, len).await;
+        key,
+        streams: [a, b, c],
     }
 }
 
 /// A key already stored answers with its record, checked before versions,
-/// so a replay still finds it after its streams moved on. Keys are scoped by
-/// tenant.
+/// so a replay still finds it after its streams moved on.
 pub async fn idempotent_replay<S: EventStore>(store: &S) {
     let check = "idempotent_replay";
     let tenant = unique_tenant("replay");
-    let (s1, s2, s3) = (vendor("r1"), credit("r2"), vendor("r3"));
-    let key = key("checkout-1");
-    let write = IdempotencyWrite {
-        key: key.clone(),
-        request_hash: [7; 32],
-        response: b"{\"order\":\"r1\",\"status\":\"recorded\"}".to_vec(),
-    };
-    let original = request(
-        tenant,
-        vec![
-            stream_append(tenant, s1, StreamVersion::NONE, 1),
-            stream_append(tenant, s2, StreamVersion::NONE, 1),
-        ],
-        Some(write.clone()),
-    );
-    let committed = append_ok(store, original.clone(), check).await;
-    let stored = store
-        .idempotency(tenant, &key)
-        .await
-        .expect("idempotency read")
-        .unwrap_or_else(|| panic!("{check}: the stored key is not found"));
-    assert_eq!(
+    let StoredKey {
+        key,
+        original,
         stored,
-        IdempotencyRecord {
-            key: key.clone(),
-            request_hash: write.request_hash,
-            response: write.response.clone(),
-            position: committed.position,
-        },
-        "{check}: the stored record must be what was written, at the append's position"
-    );
-
+        streams: [s1, s2],
+    } = store_checkout_key(store, check, tenant).await;
     let replay = expect_key_exists(store.append(original.clone()).await, check);
     assert_eq!(
         replay, stored,
@@ -307,8 +342,27 @@ pub async fn idempotent_replay<S: EventStore>(store: &S) {
         replay, stored,
         "{check}: the key must be checked before versions"
     );
+    assert_wrote_nothing(store, check, tenant, before, &[(s1, 2), (s2, 1)], None).await;
+    assert_eq!(
+        key_record(store, tenant, &key).await,
+        Some(stored),
+        "{check}: a replay must not change the stored record"
+    );
+}
 
-    // A different request under the same key gets the original's record.
+/// A different request under a stored key gets the original's record, and
+/// writes nothing.
+pub async fn key_reused<S: EventStore>(store: &S) {
+    let check = "key_reused";
+    let tenant = unique_tenant("reused");
+    let StoredKey {
+        key,
+        stored,
+        streams: [s1, s2],
+        ..
+    } = store_checkout_key(store, check, tenant).await;
+    let s3 = vendor("r3");
+    let before = store.head();
     let different = request(
         tenant,
         vec![stream_append(tenant, s3, StreamVersion::NONE, 1)],
@@ -328,21 +382,28 @@ pub async fn idempotent_replay<S: EventStore>(store: &S) {
         check,
         tenant,
         before,
-        &[(s1, 2), (s2, 1), (s3, 0)],
+        &[(s1, 1), (s2, 1), (s3, 0)],
         None,
     )
     .await;
     assert_eq!(
-        store
-            .idempotency(tenant, &key)
-            .await
-            .expect("idempotency read"),
-        Some(stored.clone()),
+        key_record(store, tenant, &key).await,
+        Some(stored),
         "{check}: a replay must not change the stored record"
     );
+}
 
-    // The same key in another tenant is another key.
-    let other = unique_tenant("replay-other");
+/// Keys are scoped by tenant: the same key in another tenant is another key.
+pub async fn keys_per_tenant<S: EventStore>(store: &S) {
+    let check = "keys_per_tenant";
+    let tenant = unique_tenant("per-tenant");
+    let StoredKey {
+        key,
+        stored,
+        streams: [s1, _],
+        ..
+    } = store_checkout_key(store, check, tenant).await;
+    let other = unique_tenant("per-tenant-other");
     let other_committed = append_ok(
         store,
         request(
@@ -357,62 +418,55 @@ pub async fn idempotent_replay<S: EventStore>(store: &S) {
         check,
     )
     .await;
-    let theirs = store
-        .idempotency(other, &key)
-        .await
-        .expect("idempotency read")
-        .unwrap_or_else(|| panic!("{check}: a key stored for another tenant is not found"));
+    let theirs = stored_record(
+        store,
+        check,
+        other,
+        &key,
+        "a key stored for another tenant is not found",
+    )
+    .await;
     assert_eq!(
         (theirs.request_hash, theirs.position),
         ([9; 32], other_committed.position),
         "{check}: keys are scoped by tenant"
     );
     assert_eq!(
-        store
-            .idempotency(tenant, &key)
-            .await
-            .expect("idempotency read"),
+        key_record(store, tenant, &key).await,
         Some(stored),
         "{check}: another tenant's key must not touch this tenant's record"
     );
 }
 
-/// An append with no events, only an idempotency record (how a rejected
-/// command is remembered), is stored at the head of its time and replays
-/// like any other.
-pub async fn remembered_rejection<S: EventStore>(store: &S) {
-    let check = "remembered_rejection";
-    let tenant = unique_tenant("rejection");
-    let stream = credit("e1");
-    let key = key("rejected-1");
-    let before = store.head();
+/// A checkout on two streams stored under a key, and its record as read
+/// back.
+struct StoredKey {
+    key: IdempotencyKey,
+    original: AppendRequest,
+    stored: IdempotencyRecord,
+    streams: [StreamId; 2],
+}
+
+/// Appends a checkout on two new streams under a new key, and checks that
+/// the key's record is what was written, at the append's position.
+async fn store_checkout_key<S: EventStore>(store: &S, check: &str, tenant: TenantId) -> StoredKey {
+    let (s1, s2) = (vendor("r1"), credit("r2"));
+    let key = key("checkout-1");
     let write = IdempotencyWrite {
         key: key.clone(),
-        request_hash: [3; 32],
-        response: b"{\"rejected\":\"insufficient_credit\"}".to_vec(),
+        request_hash: [7; 32],
+        response: b"{\"order\":\"r1\",\"status\":\"recorded\"}".to_vec(),
     };
-    let committed = append_ok(
-        store,
-        AppendRequest {
-            tenant_id: tenant,
-            streams: Vec::new(),
-            idempotency: Some(write.clone()),
-        },
-        check,
-    )
-    .await;
-    let after = store.head();
-    assert!(
-        before <= committed.position && committed.position <= after,
-        "{check}: an events-free append is at the head of its time \
-         ({before} <= {} <= {after})",
-        committed.position
+    let original = request(
+        tenant,
+        vec![
+            stream_append(tenant, s1, StreamVersion::NONE, 1),
+            stream_append(tenant, s2, StreamVersion::NONE, 1),
+        ],
+        Some(write.clone()),
     );
-    let stored = store
-        .idempotency(tenant, &key)
-        .await
-        .expect("idempotency read")
-        .unwrap_or_else(|| panic!("{check}: the remembered rejection is not stored"));
+    let committed = append_ok(store, original.clone(), check).await;
+    let stored = stored_record(store, check, tenant, &key, "the stored key is not found").await;
     assert_eq!(
         stored,
         IdempotencyRecord {
@@ -421,13 +475,52 @@ pub async fn remembered_rejection<S: EventStore>(store: &S) {
             response: write.response,
             position: committed.position,
         },
-        "{check}: the stored record must be what was written"
+        "{check}: the stored record must be what was written, at the append's position"
+    );
+    StoredKey {
+        key,
+        original,
+        stored,
+        streams: [s1, s2],
+    }
+}
+
+/// An append with no events, only an idempotency record (how a rejected
+/// command is remembered), is stored at the head of its time and writes no
+/// event.
+pub async fn remembered_rejection<S: EventStore>(store: &S) {
+    let check = "remembered_rejection";
+    let tenant = unique_tenant("rejection");
+    let Remembered {
+        before,
+        committed,
+        after,
+        ..
+    } = remember_rejection(store, check, tenant).await;
+    assert!(
+        before <= committed.position && committed.position <= after,
+        "{check}: an events-free append is at the head of its time \
+         ({before} <= {} <= {after})",
+        committed.position
     );
     assert!(
         tenant_records_after(store, tenant, before).await.is_empty(),
         "{check}: an events-free append must write no event"
     );
+}
 
+/// A remembered rejection replays like any other record, even for a retry
+/// that would now succeed.
+pub async fn rejection_replayed<S: EventStore>(store: &S) {
+    let check = "rejection_replayed";
+    let tenant = unique_tenant("rejection-replay");
+    let stream = credit("e1");
+    let Remembered {
+        key,
+        before,
+        stored,
+        ..
+    } = remember_rejection(store, check, tenant).await;
     let replay = expect_key_exists(
         store
             .append(AppendRequest {
@@ -464,6 +557,64 @@ pub async fn remembered_rejection<S: EventStore>(store: &S) {
     assert_wrote_nothing(store, check, tenant, before, &[(stream, 0)], None).await;
 }
 
+/// A rejection remembered under a key, with the heads around it.
+struct Remembered {
+    key: IdempotencyKey,
+    /// The head just before the append, and just after it.
+    before: Position,
+    after: Position,
+    committed: Committed,
+    stored: IdempotencyRecord,
+}
+
+/// Remembers a rejection (an events-free append), and checks that the key's
+/// record is what was written.
+async fn remember_rejection<S: EventStore>(store: &S, check: &str, tenant: TenantId) -> Remembered {
+    let key = key("rejected-1");
+    let before = store.head();
+    let write = IdempotencyWrite {
+        key: key.clone(),
+        request_hash: [3; 32],
+        response: b"{\"rejected\":\"insufficient_credit\"}".to_vec(),
+    };
+    let committed = append_ok(
+        store,
+        AppendRequest {
+            tenant_id: tenant,
+            streams: Vec::new(),
+            idempotency: Some(write.clone()),
+        },
+        check,
+    )
+    .await;
+    let after = store.head();
+    let stored = stored_record(
+        store,
+        check,
+        tenant,
+        &key,
+        "the remembered rejection is not stored",
+    )
+    .await;
+    assert_eq!(
+        stored,
+        IdempotencyRecord {
+            key: key.clone(),
+            request_hash: write.request_hash,
+            response: write.response,
+            position: committed.position,
+        },
+        "{check}: the stored record must be what was written"
+    );
+    Remembered {
+        key,
+        before,
+        after,
+        committed,
+        stored,
+    }
+}
+
 /// Many tasks race for the same version of one stream: exactly one wins
 /// each version, the others conflict, and the stream ends contiguous.
 pub async fn concurrent_appends<S: EventStore + Clone>(store: &S) {
@@ -471,85 +622,84 @@ pub async fn concurrent_appends<S: EventStore + Clone>(store: &S) {
     let tenant = unique_tenant("race");
     let stream = vendor("race");
     for round in 0..RACE_ROUNDS {
-        let expected = v(round);
-        let mut racers = JoinSet::new();
-        for _ in 0..RACERS {
-            let store = store.clone();
-            let append = stream_append(tenant, stream, expected, 1);
-            let bytes = append.events[0].bytes.clone();
-            racers.spawn(async move {
-                let result = store.append(request(tenant, vec![append], None)).await;
-                (result, bytes)
-            });
-        }
-        let mut winners = Vec::new();
-        while let Some(joined) = racers.join_next().await {
-            let (result, bytes) = joined.expect("a racing task panicked");
-            match result {
-                Ok(committed) => winners.push((committed, bytes)),
-                Err(AppendError::VersionConflict {
-                    stream: named,
-                    expected: at,
-                    actual,
-                }) => {
-                    assert_eq!(
-                        (named, at, actual),
-                        (stream, expected, v(round + 1)),
-                        "{check}: a losing racer must be told the stream and its new version"
-                    );
-                }
-                Err(other) => panic!("{check}: a racer failed with {other:?}"),
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "{check}: exactly one racer must win version {}",
-            round + 1
-        );
-        let (committed, bytes) = winners.remove(0);
-        let stored = store
-            .read_stream(tenant, stream, expected, READ_PAGE_RECORDS_MAX)
-            .await
-            .expect("read_stream");
-        assert_eq!(
-            stored
-                .iter()
-                .map(|r| (r.version, r.position, &r.bytes))
-                .collect::<Vec<_>>(),
-            vec![(v(round + 1), committed.position, &bytes)],
-            "{check}: the stream must hold the winner's event, and only it"
-        );
+        race_for_version(store, check, tenant, stream, v(round)).await;
     }
+}
 
-    // Writers that retry on conflict: every append lands, whole and in one
-    // piece, and the stream stays contiguous.
+/// [`RACERS`] tasks append one event each at `expected`: one wins, and the
+/// stream holds its event; every other is told the new version.
+async fn race_for_version<S: EventStore + Clone>(
+    store: &S,
+    check: &str,
+    tenant: TenantId,
+    stream: StreamId,
+    expected: StreamVersion,
+) {
+    let won = v(expected.get() + 1);
+    let mut racers = JoinSet::new();
+    for _ in 0..RACERS {
+        let store = store.clone();
+        let append = stream_append(tenant, stream, expected, 1);
+        let bytes = append.events[0].bytes.clone();
+        racers.spawn(async move {
+            let result = store.append(request(tenant, vec![append], None)).await;
+            (result, bytes)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (result, bytes) = joined.expect("a racing task panicked");
+        match result {
+            Ok(committed) => winners.push((committed, bytes)),
+            Err(AppendError::VersionConflict {
+                stream: named,
+                expected: at,
+                actual,
+            }) => {
+                assert_eq!(
+                    (named, at, actual),
+                    (stream, expected, won),
+                    "{check}: a losing racer must be told the stream and its new version"
+                );
+            }
+            Err(other) => panic!("{check}: a racer failed with {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "{check}: exactly one racer must win version {won}"
+    );
+    let (committed, bytes) = winners.remove(0);
+    let stored = store
+        .read_stream(tenant, stream, expected, READ_PAGE_RECORDS_MAX)
+        .await
+        .expect("read_stream");
+    assert_eq!(
+        stored
+            .iter()
+            .map(|r| (r.version, r.position, &r.bytes))
+            .collect::<Vec<_>>(),
+        vec![(won, committed.position, &bytes)],
+        "{check}: the stream must hold the winner's event, and only it"
+    );
+}
+
+/// Writers that retry on conflict: every append lands, whole and in one
+/// piece, and the stream stays contiguous.
+pub async fn retrying_appends<S: EventStore + Clone>(store: &S) {
+    let check = "retrying_appends";
+    let tenant = unique_tenant("retry");
     let stream = credit("race");
     let mut writers = JoinSet::new();
     for writer in 0..RETRYING_WRITERS {
-        let store = store.clone();
-        writers.spawn(async move {
-            let mut expected = StreamVersion::NONE;
-            let mut written = Vec::new();
-            for n in 0..RETRYING_APPENDS {
-                let count = 1 + (writer + n) % 2;
-                loop {
-                    let append = stream_append(tenant, stream, expected, count);
-                    let bytes: Vec<Vec<u8>> =
-                        append.events.iter().map(|e| e.bytes.clone()).collect();
-                    match store.append(request(tenant, vec![append], None)).await {
-                        Ok(_) => {
-                            written.push(bytes);
-                            expected = v(expected.get() + count as u64);
-                            break;
-                        }
-                        Err(AppendError::VersionConflict { actual, .. }) => expected = actual,
-                        Err(other) => panic!("{check}: a retrying writer failed with {other:?}"),
-                    }
-                }
-            }
-            written
-        });
+        writers.spawn(retrying_writer(
+            store.clone(),
+            check,
+            tenant,
+            stream,
+            writer,
+        ));
     }
     let mut appends = Vec::new();
     while let Some(joined) = writers.join_next().await {
@@ -580,6 +730,37 @@ pub async fn concurrent_appends<S: EventStore + Clone>(store: &S) {
             "{check}: an append's events must land together, in order"
         );
     }
+}
+
+/// [`RETRYING_APPENDS`] appends of one or two events, each retried at the
+/// version a conflict names until it lands: the bytes of each, as
+/// acknowledged.
+async fn retrying_writer<S: EventStore>(
+    store: S,
+    check: &'static str,
+    tenant: TenantId,
+    stream: StreamId,
+    writer: usize,
+) -> Vec<Vec<Vec<u8>>> {
+    let mut expected = StreamVersion::NONE;
+    let mut written = Vec::new();
+    for n in 0..RETRYING_APPENDS {
+        let count = 1 + (writer + n) % 2;
+        loop {
+            let append = stream_append(tenant, stream, expected, count);
+            let bytes: Vec<Vec<u8>> = append.events.iter().map(|e| e.bytes.clone()).collect();
+            match store.append(request(tenant, vec![append], None)).await {
+                Ok(_) => {
+                    written.push(bytes);
+                    expected = v(expected.get() + count as u64);
+                    break;
+                }
+                Err(AppendError::VersionConflict { actual, .. }) => expected = actual,
+                Err(other) => panic!("{check}: a retrying writer failed with {other:?}"),
+            }
+        }
+    }
+    written
 }
 
 /// Many tasks race to store one idempotency key (on different streams):
@@ -704,59 +885,38 @@ pub async fn read_after_write<S: EventStore>(store: &S) {
 }
 
 /// The log returns records in commit order, each append's events in
-/// request order, paging by position; streams return records in version
-/// order, paging by version.
+/// request order, at strictly increasing positions.
 pub async fn ordering<S: EventStore>(store: &S) {
     let check = "ordering";
     let tenant = unique_tenant("order");
-    let (a, b, c) = (vendor("a"), credit("b"), tenant_stream(tenant));
-    let plan: [&[(StreamId, usize)]; 6] = [
-        &[(a, 1)],
-        &[(b, 2)],
-        &[(a, 2), (b, 1)],
-        &[(c, 1)],
-        &[(b, 1), (a, 1), (c, 2)],
-        &[(a, 3)],
-    ];
-    let before = store.head();
-    let mut versions: HashMap<StreamId, u64> = Default::default();
-    let mut expected = Vec::new();
-    let mut ends = Vec::new();
-    for step in plan {
-        let mut appends = Vec::new();
-        for &(stream, count) in step {
-            let at = versions.entry(stream).or_default();
-            let append = stream_append(tenant, stream, v(*at), count);
-            for sealed in &append.events {
-                expected.push((stream, sealed.envelope.version(), sealed.bytes.clone()));
-            }
-            *at += count as u64;
-            appends.push(append);
-        }
-        let committed = append_ok(store, request(tenant, appends, None), check).await;
-        ends.push((expected.len() - 1, committed.position));
-    }
-
-    let logged = tenant_records_after(store, tenant, before).await;
+    let planned = append_plan(store, check, tenant).await;
+    let logged = tenant_records_after(store, tenant, planned.before).await;
     assert_eq!(
         logged
             .iter()
             .map(|r| (r.stream, r.version, r.bytes.clone()))
             .collect::<Vec<_>>(),
-        expected,
+        planned.expected,
         "{check}: read_log must return every record in append order"
     );
     assert!(
         logged.windows(2).all(|w| w[0].position < w[1].position),
         "{check}: positions must strictly increase"
     );
-    for (index, position) in ends {
+    for (index, position) in planned.ends {
         assert_eq!(
             logged[index].position, position,
             "{check}: Committed must carry the position of the append's last event"
         );
     }
-    // Small pages give the same sequence.
+}
+
+/// Reading the log in small pages gives the same records as in one go.
+pub async fn log_paging<S: EventStore>(store: &S) {
+    let check = "log_paging";
+    let tenant = unique_tenant("log-paging");
+    let before = append_plan(store, check, tenant).await.before;
+    let logged = tenant_records_after(store, tenant, before).await;
     let mut paged = Vec::new();
     let mut cursor = before;
     let last = logged.last().expect("records were written").position;
@@ -777,7 +937,13 @@ pub async fn ordering<S: EventStore>(store: &S) {
         paged, logged,
         "{check}: paging read_log must give the same records"
     );
+}
 
+/// Streams return records in version order, paging by version.
+pub async fn stream_ordering<S: EventStore>(store: &S) {
+    let check = "stream_ordering";
+    let tenant = unique_tenant("stream-order");
+    let [a, b, c] = append_plan(store, check, tenant).await.streams;
     let all_a = store
         .read_stream(tenant, a, StreamVersion::NONE, READ_PAGE_RECORDS_MAX)
         .await
@@ -805,6 +971,57 @@ pub async fn ordering<S: EventStore>(store: &S) {
             past.is_empty(),
             "{check}: read_stream after the last version must be empty"
         );
+    }
+}
+
+/// What [`append_plan`] wrote.
+struct Planned {
+    /// The head before the first append.
+    before: Position,
+    /// `a` (7 events), `b` (4) and `c`, the tenant's own stream (3).
+    streams: [StreamId; 3],
+    /// Every event as appended: its stream, version and bytes.
+    expected: Vec<(StreamId, StreamVersion, Vec<u8>)>,
+    /// Each append's last event (an index into `expected`) and the position
+    /// its `Committed` carried.
+    ends: Vec<(usize, Position)>,
+}
+
+/// Six appends over three streams, one to three streams and one to three
+/// events at a time.
+async fn append_plan<S: EventStore>(store: &S, check: &str, tenant: TenantId) -> Planned {
+    let (a, b, c) = (vendor("a"), credit("b"), tenant_stream(tenant));
+    let plan: [&[(StreamId, usize)]; 6] = [
+        &[(a, 1)],
+        &[(b, 2)],
+        &[(a, 2), (b, 1)],
+        &[(c, 1)],
+        &[(b, 1), (a, 1), (c, 2)],
+        &[(a, 3)],
+    ];
+    let before = store.head();
+    let mut versions: HashMap<StreamId, u64> = Default::default();
+    let mut expected = Vec::new();
+    let mut ends = Vec::new();
+    for step in plan {
+        let mut appends = Vec::new();
+        for &(stream, count) in step {
+            let at = versions.entry(stream).or_default();
+            let append = stream_append(tenant, stream, v(*at), count);
+            for sealed in &append.events {
+                expected.push((stream, sealed.envelope.version(), sealed.bytes.clone()));
+            }
+            *at += count as u64;
+            appends.push(append);
+        }
+        let committed = append_ok(store, request(tenant, appends, None), check).await;
+        ends.push((expected.len() - 1, committed.position));
+    }
+    Planned {
+        before,
+        streams: [a, b, c],
+        expected,
+        ends,
     }
 }
 
@@ -993,12 +1210,44 @@ pub async fn follow_reaches_head<S: EventStore + Clone>(store: &S) {
 }
 
 /// Requests breaking the shape rules are refused as `Invalid` and write
-/// nothing, even under a key already stored; requests at the limits pass.
+/// nothing: no event, under no tenant, and no idempotency key.
 pub async fn invalid_requests<S: EventStore>(store: &S) {
     let check = "invalid_requests";
     let tenant = unique_tenant("invalid");
     let other = unique_tenant("invalid-other");
-    let (a, b, c) = (vendor("a"), credit("b"), vendor("c"));
+    let (b, c) = (credit("b"), vendor("c"));
+    let many = vendors(APPEND_STREAMS_MAX + 1);
+    let before = store.head();
+    let mut cases = misaddressed_cases(tenant, other, b, c);
+    cases.extend(out_of_bounds_cases(tenant, b, c, &many));
+    for (n, (case, mut invalid)) in cases.into_iter().enumerate() {
+        let key = key(&format!("invalid-{n}"));
+        if !invalid.streams.is_empty() {
+            invalid.idempotency = Some(idempotency(&key, 1));
+        }
+        expect_invalid(store.append(invalid).await, check, case);
+        assert!(
+            key_record(store, tenant, &key).await.is_none(),
+            "{check}: an invalid request ({case}) stored its idempotency key"
+        );
+    }
+
+    let mut untouched = vec![(b, 0), (c, 0)];
+    untouched.extend(many.iter().map(|&s| (s, 0)));
+    assert_wrote_nothing(store, check, tenant, before, &untouched, None).await;
+    assert!(
+        tenant_records_after(store, other, before).await.is_empty(),
+        "{check}: an invalid request wrote under another tenant"
+    );
+}
+
+/// A request whose idempotency record is too large is refused as
+/// `Invalid`; and shape comes first: a stored key does not turn an invalid
+/// request into a replay. Neither writes anything.
+pub async fn invalid_keyed_requests<S: EventStore>(store: &S) {
+    let check = "invalid_keyed_requests";
+    let tenant = unique_tenant("invalid-key");
+    let (a, b) = (vendor("a"), credit("b"));
     let seed_key = key("seeded");
     append_ok(
         store,
@@ -1011,17 +1260,86 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
     )
     .await;
     let before = store.head();
-    let many: Vec<StreamId> = (0..=APPEND_STREAMS_MAX)
-        .map(|n| vendor(&format!("m{n}")))
-        .collect();
+    let oversized = request(
+        tenant,
+        vec![stream_append(tenant, b, StreamVersion::NONE, 1)],
+        Some(IdempotencyWrite {
+            key: key("oversized"),
+            request_hash: [1; 32],
+            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX + 1],
+        }),
+    );
+    expect_invalid(store.append(oversized).await, check, "response too large");
+    let invalid_replay = request(
+        tenant,
+        vec![
+            stream_append(tenant, b, StreamVersion::NONE, 1),
+            stream_append(tenant, b, v(1), 1),
+        ],
+        Some(idempotency(&seed_key, 2)),
+    );
+    expect_invalid(
+        store.append(invalid_replay).await,
+        check,
+        "a stream twice, under a stored key",
+    );
+    let untouched = [(a, 1), (b, 0)];
+    let oversized_key = key("oversized");
+    assert_wrote_nothing(
+        store,
+        check,
+        tenant,
+        before,
+        &untouched,
+        Some(&oversized_key),
+    )
+    .await;
+}
 
+/// Right at the limits, requests pass: the most events on one stream with
+/// the largest response, and the most streams.
+pub async fn requests_at_the_limits<S: EventStore>(store: &S) {
+    let check = "requests_at_the_limits";
+    let tenant = unique_tenant("limits");
+    let b = credit("b");
+    let full = request(
+        tenant,
+        vec![stream_append(
+            tenant,
+            b,
+            StreamVersion::NONE,
+            APPEND_EVENTS_MAX,
+        )],
+        Some(IdempotencyWrite {
+            key: key("at-the-limits"),
+            request_hash: [2; 32],
+            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX],
+        }),
+    );
+    append_ok(store, full, check).await;
+    let widest = request(
+        tenant,
+        vendors(APPEND_STREAMS_MAX)
+            .into_iter()
+            .map(|s| stream_append(tenant, s, StreamVersion::NONE, 1))
+            .collect(),
+        None,
+    );
+    append_ok(store, widest, check).await;
+    assert_stream_len(store, check, tenant, b, APPEND_EVENTS_MAX).await;
+}
+
+/// Invalid requests whose events do not fit where they are sent: sealed
+/// for another tenant or stream, or at versions that do not follow on.
+fn misaddressed_cases(
+    tenant: TenantId,
+    other: TenantId,
+    b: StreamId,
+    c: StreamId,
+) -> Vec<(&'static str, AppendRequest)> {
     let mut gap = stream_append(tenant, b, StreamVersion::NONE, 3);
     gap.events.remove(1);
-    let mut oversized_event = stream_append(tenant, b, StreamVersion::NONE, 1);
-    oversized_event.events[0]
-        .bytes
-        .resize(ledger_core::limits::EVENT_BYTES_MAX + 1, 0);
-    let cases: Vec<(&str, AppendRequest)> = vec![
+    vec![
         (
             "events sealed for another tenant",
             request(
@@ -1064,6 +1382,23 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
                 None,
             ),
         ),
+    ]
+}
+
+/// Invalid requests past the shape's bounds: empty, or with too many
+/// events, too large an event, or too many streams (`many`).
+fn out_of_bounds_cases(
+    tenant: TenantId,
+    b: StreamId,
+    c: StreamId,
+    many: &[StreamId],
+) -> Vec<(&'static str, AppendRequest)> {
+    let mut oversized_event = stream_append(tenant, b, StreamVersion::NONE, 1);
+    oversized_event.events[0]
+        .bytes
+        .resize(ledger_core::limits::EVENT_BYTES_MAX + 1, 0);
+    let half_and_one = APPEND_EVENTS_MAX / 2 + 1;
+    vec![
         (
             "neither events nor an idempotency record",
             request(tenant, Vec::new(), None),
@@ -1098,8 +1433,8 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
             request(
                 tenant,
                 vec![
-                    stream_append(tenant, b, StreamVersion::NONE, APPEND_EVENTS_MAX / 2 + 1),
-                    stream_append(tenant, c, StreamVersion::NONE, APPEND_EVENTS_MAX / 2 + 1),
+                    stream_append(tenant, b, StreamVersion::NONE, half_and_one),
+                    stream_append(tenant, c, StreamVersion::NONE, half_and_one),
                 ],
                 None,
             ),
@@ -1118,113 +1453,16 @@ pub async fn invalid_requests<S: EventStore>(store: &S) {
                 None,
             ),
         ),
-    ];
-    for (n, (case, mut invalid)) in cases.into_iter().enumerate() {
-        let key = key(&format!("invalid-{n}"));
-        if !invalid.streams.is_empty() {
-            invalid.idempotency = Some(idempotency(&key, 1));
-        }
-        expect_invalid(store.append(invalid).await, check, case);
-        assert!(
-            store
-                .idempotency(tenant, &key)
-                .await
-                .expect("idempotency read")
-                .is_none(),
-            "{check}: an invalid request ({case}) stored its idempotency key"
-        );
-    }
-    let oversized = request(
-        tenant,
-        vec![stream_append(tenant, b, StreamVersion::NONE, 1)],
-        Some(IdempotencyWrite {
-            key: key("oversized"),
-            request_hash: [1; 32],
-            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX + 1],
-        }),
-    );
-    expect_invalid(store.append(oversized).await, check, "response too large");
-    // Shape comes first: a stored key does not turn an invalid request
-    // into a replay.
-    let invalid_replay = request(
-        tenant,
-        vec![
-            stream_append(tenant, b, StreamVersion::NONE, 1),
-            stream_append(tenant, b, v(1), 1),
-        ],
-        Some(idempotency(&seed_key, 2)),
-    );
-    expect_invalid(
-        store.append(invalid_replay).await,
-        check,
-        "a stream twice, under a stored key",
-    );
-
-    let mut untouched = vec![(a, 1), (b, 0), (c, 0)];
-    untouched.extend(many.iter().map(|&s| (s, 0)));
-    assert_wrote_nothing(
-        store,
-        check,
-        tenant,
-        before,
-        &untouched,
-        Some(&key("oversized")),
-    )
-    .await;
-    assert!(
-        tenant_records_after(store, other, before).await.is_empty(),
-        "{check}: an invalid request wrote under another tenant"
-    );
-
-    // Right at the limits, requests pass.
-    let full = request(
-        tenant,
-        vec![stream_append(
-            tenant,
-            b,
-            StreamVersion::NONE,
-            APPEND_EVENTS_MAX,
-        )],
-        Some(IdempotencyWrite {
-            key: key("at-the-limits"),
-            request_hash: [2; 32],
-            response: vec![b'x'; IDEMPOTENCY_RESPONSE_BYTES_MAX],
-        }),
-    );
-    append_ok(store, full, check).await;
-    let widest = request(
-        tenant,
-        many[..APPEND_STREAMS_MAX]
-            .iter()
-            .map(|&s| stream_append(tenant, s, StreamVersion::NONE, 1))
-            .collect(),
-        None,
-    );
-    append_ok(store, widest, check).await;
-    assert_stream_len(store, check, tenant, b, APPEND_EVENTS_MAX).await;
+    ]
 }
 
-/// Checkpoints save, load and replace whole, each under its own name.
+/// A checkpoint saves and loads, a save replaces it whole, and a save at a
+/// lower position never moves it back.
 pub async fn checkpoints<S: ReadModelStore>(store: &S) {
     let check = "checkpoints";
-    let tenant = unique_tenant("checkpoint");
-    let first = format!("{tenant}-balances");
-    let second = format!("{tenant}-orders");
-    let load = |name: String| async move {
-        store
-            .load_checkpoint(&name)
-            .await
-            .unwrap_or_else(|e| panic!("{check}: load_checkpoint failed: {e}"))
-    };
-    let save = |name: String, checkpoint: Checkpoint| async move {
-        store
-            .save_checkpoint(&name, checkpoint)
-            .await
-            .unwrap_or_else(|e| panic!("{check}: save_checkpoint failed: {e}"));
-    };
-
+    let name = format!("{}-balances", unique_tenant("checkpoint"));
     assert_eq!(
-        load(first.clone()).await,
+        load(store, check, &name).await,
         None,
         "{check}: a new name has no checkpoint"
     );
@@ -1232,9 +1470,9 @@ pub async fn checkpoints<S: ReadModelStore>(store: &S) {
         position: Position(5),
         state: b"state at five".to_vec(),
     };
-    save(first.clone(), one.clone()).await;
+    save(store, check, &name, one.clone()).await;
     assert_eq!(
-        load(first.clone()).await,
+        load(store, check, &name).await,
         Some(one),
         "{check}: load must return what was saved"
     );
@@ -1242,28 +1480,39 @@ pub async fn checkpoints<S: ReadModelStore>(store: &S) {
         position: Position(9),
         state: Vec::new(),
     };
-    save(first.clone(), two.clone()).await;
+    save(store, check, &name, two.clone()).await;
     assert_eq!(
-        load(first.clone()).await,
+        load(store, check, &name).await,
         Some(two.clone()),
         "{check}: a save must replace the checkpoint whole"
     );
-    save(
-        first.clone(),
-        Checkpoint {
-            position: Position(7),
-            state: b"a stale projector's state".to_vec(),
-        },
-    )
-    .await;
+    let stale = Checkpoint {
+        position: Position(7),
+        state: b"a stale projector's state".to_vec(),
+    };
+    save(store, check, &name, stale).await;
     assert_eq!(
-        load(first.clone()).await,
-        Some(two.clone()),
+        load(store, check, &name).await,
+        Some(two),
         "{check}: a save at a lower position must not move the checkpoint back"
     );
+}
+
+/// Each name holds a checkpoint of its own, however large: saving one
+/// leaves another as it was.
+pub async fn checkpoint_names<S: ReadModelStore>(store: &S) {
+    let check = "checkpoint_names";
+    let tenant = unique_tenant("checkpoint-names");
+    let first = format!("{tenant}-balances");
+    let second = format!("{tenant}-orders");
+    let saved = Checkpoint {
+        position: Position(9),
+        state: Vec::new(),
+    };
+    save(store, check, &first, saved.clone()).await;
 
     assert_eq!(
-        load(second.clone()).await,
+        load(store, check, &second).await,
         None,
         "{check}: names are independent"
     );
@@ -1273,15 +1522,15 @@ pub async fn checkpoints<S: ReadModelStore>(store: &S) {
             .map(|i| (i % 251) as u8)
             .collect(),
     };
-    save(second.clone(), large.clone()).await;
+    save(store, check, &second, large.clone()).await;
     assert_eq!(
-        load(second).await,
+        load(store, check, &second).await,
         Some(large),
         "{check}: a large state must come back byte for byte"
     );
     assert_eq!(
-        load(first).await,
-        Some(two),
+        load(store, check, &first).await,
+        Some(saved),
         "{check}: saving one name must not touch another"
     );
 }
@@ -1399,6 +1648,11 @@ fn v(version: u64) -> StreamVersion {
 
 fn vendor(id: &str) -> StreamId {
     StreamId::parse(&format!("vendor/{id}")).expect("fixture stream ids are valid")
+}
+
+/// `count` vendor streams, `vendor/m0` on.
+fn vendors(count: usize) -> Vec<StreamId> {
+    (0..count).map(|n| vendor(&format!("m{n}"))).collect()
 }
 
 fn credit(id: &str) -> StreamId {
@@ -1543,4 +1797,44 @@ async fn tenant_records_after<S: EventStore>(
         out.extend(page.into_iter().filter(|r| r.tenant_id == tenant));
     }
     out
+}
+
+/// The key's record, if it is stored.
+async fn key_record<S: EventStore>(
+    store: &S,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+) -> Option<IdempotencyRecord> {
+    store
+        .idempotency(tenant, key)
+        .await
+        .expect("idempotency read")
+}
+
+/// The key's record, which must be stored (else the check fails saying
+/// `missing`).
+async fn stored_record<S: EventStore>(
+    store: &S,
+    check: &str,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    missing: &str,
+) -> IdempotencyRecord {
+    key_record(store, tenant, key)
+        .await
+        .unwrap_or_else(|| panic!("{check}: {missing}"))
+}
+
+async fn load<S: ReadModelStore>(store: &S, check: &str, name: &str) -> Option<Checkpoint> {
+    store
+        .load_checkpoint(name)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: load_checkpoint failed: {e}"))
+}
+
+async fn save<S: ReadModelStore>(store: &S, check: &str, name: &str, checkpoint: Checkpoint) {
+    store
+        .save_checkpoint(name, checkpoint)
+        .await
+        .unwrap_or_else(|e| panic!("{check}: save_checkpoint failed: {e}"));
 }

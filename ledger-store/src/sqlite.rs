@@ -31,8 +31,8 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::{
     AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
-    check_shape,
+    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record,
+    StoreError, check_shape,
 };
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
@@ -653,22 +653,10 @@ impl State {
         request: &AppendRequest,
     ) -> rusqlite::Result<Result<Committed, AppendError>> {
         let tenant = request.tenant_id;
-        let mut conflict = None;
-        for append in &request.streams {
-            let actual = self.stream_head(&mut statements.stream_head, tenant, append.stream)?;
-            if actual != append.expected {
-                conflict = Some(AppendError::VersionConflict {
-                    stream: append.stream,
-                    expected: append.expected,
-                    actual,
-                });
-                break;
-            }
-        }
         // The key is checked before versions (a replay whose streams moved on
         // must find its record), but the common case is a new key whose
         // versions hold: then one insert both checks and stores it.
-        if let Some(conflict) = conflict {
+        if let Some(conflict) = self.version_conflict(&mut statements.stream_head, request)? {
             if let Some(idempotency) = &request.idempotency
                 && let Some(record) = select_key(conn, tenant, idempotency.key.clone())?
             {
@@ -685,30 +673,52 @@ impl State {
             first + events - 1
         };
         if let Some(idempotency) = &request.idempotency {
-            let inserted = statements.insert_key.execute(params![
-                tenant.as_str(),
-                idempotency.key.as_str(),
-                &idempotency.request_hash[..],
-                &idempotency.response,
-                to_sql_int(position),
-            ])?;
-            if inserted == 0 {
-                let record = select_key(conn, tenant, idempotency.key.clone())?;
-                return Ok(Err(match record {
-                    Some(record) => key_exists(record),
-                    None => AppendError::Store(StoreError::Corrupt(
-                        "an idempotency insert conflicted with no stored key".into(),
-                    )),
+            let statement = &mut statements.insert_key;
+            if let Some(refused) = insert_key(conn, statement, tenant, idempotency, position)? {
+                return Ok(Err(refused));
+            }
+        }
+        self.next = self.insert_events(&mut statements.insert_event, request, first)?;
+        Ok(Ok(Committed {
+            position: Position(position),
+        }))
+    }
+
+    /// The conflict of the first stream whose head is not the version the
+    /// request expects, if any.
+    fn version_conflict(
+        &mut self,
+        stream_head: &mut CachedStatement<'_>,
+        request: &AppendRequest,
+    ) -> rusqlite::Result<Option<AppendError>> {
+        for append in &request.streams {
+            let actual = self.stream_head(stream_head, request.tenant_id, append.stream)?;
+            if actual != append.expected {
+                return Ok(Some(AppendError::VersionConflict {
+                    stream: append.stream,
+                    expected: append.expected,
+                    actual,
                 }));
             }
         }
+        Ok(None)
+    }
 
+    /// Writes the request's events at the positions from `first` on and
+    /// moves its streams' cached heads; answers the next free position.
+    fn insert_events(
+        &mut self,
+        insert_event: &mut CachedStatement<'_>,
+        request: &AppendRequest,
+        first: u64,
+    ) -> rusqlite::Result<u64> {
+        let tenant = request.tenant_id;
         let mut next = first;
         for append in &request.streams {
             write_stream_text(&mut self.stream_text, append.stream);
             for sealed in &append.events {
                 let header = &sealed.envelope.header;
-                statements.insert_event.execute(params![
+                insert_event.execute(params![
                     to_sql_int(next),
                     tenant.as_str(),
                     self.stream_text.as_str(),
@@ -725,10 +735,7 @@ impl State {
                 .map_or(append.expected, |e| e.envelope.version());
             self.heads.insert((tenant, append.stream), version);
         }
-        self.next = next;
-        Ok(Ok(Committed {
-            position: Position(position),
-        }))
+        Ok(next)
     }
 
     /// A stream's version as of the transaction so far.
@@ -765,6 +772,35 @@ fn write_stream_text(buffer: &mut String, stream: StreamId) {
     use std::fmt::Write as _;
     buffer.clear();
     write!(buffer, "{stream}").expect("writing to a String cannot fail");
+}
+
+/// Stores an append's idempotency record at `position`. If the key is
+/// stored already, nothing is written and the answer is the error the
+/// append gets instead: `KeyExists` with the stored record.
+fn insert_key(
+    conn: &Connection,
+    insert_key: &mut CachedStatement<'_>,
+    tenant: TenantId,
+    idempotency: &IdempotencyWrite,
+    position: u64,
+) -> rusqlite::Result<Option<AppendError>> {
+    let inserted = insert_key.execute(params![
+        tenant.as_str(),
+        idempotency.key.as_str(),
+        &idempotency.request_hash[..],
+        &idempotency.response,
+        to_sql_int(position),
+    ])?;
+    if inserted != 0 {
+        return Ok(None);
+    }
+    let record = select_key(conn, tenant, idempotency.key.clone())?;
+    Ok(Some(match record {
+        Some(record) => key_exists(record),
+        None => AppendError::Store(StoreError::Corrupt(
+            "an idempotency insert conflicted with no stored key".into(),
+        )),
+    }))
 }
 
 fn answer(job: Job, outcome: Outcome) {

@@ -1,29 +1,34 @@
 //! The HTTP surface: one route table builds both the axum `Router` and the
 //! OpenAPI document, so the two cannot drift apart.
+//!
+//! This module only assembles: the state handlers share is `app`, what they
+//! share beyond it is `handler`, and the handlers are `writes` and `reads`.
 
+mod app;
 pub mod extract;
+mod handler;
 pub mod openapi;
 pub mod problem;
 mod reads;
 mod writes;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use ledger_store::EventStore;
-use projector::live::ReadSide;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Verifier;
-use crate::service::CommandService;
 use openapi::{Doc, RouteDoc};
+
+pub use app::{App, AppState};
+pub use handler::POSITION_HEADER;
+pub use reads::READ_WAIT_MAX;
 
 /// Largest request body, in bytes (a sale of the most lines fits easily).
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -31,32 +36,29 @@ pub const BODY_BYTES_MAX: usize = 64 * 1024;
 pub const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Longest a request may take before the server answers 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a read waits for `min_position` to be projected.
-pub const READ_WAIT_MAX: Duration = Duration::from_secs(5);
-/// The header carrying a write's log position (and a read's projected one).
-pub const POSITION_HEADER: &str = "tally-position";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Everything a handler needs.
-pub struct App<S> {
-    pub service: CommandService<S>,
-    pub read_side: ReadSide,
-    pub verifier: Arc<dyn Verifier>,
-    /// Health of projectors the API does not read from but reports on
-    /// (the stream projector writing the read-model table), as JSON.
-    pub projections: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+/// One route: its documentation and its handler.
+type Route<S> = (RouteDoc, MethodRouter<AppState<S>>);
+
+/// Every route, by resource. The document lists paths in sorted order, so
+/// the order here is for the reader only.
+fn routes<S: EventStore>() -> Vec<Route<S>> {
+    [
+        system::<S>(),
+        tenant::<S>(),
+        vendors::<S>(),
+        employees::<S>(),
+        sales::<S>(),
+        reports::<S>(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
-pub type AppState<S> = Arc<App<S>>;
-
-impl<S: EventStore> App<S> {
-    pub fn store(&self) -> &S {
-        self.service.store()
-    }
-}
-
-/// Every route: its documentation and its handler.
-fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
+/// The service itself: health and this document.
+fn system<S: EventStore>() -> Vec<Route<S>> {
     use openapi::route as r;
     vec![
         (
@@ -72,6 +74,12 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
             r("GET", "/openapi.json", "This document", &[]),
             get(openapi_json::<S>),
         ),
+    ]
+}
+
+fn tenant<S: EventStore>() -> Vec<Route<S>> {
+    use openapi::route as r;
+    vec![
         (
             r(
                 "PUT",
@@ -86,6 +94,12 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
             r("GET", "/v1/tenant", "The tenant's settings", &["any"]),
             get(reads::tenant::<S>),
         ),
+    ]
+}
+
+fn vendors<S: EventStore>() -> Vec<Route<S>> {
+    use openapi::route as r;
+    vec![
         (
             r("POST", "/v1/vendors", "Register a vendor", &["admin"])
                 .body::<ledger_core::vendor::RegisterVendor>(),
@@ -101,6 +115,13 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
             .body::<writes::CommissionRequest>(),
             post(writes::change_commission::<S>),
         ),
+    ]
+}
+
+/// Employees and their credit.
+fn employees<S: EventStore>() -> Vec<Route<S>> {
+    use openapi::route as r;
+    vec![
         (
             r(
                 "POST",
@@ -121,6 +142,43 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
             .body::<writes::AdjustmentRequest>(),
             post(writes::adjust_credit::<S>),
         ),
+        (
+            r(
+                "POST",
+                "/v1/credit/replenishments",
+                "Replenish every enrolled employee for a period",
+                &["admin", "service"],
+            )
+            .body::<writes::ReplenishRequest>(),
+            post(writes::replenish::<S>),
+        ),
+        (
+            r(
+                "GET",
+                "/v1/employees/{id}/credit",
+                "An employee's credit balance",
+                &["admin", "employee"],
+            )
+            .query::<reads::WaitParams>(),
+            get(reads::credit::<S>),
+        ),
+        (
+            r(
+                "GET",
+                "/v1/employees/{id}/credit/statement",
+                "An employee's credit movements with running balance",
+                &["admin", "employee"],
+            )
+            .query::<reads::StatementParams>(),
+            get(reads::statement::<S>),
+        ),
+    ]
+}
+
+/// Sales and the orders they make.
+fn sales<S: EventStore>() -> Vec<Route<S>> {
+    use openapi::route as r;
+    vec![
         (
             r(
                 "POST",
@@ -165,26 +223,6 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
         ),
         (
             r(
-                "POST",
-                "/v1/credit/replenishments",
-                "Replenish every enrolled employee for a period",
-                &["admin", "service"],
-            )
-            .body::<writes::ReplenishRequest>(),
-            post(writes::replenish::<S>),
-        ),
-        (
-            r(
-                "GET",
-                "/v1/dashboard",
-                "A vendor's (or, for admins, every vendor's) totals by day, week or month",
-                &["admin", "vendor"],
-            )
-            .query::<reads::DashboardParams>(),
-            get(reads::dashboard::<S>),
-        ),
-        (
-            r(
                 "GET",
                 "/v1/orders/{id}",
                 "One order",
@@ -203,25 +241,22 @@ fn routes<S: EventStore>() -> Vec<(RouteDoc, MethodRouter<AppState<S>>)> {
             .query::<reads::OrderListParams>(),
             get(reads::orders::<S>),
         ),
+    ]
+}
+
+/// What the log adds up to: totals, the activity log, the raw streams.
+fn reports<S: EventStore>() -> Vec<Route<S>> {
+    use openapi::route as r;
+    vec![
         (
             r(
                 "GET",
-                "/v1/employees/{id}/credit",
-                "An employee's credit balance",
-                &["admin", "employee"],
+                "/v1/dashboard",
+                "A vendor's (or, for admins, every vendor's) totals by day, week or month",
+                &["admin", "vendor"],
             )
-            .query::<reads::WaitParams>(),
-            get(reads::credit::<S>),
-        ),
-        (
-            r(
-                "GET",
-                "/v1/employees/{id}/credit/statement",
-                "An employee's credit movements with running balance",
-                &["admin", "employee"],
-            )
-            .query::<reads::StatementParams>(),
-            get(reads::statement::<S>),
+            .query::<reads::DashboardParams>(),
+            get(reads::dashboard::<S>),
         ),
         (
             r(
@@ -296,6 +331,3 @@ pub fn router<S: EventStore>(app: AppState<S>) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(app)
 }
-
-/// A `State` alias for handlers.
-pub(crate) type St<S> = State<AppState<S>>;

@@ -1,6 +1,8 @@
 //! Read endpoints: queries over the projected read models, and admin reads
 //! of the log itself.
 
+use std::time::Duration;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,14 +19,16 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::app::{App, AppState};
 use super::extract::{Auth, Params, path_id};
+use super::handler::{json_at, now, require};
 use super::problem::Problem;
-use super::writes::{now, require};
-use super::{App, AppState, POSITION_HEADER, READ_WAIT_MAX};
 use crate::auth::Principal;
 
 /// A page size when the client names none.
 pub const PAGE_DEFAULT: usize = 50;
+/// Longest a read waits for `min_position` to be projected.
+pub const READ_WAIT_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -144,14 +148,6 @@ async fn visible<S: EventStore>(app: &App<S>, min_position: Option<u64>) -> Resu
     Ok(app.read_side.position().0)
 }
 
-fn ok(body: Value, projected: u64) -> Response {
-    let mut response = axum::Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(POSITION_HEADER, projected.into());
-    response
-}
-
 pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {
     let head = app.store().head().0;
     let projected = app.read_side.position().0;
@@ -226,7 +222,7 @@ pub async fn dashboard<S: EventStore>(
                 .map(|d| dashboard_json(&d, settings.currency.scale()))
         })
         .map_err(|e| Problem::validation(e.to_string()))?;
-    Ok(ok(dashboard, projected))
+    Ok(json_at(dashboard, projected))
 }
 
 /// A dashboard as answered: every amount at the currency's scale (a sum of
@@ -274,7 +270,7 @@ pub async fn order<S: EventStore>(
             .filter(|v| p.has(Role::Admin) || p.vendor_id == Some(v.vendor_id))
             .map(|v| serde_json::to_value(v).expect("encodes"))
     });
-    view.map(|v| ok(v, projected))
+    view.map(|v| json_at(v, projected))
         .ok_or_else(|| Problem::not_found("order"))
 }
 
@@ -306,7 +302,7 @@ pub async fn orders<S: EventStore>(
             .flatten();
         json!({ "items": page, "next_cursor": next })
     });
-    Ok(ok(body, projected))
+    Ok(json_at(body, projected))
 }
 
 fn parse_order_cursor(text: &str) -> Result<(Timestamp, OrderId), Problem> {
@@ -342,7 +338,7 @@ pub async fn credit<S: EventStore>(
             .get(p.tenant_id, employee_id)
             .map(|v| serde_json::to_value(v).expect("encodes"))
     });
-    view.map(|v| ok(v, projected))
+    view.map(|v| json_at(v, projected))
         .ok_or_else(|| Problem::not_found("employee"))
 }
 
@@ -367,7 +363,7 @@ pub async fn statement<S: EventStore>(
             .flatten();
         Some(json!({ "items": page, "next_cursor": next }))
     });
-    body.map(|b| ok(b, projected))
+    body.map(|b| json_at(b, projected))
         .ok_or_else(|| Problem::not_found("employee"))
 }
 
@@ -410,7 +406,7 @@ pub async fn activity<S: EventStore>(
             .flatten();
         json!({ "items": page, "next_cursor": next })
     });
-    Ok(ok(body, projected))
+    Ok(json_at(body, projected))
 }
 
 fn parse_activity_cursor(text: &str) -> Result<(Timestamp, StreamId, StreamVersion), Problem> {
@@ -465,5 +461,6 @@ pub async fn stream_events<S: EventStore>(
         .then(|| records.last().map(|r| r.version.get().to_string()))
         .flatten();
     let head = app.store().head().0;
-    Ok(ok(json!({ "items": items, "next_cursor": next }), head))
+    let body = json!({ "items": items, "next_cursor": next });
+    Ok(json_at(body, head))
 }

@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::app::{App, St};
 use super::extract::{Auth, Body, Key, path_id, request_hash};
+use super::handler::{POSITION_HEADER, json_at, now, require};
 use super::problem::Problem;
-use super::{App, POSITION_HEADER, St};
 use crate::auth::Principal;
 use crate::service::{Caller, Decision, ExecuteError, Executed, Idempotency};
 
@@ -208,21 +209,6 @@ struct AcceptedBody<'a> {
     events: &'a [Envelope],
 }
 
-pub(crate) fn now() -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970");
-    Timestamp::from_micros(since.as_micros() as i64)
-}
-
-pub(crate) fn require(principal: &Principal, roles: &[Role]) -> Result<(), Problem> {
-    if roles.iter().any(|r| principal.has(*r)) {
-        Ok(())
-    } else {
-        Err(Problem::forbidden())
-    }
-}
-
 fn render(decision: &Decision, success: StatusCode) -> Vec<u8> {
     match decision {
         Decision::Accepted(events) => stored_events(success.as_u16(), events),
@@ -243,6 +229,17 @@ async fn write<S: EventStore>(
     success: StatusCode,
 ) -> Response {
     run(app, p, command, idem(p, key.0, request_hash), success).await
+}
+
+/// A write that creates something (most do): answered 201 when accepted.
+async fn create<S: EventStore>(
+    app: &App<S>,
+    p: &Principal,
+    key: Key,
+    request_hash: [u8; 32],
+    command: Command,
+) -> Response {
+    write(app, p, key, request_hash, command, StatusCode::CREATED).await
 }
 
 /// Runs one command and answers with its (possibly replayed) response.
@@ -369,15 +366,7 @@ pub async fn register_vendor<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin])?;
     let command = Command::Vendor(VendorCommand::Register(body.value));
-    Ok(write(
-        &app,
-        &p,
-        key,
-        body.request_hash,
-        command,
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(create(&app, &p, key, body.request_hash, command).await)
 }
 
 pub async fn change_commission<S: EventStore>(
@@ -394,7 +383,7 @@ pub async fn change_commission<S: EventStore>(
         vendor_id,
         commission_rate: body.value.commission_rate,
     }));
-    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
+    Ok(create(&app, &p, key, hash, command).await)
 }
 
 pub async fn enroll_employee<S: EventStore>(
@@ -405,15 +394,7 @@ pub async fn enroll_employee<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin])?;
     let command = Command::Credit(CreditCommand::Open(body.value));
-    Ok(write(
-        &app,
-        &p,
-        key,
-        body.request_hash,
-        command,
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(create(&app, &p, key, body.request_hash, command).await)
 }
 
 pub async fn adjust_credit<S: EventStore>(
@@ -434,7 +415,7 @@ pub async fn adjust_credit<S: EventStore>(
         amount: body.value.amount,
         reason: body.value.reason,
     }));
-    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
+    Ok(create(&app, &p, key, hash, command).await)
 }
 
 /// The vendor a sale is recorded for: the cashier's own, or the one an
@@ -474,15 +455,7 @@ pub async fn record_sale<S: EventStore>(
     body: Body<SaleRequest>,
 ) -> Result<Response, Problem> {
     let command = record_sale_command(&p, body.value, now())?;
-    Ok(write(
-        &app,
-        &p,
-        key,
-        body.request_hash,
-        command,
-        StatusCode::CREATED,
-    )
-    .await)
+    Ok(create(&app, &p, key, body.request_hash, command).await)
 }
 
 /// Each sale of the batch is its own command with its own key: one result
@@ -493,10 +466,22 @@ pub async fn record_sales_batch<S: EventStore>(
     Auth(p): Auth,
     body: Body<BatchRequest>,
 ) -> Result<Response, Problem> {
-    if !(p.has(Role::Admin) || p.has(Role::Cashier)) {
-        return Err(Problem::forbidden());
-    }
+    require(&p, &[Role::Admin, Role::Cashier])?;
     let sales = body.value.sales;
+    let keys = batch_keys(&sales)?;
+    let mut results = Vec::with_capacity(sales.len());
+    let mut last_position = 0;
+    for (sale, key) in sales.into_iter().zip(keys) {
+        let (result, position) = batch_sale(&app, &p, sale, key).await?;
+        last_position = last_position.max(position);
+        results.push(result);
+    }
+    Ok(json_at(json!({ "results": results }), last_position))
+}
+
+/// The key of every sale of a batch of the right size: the sale's own, or
+/// `order:<order_id>`.
+fn batch_keys(sales: &[BatchSale]) -> Result<Vec<IdempotencyKey>, Problem> {
     if sales.is_empty() || sales.len() > BATCH_SALES_MAX {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -504,90 +489,90 @@ pub async fn record_sales_batch<S: EventStore>(
             format!("a batch holds 1 to {BATCH_SALES_MAX} sales"),
         ));
     }
-    let mut items = Vec::with_capacity(sales.len());
-    for sale in &sales {
-        let key = match &sale.idempotency_key {
-            Some(k) => IdempotencyKey::parse(k),
-            None => IdempotencyKey::parse(&format!("order:{}", sale.order_id.as_str())),
+    sales
+        .iter()
+        .map(|sale| {
+            match &sale.idempotency_key {
+                Some(k) => IdempotencyKey::parse(k),
+                None => IdempotencyKey::parse(&format!("order:{}", sale.order_id.as_str())),
+            }
+            .map_err(|e| Problem::validation(format!("sale {}: {e}", sale.order_id.as_str())))
+        })
+        .collect()
+}
+
+/// One sale of a batch, run as the checkout it would have been online: its
+/// result, and the log position it answers with (0 when it was refused
+/// before it ran).
+async fn batch_sale<S: EventStore>(
+    app: &App<S>,
+    p: &Principal,
+    sale: BatchSale,
+    key: IdempotencyKey,
+) -> Result<(Value, u64), Problem> {
+    let order_id = sale.order_id;
+    let single = SaleRequest {
+        order_id: sale.order_id,
+        vendor_id: sale.vendor_id,
+        lines: sale.lines,
+        payment: sale.payment,
+        occurred_at: Some(sale.occurred_at),
+    };
+    let hash = hash_of("/v1/sales", &single);
+    let outcome = match record_sale_command(p, single, now()) {
+        Err(problem) => Err(problem),
+        Ok(command) => {
+            let idempotency = idem(p, key.clone(), hash);
+            execute(app, p, command, idempotency, StatusCode::CREATED).await
         }
-        .map_err(|e| Problem::validation(format!("sale {}: {e}", sale.order_id.as_str())))?;
-        items.push(key);
-    }
-    let mut results = Vec::with_capacity(sales.len());
-    let mut last_position = 0;
-    for (sale, key) in sales.into_iter().zip(items) {
-        let order_id = sale.order_id;
-        let single = SaleRequest {
-            order_id: sale.order_id,
-            vendor_id: sale.vendor_id,
-            lines: sale.lines,
-            payment: sale.payment,
-            occurred_at: Some(sale.occurred_at),
-        };
-        let hash = hash_of("/v1/sales", &single);
-        let outcome = match record_sale_command(&p, single, now()) {
-            Err(problem) => Err(problem),
-            Ok(command) => {
-                execute(
-                    &app,
-                    &p,
-                    command,
-                    idem(&p, key.clone(), hash),
-                    StatusCode::CREATED,
-                )
-                .await
-            }
-        };
-        results.push(match outcome {
-            Ok(executed) => {
-                last_position = last_position.max(executed.position.0);
-                let (status, body) = answer(&app, p.tenant_id, &executed).await?;
-                let body: Value = serde_json::from_slice(&body).expect("answers are JSON");
-                let result = match (executed.replayed(), status.is_success()) {
-                    (true, _) => "duplicate",
-                    (false, true) => "created",
-                    (false, false) => "rejected",
-                };
-                json!({
-                    "idempotency_key": key.as_str(),
-                    "order_id": order_id,
-                    "result": result,
-                    "status": status.as_u16(),
-                    "position": executed.position.0,
-                    "body": body,
-                })
-            }
-            Err(problem) => json!({
+    };
+    let executed = match outcome {
+        Ok(executed) => executed,
+        Err(problem) => {
+            let result = json!({
                 "idempotency_key": key.as_str(),
                 "order_id": order_id,
                 "result": "rejected",
                 "status": problem.status,
                 "body": problem,
-            }),
-        });
-    }
-    let mut response = axum::Json(json!({ "results": results })).into_response();
-    response
-        .headers_mut()
-        .insert(POSITION_HEADER, last_position.into());
-    Ok(response)
+            });
+            return Ok((result, 0));
+        }
+    };
+    let (status, body) = answer(app, p.tenant_id, &executed).await?;
+    let body: Value = serde_json::from_slice(&body).expect("answers are JSON");
+    let result = match (executed.replayed(), status.is_success()) {
+        (true, _) => "duplicate",
+        (false, true) => "created",
+        (false, false) => "rejected",
+    };
+    let result = json!({
+        "idempotency_key": key.as_str(),
+        "order_id": order_id,
+        "result": result,
+        "status": status.as_u16(),
+        "position": executed.position.0,
+        "body": body,
+    });
+    Ok((result, executed.position.0))
 }
 
-/// Payments and refunds address an order another vendor may own: outside
-/// the caller's vendor it does not exist.
-fn check_order_vendor<S: EventStore>(
+/// The order a payment or refund addresses. Another vendor may own it:
+/// outside the caller's vendor it does not exist.
+fn addressed_order<S: EventStore>(
     app: &App<S>,
     p: &Principal,
-    order_id: OrderId,
-) -> Result<(), Problem> {
+    id: &str,
+) -> Result<OrderId, Problem> {
+    let order_id = path_id(id, "order id", OrderId::parse)?;
     if p.has(Role::Admin) {
-        return Ok(());
+        return Ok(order_id);
     }
     let vendor = app.service.with_aggregates(p.tenant_id, |a| {
         a.order_state(order_id).map(|o| o.vendor_id)
     });
     match vendor {
-        Some(v) if p.vendor_id == Some(v) => Ok(()),
+        Some(v) if p.vendor_id == Some(v) => Ok(order_id),
         _ => Err(Problem::new(
             StatusCode::NOT_FOUND,
             "order_not_found",
@@ -604,8 +589,7 @@ pub async fn receive_payment<S: EventStore>(
     body: Body<PaymentRequest>,
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
-    let order_id = path_id(&id, "order id", OrderId::parse)?;
-    check_order_vendor(&app, &p, order_id)?;
+    let order_id = addressed_order(&app, &p, &id)?;
     let hash = hash_of(&format!("/v1/orders/{id}/payments"), &body.value);
     let command = Command::Sale(SaleCommand::ReceivePayment(ReceivePayment {
         order_id,
@@ -613,7 +597,7 @@ pub async fn receive_payment<S: EventStore>(
         tender: body.value.tender,
         now: now(),
     }));
-    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
+    Ok(create(&app, &p, key, hash, command).await)
 }
 
 pub async fn issue_refund<S: EventStore>(
@@ -624,8 +608,7 @@ pub async fn issue_refund<S: EventStore>(
     body: Body<RefundRequest>,
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor])?;
-    let order_id = path_id(&id, "order id", OrderId::parse)?;
-    check_order_vendor(&app, &p, order_id)?;
+    let order_id = addressed_order(&app, &p, &id)?;
     let hash = hash_of(&format!("/v1/orders/{id}/refunds"), &body.value);
     let command = Command::Sale(SaleCommand::Refund(IssueRefund {
         order_id,
@@ -634,7 +617,7 @@ pub async fn issue_refund<S: EventStore>(
         reason: body.value.reason,
         now: now(),
     }));
-    Ok(write(&app, &p, key, hash, command, StatusCode::CREATED).await)
+    Ok(create(&app, &p, key, hash, command).await)
 }
 
 /// Replenishes every enrolled employee for the period. Each employee's

@@ -2,13 +2,12 @@
 //! moves a stream behind the service's cached state.
 
 use command_api::service::{Caller, CommandService, Decision, Idempotency};
-use ledger_core::credit::{
-    AdjustCredit, CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishMode,
-};
+use ledger_core::credit::{AdjustCredit, CreditCommand, CreditPolicyInput, OpenCreditAccount};
 use ledger_core::event::Payment;
 use ledger_core::id::StreamVersion;
 use ledger_core::id::{EmployeeId, ItemCode, OrderId, StreamId, TenantId, UserId, VendorId};
 use ledger_core::memory::Command;
+use ledger_core::policy::ReplenishMode;
 use ledger_core::sale::{LineInput, RecordSale, SaleCommand};
 use ledger_core::tenant::ConfigureTenant;
 use ledger_core::text::{Name, Reason};

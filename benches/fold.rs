@@ -14,7 +14,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use ledger_core::codec;
 use ledger_core::envelope::Envelope;
 use ledger_core::projection::ReadModels;
-use tally::sim::{SimConfig, simulate};
+use tally_sim::{SimConfig, simulate};
 
 /// About 100k events: 60 days of a 1,000-sales-a-day cafeteria with 500
 /// employees on credit, so the read models outgrow the CPU caches as real

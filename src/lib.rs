@@ -1,8 +1,7 @@
-//! The `tally` binary's library: the workload simulator shared by the CLI
-//! and the benchmarks, the server wiring and the store it runs on, and the load generator. The
-//! binary itself (`src/main.rs`) is glue.
+//! The `tally` package's library: the server wiring and the store it runs
+//! on, which the binary (`src/main.rs`, glue only) and the integration
+//! tests and benchmarks under `tests/` and `benches/` start. The simulator
+//! is the `tally-sim` crate and the load generator the `tally-load` crate.
 
-pub mod load;
 pub mod server;
-pub mod sim;
 pub mod store;

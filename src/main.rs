@@ -6,23 +6,17 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::Write;
-use std::time::Instant;
-
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use command_api::auth::{Claims, LocalKey, TOKEN_TTL_DEFAULT};
-use ledger_core::audit::Auditor;
-use ledger_core::codec;
+use ledger_core::TenantId;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, UserId, VendorId};
-use ledger_core::projection::ReadModels;
-use ledger_core::projection::dashboard::{DashboardQuery, DayTotals, Granularity};
-use ledger_core::{LocalDate, TenantId};
+use ledger_core::projection::dashboard::Granularity;
 use ledger_store::dynamodb::DynamoConfig;
 use rust_decimal::Decimal;
 use tally::server::{Server, ServerConfig, StoreConfig};
-use tally::sim::{SimConfig, simulate};
+use tally_sim::SimConfig;
 
 #[derive(Parser)]
 #[command(
@@ -205,7 +199,7 @@ fn main() -> anyhow::Result<()> {
 fn parked(args: &ParkedArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let parked = runtime.block_on(async {
-        let table = projector::dynamo::DynamoTable::connect(&DynamoConfig {
+        let table = ledger_store::dynamodb::views::DynamoTable::connect(&DynamoConfig {
             endpoint: args.endpoint.clone(),
             table_prefix: args.table_prefix.clone(),
         })
@@ -381,14 +375,14 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 }
 
 fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let seed = args.seed.unwrap_or_else(tally::load::fresh_seed);
+    let seed = args.seed.unwrap_or_else(tally_load::fresh_seed);
     let credentials = match (args.token, &args.data) {
-        (Some(token), _) => tally::load::Credentials::Token(token),
+        (Some(token), _) => tally_load::Credentials::Token(token),
         (None, Some(dir)) => {
             let tenant = args
                 .tenant
-                .unwrap_or_else(|| format!("load-{:08x}", tally::load::fresh_seed() as u32));
-            tally::load::Credentials::Key {
+                .unwrap_or_else(|| format!("load-{:08x}", tally_load::fresh_seed() as u32));
+            tally_load::Credentials::Key {
                 key: LocalKey::load_or_create(dir)
                     .with_context(|| format!("reading the key in {}", dir.display()))?,
                 tenant: TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?,
@@ -396,13 +390,9 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --data DIR or --token TOKEN"),
     };
-    let allowance_cents = (args.allowance * Decimal::ONE_HUNDRED)
-        .trunc()
-        .try_into()
-        .context("--allowance is out of range")?;
     let duration = std::time::Duration::try_from_secs_f64(args.duration)
         .context("--duration must be a number of seconds")?;
-    let config = tally::load::LoadConfig {
+    let config = tally_load::LoadConfig {
         url: args.url,
         credentials,
         concurrency: args.concurrency,
@@ -412,12 +402,12 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
         refund_percent: args.refund_percent,
         vendors: args.vendors,
         employees: args.employees,
-        allowance_cents,
+        allowance: args.allowance,
         seed,
         verify: !args.no_verify,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(tally::load::run(config))?;
+    let report = runtime.block_on(tally_load::run(config))?;
     print!("{report}");
     if !report.passed() {
         bail!("the verification failed: the server lost or miscounted acknowledged work");
@@ -426,167 +416,17 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    let config = SimConfig {
-        seed: args.seed,
-        days: args.days,
-        vendors: args.vendors,
-        employees: args.employees,
-        sales_per_day: args.sales_per_day,
-        ..SimConfig::default()
+    let demo = tally_sim::demo::Demo {
+        config: SimConfig {
+            seed: args.seed,
+            days: args.days,
+            vendors: args.vendors,
+            employees: args.employees,
+            sales_per_day: args.sales_per_day,
+            ..SimConfig::default()
+        },
+        granularity: args.granularity,
+        export: args.export.clone(),
     };
-    let (tenant_id, first_day) = (config.tenant_id, config.first_day);
-    println!(
-        "Simulating tenant {tenant_id}: {} days from {first_day}, {} vendors, {} employees, {} sales a day (seed {})",
-        config.days, config.vendors, config.employees, config.sales_per_day, config.seed
-    );
-    let started = Instant::now();
-    let (ledger, stats) = simulate(config);
-    let records = ledger.into_records();
-    let bytes: usize = records.iter().map(Vec::len).sum();
-    println!(
-        "  {} commands, {} rejected {:?}\n  {} events, {:.1} MB, {} bytes/event on average, in {:.2} s",
-        stats.commands,
-        stats.rejected,
-        stats.rejected_by_code,
-        records.len(),
-        bytes as f64 / 1e6,
-        bytes / records.len().max(1),
-        started.elapsed().as_secs_f64()
-    );
-
-    let started = Instant::now();
-    let mut models = ReadModels::default();
-    for record in &records {
-        models.apply(&codec::decode(record).context("the simulated log must decode")?);
-    }
-    let fold = started.elapsed();
-    println!(
-        "Decoded and folded into every projection in {:.1} ms ({:.2} M events/s on one core)\n",
-        fold.as_secs_f64() * 1e3,
-        records.len() as f64 / fold.as_secs_f64() / 1e6
-    );
-
-    let last_day = LocalDate::new(
-        first_day.as_naive() + chrono::Duration::days(i64::from(args.days.max(1)) - 1),
-    );
-    print_dashboard(&models, tenant_id, first_day, last_day, args.granularity)?;
-    print_credit(&models, tenant_id);
-
-    if let Some(path) = &args.export {
-        export(&records, path)?;
-        println!(
-            "Exported {} events as JSON Lines to {}",
-            records.len(),
-            path.display()
-        );
-    }
-
-    let started = Instant::now();
-    let mut auditor = Auditor::new();
-    for record in &records {
-        auditor.record(record);
-    }
-    let report = auditor.finish();
-    let verdict = if report.is_clean() {
-        "CLEAN"
-    } else {
-        "FINDINGS"
-    };
-    println!(
-        "\nAudit: {verdict}: {} events in {} streams, {} postings, in {:.2} s. Hash chains and versions verified, \
-         postings sum to zero, credit never negative, refunds reconcile, projections agree with the ledger.",
-        report.events,
-        report.streams,
-        report.postings,
-        started.elapsed().as_secs_f64()
-    );
-    if !report.is_clean() {
-        for finding in &report.findings {
-            println!("  {}", serde_json::to_string(finding)?);
-        }
-        bail!("the audit found {} problems", report.findings_total);
-    }
-    Ok(())
-}
-
-fn print_dashboard(
-    models: &ReadModels,
-    tenant_id: TenantId,
-    from: LocalDate,
-    to: LocalDate,
-    granularity: Granularity,
-) -> anyhow::Result<()> {
-    let query = DashboardQuery {
-        tenant_id,
-        vendor_id: None,
-        from,
-        to,
-        granularity,
-        today: to,
-    };
-    let dashboard = models.dashboard.query(&query)?;
-    let currency = dashboard.currency.map_or(String::new(), |c| c.to_string());
-    println!("Dashboard, all vendors, {from}..{to}, {currency}:");
-    println!(
-        "  {:<10} {:>7} {:>14} {:>12} {:>14} {:>8} {:>12} {:>14}",
-        "bucket", "orders", "gross", "commission", "net", "refunds", "refunded", "net payable"
-    );
-    let row = |label: &str, t: &DayTotals| {
-        println!(
-            "  {:<10} {:>7} {:>14} {:>12} {:>14} {:>8} {:>12} {:>14}",
-            label,
-            t.orders,
-            t.gross,
-            t.commission,
-            t.net(),
-            t.refunds,
-            t.refunded_gross,
-            t.net_payable()
-        );
-    };
-    for bucket in &dashboard.series {
-        row(&bucket.label, &bucket.totals);
-    }
-    row("total", &dashboard.totals);
-    let t = &dashboard.totals;
-    println!(
-        "  by payment: credit {} | cash {} | card {} | mobile money {} | invoice {}",
-        t.gross_credit, t.gross_cash, t.gross_card, t.gross_mobile_money, t.gross_invoice
-    );
-    println!(
-        "  invoices: {} paid ({}), pending {}, overdue {}\n",
-        t.payments,
-        t.payments_received,
-        dashboard.receivables_pending,
-        dashboard.receivables_overdue
-    );
-    Ok(())
-}
-
-fn print_credit(models: &ReadModels, tenant_id: TenantId) {
-    let (mut accounts, mut balance, mut spent, mut replenished) =
-        (0, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
-    for view in models.credit.accounts(tenant_id) {
-        accounts += 1;
-        balance += view.balance.amount();
-        spent += view.lifetime_spent.amount();
-        replenished += view.lifetime_replenished.amount();
-    }
-    println!(
-        "Employee credit: {accounts} accounts, balance {balance}, spent {spent}, replenished {replenished}; \
-         activity log holds {} entries",
-        models.activity.len()
-    );
-}
-
-fn export(records: &[Vec<u8>], path: &std::path::Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    for record in records {
-        serde_json::to_writer(&mut out, &codec::decode(record)?)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
-    Ok(())
+    tally_sim::demo::run(&demo, &mut std::io::stdout().lock())
 }

@@ -89,8 +89,10 @@ impl Checkouts {
     /// A fresh id of the given shape.
     fn mint(&mut self, ids: Ids) -> u128 {
         self.minted += 1;
-        let high = splitmix64(self.minted);
-        let low = splitmix64(high);
+        // SplitMix64's first output for a seed: a bijection that scatters
+        // consecutive inputs.
+        let high = ledger_core::rng::SplitMix64::new(self.minted).next_u64();
+        let low = ledger_core::rng::SplitMix64::new(high).next_u64();
         match ids {
             // As UUIDv7: a rising 48-bit prefix (time), then random bits.
             Ids::TimeOrdered => (u128::from(self.minted) << 80) | (u128::from(low) & LOW_80_BITS),
@@ -165,15 +167,6 @@ impl Checkouts {
             }),
         }
     }
-}
-
-/// SplitMix64's output function: a bijection that scatters consecutive
-/// inputs.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn append(c: &mut Criterion) {

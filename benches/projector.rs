@@ -1,5 +1,5 @@
 //! The stream projector's handler: events per second through
-//! `Projector::handle` on the in-memory table (the core's own cost: decode,
+//! `StreamProjector::handle` on the in-memory table (the core's own cost: decode,
 //! plan, fold, pack) and on DynamoDB Local (what a Lambda invocation does
 //! against a table), beside the baseline of the in-process fold of the same
 //! records (decode + `ReadModels::apply`), all in the same run; then the
@@ -13,17 +13,18 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use criterion::{BatchSize, Criterion, Throughput};
 use ledger_core::codec;
 use ledger_core::projection::ReadModels;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
+use ledger_store::dynamodb::change::Change;
+use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use projector::Projector;
-use projector::dynamo::DynamoTable;
+use ledger_store::views::{MemoryTable, ViewKey, ViewTable};
+use projector::StreamProjector;
 use projector::plan::pk_of;
-use projector::record::{Body, Record};
-use projector::table::{MemoryTable, Table, ViewKey};
-use tally::sim::{SimConfig, simulate};
+use projector::record::ChangeRecord;
+use tally_sim::{SimConfig, simulate};
 
 /// Records per Lambda batch (the event source mapping's default).
 const BATCH: usize = 100;
@@ -43,15 +44,15 @@ fn log(tenant: &str, sales_per_day: u32) -> Vec<Vec<u8>> {
     .into_records()
 }
 
-fn records(log: &[Vec<u8>]) -> Vec<Record> {
+fn records(log: &[Vec<u8>]) -> Vec<ChangeRecord> {
     log.iter()
         .enumerate()
         .map(|(i, bytes)| {
             let e = codec::decode(bytes).expect("valid records");
-            Record {
+            ChangeRecord {
                 id: i.to_string(),
                 written_at_ms: None,
-                body: Body::Event {
+                change: Change::Event {
                     pk: pk_of(e.tenant_id(), e.stream()),
                     version: e.version().get(),
                     bytes: bytes.clone(),
@@ -61,7 +62,7 @@ fn records(log: &[Vec<u8>]) -> Vec<Record> {
         .collect()
 }
 
-async fn project_all<T: Table>(projector: &Projector<T>, records: &[Record]) {
+async fn project_all<T: ViewTable>(projector: &StreamProjector<T>, records: &[ChangeRecord]) {
     for batch in records.chunks(BATCH) {
         let report = projector.handle(batch.to_vec()).await;
         assert!(report.failed.is_empty(), "in log order nothing fails");
@@ -85,7 +86,7 @@ fn throughput(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     });
     group.bench_function("handler on the in-memory table", |b| {
         b.iter_batched(
-            || Projector::new(MemoryTable::new()),
+            || StreamProjector::new(MemoryTable::new()),
             |p| runtime.block_on(project_all(&p, &recs)),
             BatchSize::PerIteration,
         )
@@ -101,7 +102,7 @@ fn throughput(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     group.measurement_time(Duration::from_secs(20));
     let table = runtime.block_on(async {
         let config = DynamoConfig {
-            endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+            endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
             table_prefix: unique_prefix("bench-projector"),
         };
         DynamoStore::create_and_connect(&config)
@@ -109,7 +110,7 @@ fn throughput(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
             .expect("tables on DynamoDB Local");
         DynamoTable::connect(&config).await
     });
-    let projector = Projector::new(table);
+    let projector = StreamProjector::new(table);
     let mut tenant = 0u64;
     group.bench_function("batches of 100 in log order", |b| {
         b.iter_custom(|iters| {
@@ -133,7 +134,7 @@ fn lag(runtime: &tokio::runtime::Runtime, samples: usize) {
         use tally::server::{Server, ServerConfig, StoreConfig};
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = DynamoConfig {
-            endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+            endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
             table_prefix: unique_prefix("bench-lag"),
         };
         let server = Server::start(ServerConfig {
@@ -223,7 +224,7 @@ fn lag(runtime: &tokio::runtime::Runtime, samples: usize) {
         println!(
             "end-to-end lag on DynamoDB Local, checkout 201 to order view ({samples} checkouts, \
              runner polling every {:?}): p50 {:?}, p99 {:?}, max {:?}",
-            projector::runner::IDLE_POLL_INTERVAL_DEFAULT,
+            aws_local::mapping::IDLE_POLL_INTERVAL_DEFAULT,
             at(0.50),
             at(0.99),
             lags[lags.len() - 1]

@@ -7,21 +7,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use aws_local::mapping::RunnerHandle;
+use aws_local::streams::{StreamsRunner, StreamsRunnerConfig};
 use command_api::auth::{LocalKey, Verifier};
 use command_api::http::{self, App};
 use command_api::service::CommandService;
 use ledger_core::codec;
 use ledger_core::id::StreamId;
+use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{AppendRequest, EventStore, Position, StreamAppend};
-use projector::dynamo::DynamoTable;
 use projector::lambda::{dynamodb_records, dynamodb_response};
-use projector::live::Projector;
-use projector::runner::{RunnerHandle, StreamsRunner, StreamsRunnerConfig};
+use projector::live::LiveProjector;
 
-use crate::sim::{SimConfig, simulate};
 use crate::store::Store;
+use tally_sim::{SimConfig, simulate};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ledger.db";
@@ -58,7 +59,7 @@ pub struct Server {
     pub key: LocalKey,
     pub demo_seeded: bool,
     app: http::AppState<Store>,
-    projector: Projector,
+    projector: LiveProjector,
     stream_projection: Option<RunnerHandle>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -95,7 +96,7 @@ impl Server {
         let service = CommandService::open(store.clone())
             .await
             .context("loading the command side's state")?;
-        let projector = Projector::start(store.clone(), store.clone())
+        let projector = LiveProjector::start(store.clone(), store.clone())
             .await
             .context("starting the projector")?;
         let (stream_projection, projections) = match &config.store {
@@ -147,7 +148,7 @@ impl Server {
         self.stream_projection.as_ref()
     }
 
-    pub fn read_side(&self) -> &projector::live::ReadSide {
+    pub fn read_side(&self) -> &ledger_store::read_side::ReadSide {
         &self.app.read_side
     }
 
@@ -175,7 +176,7 @@ type ProjectionReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 async fn start_stream_projection(
     dynamo: &DynamoConfig,
 ) -> anyhow::Result<(RunnerHandle, ProjectionReport)> {
-    let projector = Arc::new(projector::Projector::new(
+    let projector = Arc::new(projector::StreamProjector::new(
         DynamoTable::connect(dynamo).await,
     ));
     let last: Arc<std::sync::Mutex<Option<(projector::Report, std::time::SystemTime)>>> =

@@ -8,8 +8,8 @@ use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::dynamodb::DynamoStore;
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{
-    AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, ReadModelStore, Record, StoreError,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
+    IdempotencyRecord, Position, Record, StoreError,
 };
 use tokio::sync::watch;
 
@@ -65,7 +65,7 @@ impl EventStore for Store {
     }
 }
 
-impl ReadModelStore for Store {
+impl CheckpointStore for Store {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         on_adapter!(self, s => s.load_checkpoint(projection).await)
     }

@@ -7,33 +7,9 @@ use std::process::Command;
 /// nothing that brings a runtime, a network stack, a clock or randomness.
 #[test]
 fn ledger_core_depends_on_nothing_that_does_io() {
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "ledger-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
+    let crates = linked("ledger-core");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8(output.stdout).expect("utf-8");
-    let crates: Vec<&str> = tree
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(
-        crates.contains(&"rust_decimal"),
+        crates.iter().any(|c| c == "rust_decimal"),
         "the tree was read: {crates:?}"
     );
     let forbidden = |name: &str| {
@@ -56,7 +32,7 @@ fn ledger_core_depends_on_nothing_that_does_io() {
                 .iter()
                 .any(|p| name.starts_with(p))
     };
-    let bad: Vec<&&str> = crates.iter().filter(|c| forbidden(c)).collect();
+    let bad: Vec<&String> = crates.iter().filter(|c| forbidden(c)).collect();
     assert!(bad.is_empty(), "ledger-core must not depend on {bad:?}");
 }
 
@@ -136,4 +112,202 @@ fn tally_rejects_a_bad_granularity_with_a_clear_error() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected day, week or month"));
+}
+
+/// The workspace crates each crate may depend on (normal dependencies):
+/// the layers of ARCHITECTURE.md, bottom up. Nothing depends on a crate
+/// above it, and the production crates never on the local stand-ins.
+const LAYERS: [(&str, &[&str]); 7] = [
+    ("ledger-core", &[]),
+    ("ledger-store", &["ledger-core"]),
+    ("projector", &["ledger-core", "ledger-store"]),
+    ("command-api", &["ledger-core", "ledger-store"]),
+    ("aws-local", &["ledger-core", "ledger-store"]),
+    ("tally-sim", &["ledger-core"]),
+    ("tally-load", &["ledger-core", "command-api"]),
+];
+
+/// Each workspace package's normal dependencies on other workspace packages.
+fn workspace_dependencies() -> Vec<(String, Vec<String>)> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let packages = metadata["packages"].as_array().expect("packages");
+    let names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    packages
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["kind"].is_null())
+                .filter_map(|d| d["name"].as_str())
+                .filter(|d| names.contains(d))
+                .map(str::to_owned)
+                .collect();
+            (p["name"].as_str().unwrap_or_default().to_owned(), deps)
+        })
+        .collect()
+}
+
+#[test]
+fn no_crate_depends_on_a_crate_above_it() {
+    let packages = workspace_dependencies();
+    for (name, allowed) in LAYERS {
+        let (_, deps) = packages
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is a workspace package"));
+        let above: Vec<&String> = deps
+            .iter()
+            .filter(|d| !allowed.contains(&d.as_str()))
+            .collect();
+        assert!(above.is_empty(), "{name} must not depend on {above:?}");
+    }
+    let layered: Vec<&str> = LAYERS.iter().map(|(n, _)| *n).collect();
+    let unlisted: Vec<&String> = packages
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.as_str() != "tally" && !layered.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "give {unlisted:?} a layer here and in ARCHITECTURE.md"
+    );
+}
+
+/// Every crate `package` links (normal dependencies, transitively).
+fn linked(package: &str) -> Vec<String> {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Only command-api knows HTTP, and it knows nothing of Lambda or of the
+/// projectors: it reads through ledger-store's ports.
+#[test]
+fn command_api_links_neither_lambda_nor_kinesis() {
+    let crates = linked("command-api");
+    assert!(
+        crates.iter().any(|c| c == "axum"),
+        "the tree was read: {crates:?}"
+    );
+    for forbidden in [
+        "lambda_runtime",
+        "aws_lambda_events",
+        "aws-sdk-kinesis",
+        "projector",
+        "aws-local",
+    ] {
+        assert!(
+            !crates.iter().any(|c| c == forbidden),
+            "command-api links {forbidden}"
+        );
+    }
+}
+
+/// The Lambda binaries (the projector crate) link no local stand-in, no
+/// Kinesis client and no HTTP server.
+#[test]
+fn lambda_binaries_link_no_local_stand_ins() {
+    let crates = linked("projector");
+    assert!(
+        crates.iter().any(|c| c == "lambda_runtime"),
+        "the tree was read: {crates:?}"
+    );
+    for forbidden in ["aws-local", "aws-sdk-kinesis", "axum", "command-api"] {
+        assert!(
+            !crates.iter().any(|c| c == forbidden),
+            "the projector links {forbidden}"
+        );
+    }
+}
+
+/// Only ledger-store knows how things sit in a database: outside it, no
+/// production source names an item attribute, a key layout or SQL. Test
+/// modules and fixtures may spell items out; the code they test may not.
+#[test]
+fn only_ledger_store_names_database_layouts() {
+    const LAYOUTS: [&str; 12] = [
+        "item::PK",
+        "item::VERSION",
+        "item::BYTES",
+        "item::SORT",
+        "\"pk\"",
+        "\"sk\"",
+        "|key|",
+        "parked|",
+        "|days",
+        "rusqlite",
+        "SELECT ",
+        "INSERT INTO",
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut read = 0;
+    for crate_dir in [
+        "ledger-core",
+        "projector",
+        "command-api",
+        "aws-local",
+        "sim",
+        "load",
+        ".",
+    ] {
+        let src = root.join(crate_dir).join("src");
+        for path in rust_files(&src) {
+            let text = std::fs::read_to_string(&path).expect("source reads");
+            let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+            read += 1;
+            for layout in LAYOUTS {
+                if production.contains(layout) {
+                    found.push(format!("{}: {layout}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(read > 20, "the sources were read ({read} files)");
+    assert!(
+        found.is_empty(),
+        "only ledger-store may name these: {found:#?}"
+    );
+}
+
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }

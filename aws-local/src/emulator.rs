@@ -1,81 +1,132 @@
-//! kinesalite, a Kinesis Data Streams emulator, for tests.
+//! The emulators tests and the local server run against, started through
+//! `scripts/emulator` (which installs them on first use).
 //!
-//! [`Kinesalite::shared`] starts one emulator per process through
-//! `scripts/kinesalite` (which installs it on first use) and hands out its
-//! endpoint; tests isolate themselves by stream name. The script's watchdog
-//! stops the emulator when the process exits, however it exits. A missing
-//! Node.js or npm fails loudly with the script's reason: nothing skips.
+//! [`Emulator::shared`] starts one emulator of a kind per process and hands
+//! out its endpoint; tests isolate themselves by table prefix or stream
+//! name. The script's watchdog stops the emulator when the process exits,
+//! however it exits. A missing Java, Node.js or npm fails loudly with the
+//! script's reason: nothing skips.
 //!
-//! The emulator keeps streams in memory and moves them between CREATING,
-//! UPDATING, DELETING and ACTIVE within milliseconds. It has no enhanced
-//! fan-out and no resource-based policies; Put/GetRecords, shards and their
-//! lineage behave as the service documents them.
+//! - **DynamoDB Local** (the official emulator) supports Streams,
+//!   transactions with their limits and cancellation reasons, conditional
+//!   writes, TTL, paging and parallel scans; it keeps one stream shard and
+//!   ignores throughput limits.
+//! - **kinesalite** keeps Kinesis streams in memory and moves them between
+//!   CREATING, UPDATING, DELETING and ACTIVE within milliseconds. It has no
+//!   enhanced fan-out; Put/GetRecords, shards and their lineage behave as
+//!   the service documents them.
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_config::BehaviorVersion;
+/// Which emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// DynamoDB Local, for DynamoDB and DynamoDB Streams.
+    DynamoDb,
+    /// kinesalite, for Kinesis Data Streams.
+    Kinesis,
+}
+
+impl Kind {
+    /// The script's name for it.
+    fn arg(self) -> &'static str {
+        match self {
+            Kind::DynamoDb => "dynamodb",
+            Kind::Kinesis => "kinesis",
+        }
+    }
+}
+
+/// Why an emulator did not start: the script's own reason (a missing Java,
+/// Node.js or npm, a failed install, no answer on its port).
+#[derive(Debug, thiserror::Error)]
+#[error("the {kind:?} emulator did not start: {reason}")]
+pub struct EmulatorError {
+    pub kind: Kind,
+    pub reason: String,
+}
 
 /// A running emulator.
 #[derive(Debug)]
-pub struct Kinesalite {
+pub struct Emulator {
     endpoint: String,
 }
 
-impl Kinesalite {
-    /// The process's emulator, started on first use.
+impl Emulator {
+    /// The process's emulator of `kind`, started on first use.
     ///
     /// # Panics
     /// When the emulator cannot be installed or started, with the reason.
-    pub fn shared() -> &'static Kinesalite {
-        static SHARED: OnceLock<Kinesalite> = OnceLock::new();
-        SHARED.get_or_init(|| Self::start().unwrap_or_else(|e| panic!("{e}")))
+    pub fn shared(kind: Kind) -> &'static Emulator {
+        static DYNAMODB: OnceLock<Emulator> = OnceLock::new();
+        static KINESIS: OnceLock<Emulator> = OnceLock::new();
+        let cell = match kind {
+            Kind::DynamoDb => &DYNAMODB,
+            Kind::Kinesis => &KINESIS,
+        };
+        cell.get_or_init(|| Self::start(kind).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// Starts an emulator that lives as long as this process.
+    /// Starts an emulator that lives as long as this process: runs
+    /// `scripts/emulator KIND start --watch-pid <this process>` and keeps
+    /// the endpoint it printed.
     ///
     /// # Errors
     /// The script's reason when it cannot install or start the emulator.
-    pub fn start() -> Result<Kinesalite, String> {
-        Ok(Kinesalite {
-            endpoint: ledger_store::dynamodb::local::start_emulator(&script(), "kinesalite")?,
-        })
+    pub fn start(kind: Kind) -> Result<Emulator, EmulatorError> {
+        let failed = |reason: String| EmulatorError { kind, reason };
+        let script = script();
+        let output = Command::new(&script)
+            .args([kind.arg(), "start", "--watch-pid"])
+            .arg(std::process::id().to_string())
+            .output()
+            .map_err(|e| failed(format!("running {}: {e}", script.display())))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(failed(format!(
+                "{} ({}):\n{}{}",
+                script.display(),
+                output.status,
+                stdout,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        let endpoint = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("endpoint="))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                failed(format!(
+                    "{} printed no endpoint:\n{stdout}",
+                    script.display()
+                ))
+            })?;
+        Ok(Emulator { endpoint })
     }
 
     /// The emulator's URL, `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
-
-    /// A Kinesis client for this emulator.
-    pub async fn client(&self) -> aws_sdk_kinesis::Client {
-        kinesis_client(Some(&self.endpoint)).await
-    }
 }
 
-/// A Kinesis client: for `endpoint` (an emulator) with test credentials in
-/// `us-east-1`, or for the service with credentials and region from the
-/// environment when `endpoint` is `None`.
-pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::new(&sdk_config(endpoint).await)
-}
-
-/// The SDK configuration every client of this crate's runners uses: for
-/// `endpoint` with test credentials in `us-east-1`, or from the environment.
-pub(crate) async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(endpoint) = endpoint {
-        loader = loader
-            .endpoint_url(endpoint)
-            .test_credentials()
-            .region(aws_config::Region::new("us-east-1"));
-    }
-    loader.load().await
+/// A name prefix (for tables or streams) no other test of any process on
+/// the same emulator uses.
+pub fn unique_prefix(label: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{label}-{}-{}-",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("scripts")
-        .join("kinesalite")
+        .join("emulator")
 }

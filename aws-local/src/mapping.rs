@@ -1,10 +1,12 @@
-//! A local stand-in for Lambda's event source mapping (ESM) on a DynamoDB
-//! Stream, and the mapping core it shares with the Kinesis runner.
+//! A local stand-in for Lambda's event source mapping (ESM) on a change
+//! stream: the core both runners share ([`crate::streams::StreamsRunner`]
+//! on a DynamoDB Stream, [`crate::kinesis::KinesisRunner`] on a Kinesis
+//! stream), generic over a `Source`.
 //!
 //! DynamoDB Local has no Lambda triggers, so tests and the local server
 //! need something that reads a table's stream and calls the same handler
 //! function Lambda would, with the same batches and the same retry rules.
-//! [`StreamsRunner`] is that. What it emulates, as Lambda documents it for
+//! What it emulates, as Lambda documents it for
 //! a stream mapping with `ReportBatchItemFailures`, `TRIM_HORIZON`,
 //! `ParallelizationFactor` 1 and no bisection, age limit or retry limit:
 //!
@@ -16,11 +18,12 @@
 //! - **Batches.** A batch is one `GetRecords` of at most the batch size
 //!   (default 100, Lambda's default) records of one shard, in shard order,
 //!   delivered as soon as it is read (no batching window). Its records are
-//!   built exactly as Lambda builds them ([`lambda_record`]).
-//! - **Partial failures.** A response with no `batchItemFailures` checkpoints
-//!   after the batch's last record. Otherwise the lowest failed sequence
-//!   number (compared as numbers) is the retry point: the checkpoint moves
-//!   to just before it and the shard is read again from it, so records after
+//!   built exactly as Lambda builds them
+//!   ([`crate::streams::lambda_record`]).
+//! - **Partial failures.** A response with no `batchItemFailures` acknowledges
+//!   the batch up to its last record. Otherwise the lowest failed sequence
+//!   number (compared as numbers) is the retry point: the acknowledged position
+//!   moves to just before it and the shard is read again from it, so records after
 //!   it that succeeded are delivered again. An `itemIdentifier` that is
 //!   empty, null or not a sequence number of the batch fails the whole
 //!   batch, as does a handler that panics (Lambda's "function error").
@@ -29,12 +32,12 @@
 //!   each retry is logged as a warning with the failing identifier and the
 //!   attempt count.
 //! - **Errors of the service** (throttling, a network blip, an expired
-//!   iterator) are logged and retried with backoff from the checkpoint;
+//!   iterator) are logged and retried with backoff from the acknowledged position;
 //!   they never end the runner.
 //!
 //! Where it differs from Lambda:
 //!
-//! - Checkpoints live in memory. A restarted runner starts again from
+//! - Acknowledged positions live in memory. A restarted runner starts again from
 //!   `TRIM_HORIZON` and redelivers everything the stream still holds; the
 //!   handler must be idempotent, which Lambda's at-least-once delivery
 //!   demands anyway.
@@ -56,17 +59,14 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_lambda_events::event::dynamodb::{
-    Event, EventRecord, StreamRecord, StreamViewType, UserIdentity,
-};
-use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
 use chrono::{DateTime, Utc};
+use ledger_core::rng::SplitMix64;
+use ledger_store::dynamodb::stream::{
+    ShardInfo, ShardPage, ShardPosition, ShardReadError, compare_sequence_numbers, ready_shards,
+};
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-
-use crate::kinesalite::sdk_config;
 
 /// Lambda's default batch size for stream mappings.
 pub const BATCH_SIZE_DEFAULT: usize = 100;
@@ -130,30 +130,6 @@ impl MappingConfig {
     }
 }
 
-/// What the DynamoDB Streams runner reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamsRunnerConfig {
-    /// A DynamoDB endpoint (DynamoDB Local, which serves Streams on the same
-    /// port); `None` for the service, with credentials and region from the
-    /// environment.
-    pub endpoint: Option<String>,
-    /// The table whose stream is read (its `LatestStreamArn`).
-    pub table_name: String,
-    /// Batch size, polling and retry backoff.
-    pub mapping: MappingConfig,
-}
-
-impl StreamsRunnerConfig {
-    /// The default mapping on `table_name`'s stream at `endpoint`.
-    pub fn new(endpoint: Option<String>, table_name: impl Into<String>) -> Self {
-        StreamsRunnerConfig {
-            endpoint,
-            table_name: table_name.into(),
-            mapping: MappingConfig::default(),
-        }
-    }
-}
-
 /// Why a runner did not start or did not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -180,7 +156,7 @@ pub struct RunnerStats {
     pub records_delivered: u64,
     /// Handler invocations that redelivered records after a failure.
     pub redeliveries: u64,
-    /// Records checkpointed (acknowledged), each once.
+    /// Records acknowledged, each once.
     pub records_acknowledged: u64,
     /// When the last record acknowledged (on any shard) entered the source:
     /// a DynamoDB record's `ApproximateCreationDateTime`, a Kinesis record's
@@ -196,56 +172,6 @@ impl RunnerStats {
     /// How far behind `now` the last acknowledged record is, when there is one.
     pub fn lag(&self, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
         self.last_acknowledged_at.map(|at| now - at)
-    }
-}
-
-/// Emulates Lambda's event source mapping on a table's DynamoDB Stream.
-#[derive(Debug)]
-pub struct StreamsRunner;
-
-impl StreamsRunner {
-    /// Finds the table's stream and starts delivering its records to
-    /// `handler`, one task per shard, until the handle is stopped or
-    /// dropped.
-    ///
-    /// # Errors
-    /// [`RunnerError::Config`] for an out-of-bounds configuration;
-    /// [`RunnerError::Setup`] when the table cannot be described or has no
-    /// stream.
-    pub async fn start<H, Fut>(
-        config: StreamsRunnerConfig,
-        handler: H,
-    ) -> Result<RunnerHandle, RunnerError>
-    where
-        H: Fn(Event) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = DynamoDbEventResponse> + Send + 'static,
-    {
-        config.mapping.check(StreamsSource::BATCH_SIZE_MAX)?;
-        let sdk = sdk_config(config.endpoint.as_deref()).await;
-        let described = aws_sdk_dynamodb::Client::new(&sdk)
-            .describe_table()
-            .table_name(&config.table_name)
-            .send()
-            .await
-            .map_err(|e| {
-                RunnerError::Setup(format!(
-                    "DescribeTable {}: {}",
-                    config.table_name,
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                ))
-            })?;
-        let stream_arn = described
-            .table()
-            .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| {
-                RunnerError::Setup(format!("table {} has no stream", config.table_name))
-            })?
-            .to_owned();
-        let source = StreamsSource {
-            client: aws_sdk_dynamodbstreams::Client::new(&sdk),
-            stream_arn: stream_arn.clone(),
-        };
-        Ok(start_mapping(source, config.mapping, handler, stream_arn))
     }
 }
 
@@ -334,44 +260,6 @@ impl Drop for RunnerHandle {
 
 // The mapping core, shared by the DynamoDB Streams and Kinesis runners.
 
-/// A shard as a listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ShardInfo {
-    pub(crate) id: String,
-    /// The shards it was split or merged from.
-    pub(crate) parents: Vec<String>,
-}
-
-/// Where a shard iterator starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Position {
-    TrimHorizon,
-    At(String),
-    After(String),
-}
-
-/// A failed read or iterator request.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    /// The iterator expired: take a new one from the checkpoint.
-    Expired,
-    /// The position is older than the stream's retention: start again from
-    /// the trim horizon (those records are gone).
-    Trimmed(String),
-    /// Anything else: retry after a backoff.
-    Other(String),
-}
-
-/// One `GetRecords`.
-#[derive(Debug)]
-pub(crate) struct Page<R> {
-    pub(crate) records: Vec<R>,
-    /// `None` once a closed shard has been read to its end.
-    pub(crate) next: Option<String>,
-    /// Nothing new and nothing further behind: the shard's current end.
-    pub(crate) at_end: bool,
-}
-
 /// A stream as a mapping reads it: shards, iterators, records, and how
 /// its records become the handler's event.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -384,18 +272,18 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// The largest batch one read can return.
     const BATCH_SIZE_MAX: usize;
 
-    fn shards(&self) -> impl Future<Output = Result<Vec<ShardInfo>, String>> + Send;
+    fn shards(&self) -> impl Future<Output = Result<Vec<ShardInfo>, ShardReadError>> + Send;
     fn iterator(
         &self,
         shard: &str,
-        from: &Position,
-    ) -> impl Future<Output = Result<String, ReadError>> + Send;
+        from: &ShardPosition,
+    ) -> impl Future<Output = Result<String, ShardReadError>> + Send;
     fn read(
         &self,
         shard: &str,
         iterator: String,
         limit: usize,
-    ) -> impl Future<Output = Result<Page<Self::Record>, ReadError>> + Send;
+    ) -> impl Future<Output = Result<ShardPage<Self::Record>, ShardReadError>> + Send;
     /// The record's sequence number (its batch item identifier).
     fn sequence_number(record: &Self::Record) -> &str;
     /// When the record entered the source.
@@ -405,41 +293,12 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn failures(response: Self::Response) -> Vec<Option<String>>;
 }
 
-/// Which shards may start now: not finished, not already being read, and
-/// every parent finished or no longer listed (trimmed). Listing order is
-/// kept.
-pub(crate) fn ready_shards<'a>(
-    listing: &'a [ShardInfo],
-    finished: &HashSet<String>,
-    reading: &HashSet<String>,
-) -> Vec<&'a str> {
-    let listed: HashSet<&str> = listing.iter().map(|s| s.id.as_str()).collect();
-    listing
-        .iter()
-        .filter(|s| !finished.contains(&s.id) && !reading.contains(&s.id))
-        .filter(|s| {
-            s.parents
-                .iter()
-                .all(|p| finished.contains(p) || !listed.contains(p.as_str()))
-        })
-        .map(|s| s.id.as_str())
-        .collect()
-}
-
-/// Orders sequence numbers as the numbers they spell: decimal strings of
-/// varying length, so "9" < "10". Leading zeros do not count.
-pub(crate) fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
 /// What a handler's answer means for its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BatchOutcome {
-    /// Checkpoint after the last record.
+    /// Acknowledge up to the last record.
     Acknowledged,
-    /// Checkpoint before record `from` (an index into the batch) and read
+    /// Acknowledge up to just before record `from` (an index into the batch) and read
     /// again from it.
     Retry { from: usize, cause: RetryCause },
 }
@@ -511,49 +370,16 @@ pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration, random: u64) -
     (ceiling - half + jitter).clamp(min, max)
 }
 
-/// SplitMix64: a small, fast, seedable generator, enough for jitter and
-/// for the shim's deterministic faults.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    /// A generator seeded from the clock and `salt`, for jitter.
-    pub(crate) fn from_entropy(salt: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let salt = salt.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        SplitMix64(nanos ^ salt)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `p` (clamped to 0..=1).
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
-        // 53 random bits make a uniform float in [0, 1).
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        unit < p.clamp(0.0, 1.0)
-    }
-
-    /// Uniform in `0..n`; 0 when `n` is 0.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        (self.next_u64() % n as u64) as usize
-    }
+/// A generator for jitter, seeded from the clock and `salt` so that shards
+/// retrying together do not wait in step.
+fn jitter_rng(salt: &str) -> SplitMix64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let salt = salt.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    SplitMix64::new(nanos ^ salt)
 }
 
 /// Starts the supervisor of a mapping from `source` to `handler`.
@@ -599,8 +425,8 @@ struct Progress {
     coverage: watch::Sender<Coverage>,
     /// Wakes the supervisor for a listing now.
     discover: Notify,
-    /// Each shard's checkpoint, so a shard task that died restarts there.
-    positions: Mutex<HashMap<String, Position>>,
+    /// Each shard's acknowledged position, so a shard task that died restarts there.
+    positions: Mutex<HashMap<String, ShardPosition>>,
 }
 
 /// How much of the stream has been seen to its current end.
@@ -626,13 +452,13 @@ impl Coverage {
 }
 
 impl Progress {
-    fn position(&self, shard: &str) -> Position {
+    fn position(&self, shard: &str) -> ShardPosition {
         self.positions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(shard)
             .cloned()
-            .unwrap_or(Position::TrimHorizon)
+            .unwrap_or(ShardPosition::TrimHorizon)
     }
 
     fn delivered(&self, records: usize, redelivery: bool) {
@@ -648,7 +474,7 @@ impl Progress {
         shard: &str,
         records: usize,
         entered_at: Option<DateTime<Utc>>,
-        position: &Position,
+        position: &ShardPosition,
     ) {
         if records == 0 {
             return;
@@ -752,11 +578,8 @@ where
     let progress = mapping.progress.clone();
     let _stopped = StoppedOnDrop(progress.clone());
     let config = &mapping.config;
-    let mut rng = SplitMix64::from_entropy("supervisor");
-    let mut tasks = JoinSet::new();
-    let mut task_shards: HashMap<tokio::task::Id, String> = HashMap::new();
-    let mut reading: HashSet<String> = HashSet::new();
-    let mut finished: HashSet<String> = HashSet::new();
+    let mut rng = jitter_rng("supervisor");
+    let mut shards = ShardTasks::default();
     let mut failures = 0u32;
     loop {
         let listed_at = Instant::now();
@@ -764,17 +587,7 @@ where
             None => break,
             Some(Ok(listing)) => {
                 failures = 0;
-                for id in ready_shards(&listing, &finished, &reading) {
-                    let start = progress.position(id);
-                    let task = tasks.spawn(read_shard(
-                        mapping.clone(),
-                        id.to_owned(),
-                        start,
-                        shutdown.clone(),
-                    ));
-                    task_shards.insert(task.id(), id.to_owned());
-                    reading.insert(id.to_owned());
-                }
+                shards.start(&mapping, &listing, &shutdown);
                 progress.listed(listed_at, &listing);
                 config.shard_discovery_interval
             }
@@ -794,29 +607,80 @@ where
             _ = shutdown.wait_for(|&stop| stop) => break,
             () = tokio::time::sleep(pause) => {}
             () = progress.discover.notified() => {}
-            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let (id, exit) = match joined {
-                    Ok((id, exit)) => (id, Some(exit)),
-                    Err(e) => (e.id(), None),
-                };
-                let Some(shard) = task_shards.remove(&id) else { continue };
-                reading.remove(&shard);
-                match exit {
-                    Some(ShardExit::Finished) => {
-                        progress.finished(&shard);
-                        finished.insert(shard);
-                    }
-                    Some(ShardExit::Stopped) => {}
-                    None => tracing::error!(
-                        %shard,
-                        "shard task died; restarting it from its checkpoint"
-                    ),
-                }
+            Some(joined) = shards.tasks.join_next_with_id(), if !shards.tasks.is_empty() => {
+                shards.ended(&progress, joined);
             }
         }
     }
     // Batches in flight finish; every task then sees the shutdown.
-    while tasks.join_next().await.is_some() {}
+    while shards.tasks.join_next().await.is_some() {}
+}
+
+/// The supervisor's shard tasks: the shard each one reads, and the shards
+/// read to their end.
+#[derive(Default)]
+struct ShardTasks {
+    tasks: JoinSet<ShardExit>,
+    task_shards: HashMap<tokio::task::Id, String>,
+    reading: HashSet<String>,
+    finished: HashSet<String>,
+}
+
+impl ShardTasks {
+    /// Starts a task for every shard of `listing` that is ready and not
+    /// being read, from its acknowledged position.
+    fn start<S, H, Fut>(
+        &mut self,
+        mapping: &Arc<Mapping<S, H>>,
+        listing: &[ShardInfo],
+        shutdown: &watch::Receiver<bool>,
+    ) where
+        S: Source,
+        H: Fn(S::Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = S::Response> + Send + 'static,
+    {
+        for shard in ready_shards(listing, &self.finished, &self.reading) {
+            let id = shard.id.as_str();
+            let start = mapping.progress.position(id);
+            let task = self.tasks.spawn(read_shard(
+                mapping.clone(),
+                id.to_owned(),
+                start,
+                shutdown.clone(),
+            ));
+            self.task_shards.insert(task.id(), id.to_owned());
+            self.reading.insert(id.to_owned());
+        }
+    }
+
+    /// Settles a task that ended: its shard is no longer read, and is
+    /// finished if the task read it to its end; one that died is
+    /// restarted by the next listing.
+    fn ended(
+        &mut self,
+        progress: &Progress,
+        joined: Result<(tokio::task::Id, ShardExit), tokio::task::JoinError>,
+    ) {
+        let (id, exit) = match joined {
+            Ok((id, exit)) => (id, Some(exit)),
+            Err(e) => (e.id(), None),
+        };
+        let Some(shard) = self.task_shards.remove(&id) else {
+            return;
+        };
+        self.reading.remove(&shard);
+        match exit {
+            Some(ShardExit::Finished) => {
+                progress.finished(&shard);
+                self.finished.insert(shard);
+            }
+            Some(ShardExit::Stopped) => {}
+            None => tracing::error!(
+                %shard,
+                "shard task died; restarting it from its acknowledged position"
+            ),
+        }
+    }
 }
 
 /// Reads one shard from `position` to its end (or to shutdown), delivering
@@ -824,7 +688,7 @@ where
 async fn read_shard<S, H, Fut>(
     mapping: Arc<Mapping<S, H>>,
     shard: String,
-    position: Position,
+    position: ShardPosition,
     shutdown: watch::Receiver<bool>,
 ) -> ShardExit
 where
@@ -834,7 +698,7 @@ where
 {
     let _reading = Reading::new(mapping.progress.clone());
     let mut reader = ShardReader {
-        rng: SplitMix64::from_entropy(&shard),
+        rng: jitter_rng(&shard),
         mapping,
         shard,
         position,
@@ -854,9 +718,9 @@ where
 struct ShardReader<S, H> {
     mapping: Arc<Mapping<S, H>>,
     shard: String,
-    /// Where a new iterator starts: the checkpoint, or the record a
+    /// Where a new iterator starts: the acknowledged position, or the record a
     /// redelivery starts at.
-    position: Position,
+    position: ShardPosition,
     iterator: Option<String>,
     /// Consecutive failed calls.
     errors: u32,
@@ -892,7 +756,7 @@ where
 
     /// The next page and when its read began; `None` after a failed call
     /// (logged, and waited out).
-    async fn read(&mut self) -> ControlFlow<ShardExit, Option<(Page<S::Record>, Instant)>> {
+    async fn read(&mut self) -> ControlFlow<ShardExit, Option<(ShardPage<S::Record>, Instant)>> {
         let iterator = match self.iterator.take() {
             Some(iterator) => iterator,
             None => {
@@ -921,16 +785,16 @@ where
     }
 
     /// Logs a failed call, moves the position if it must, and backs off.
-    async fn failed(&mut self, error: ReadError) -> ControlFlow<ShardExit> {
+    async fn failed(&mut self, error: ShardReadError) -> ControlFlow<ShardExit> {
         self.errors += 1;
-        let position = std::mem::replace(&mut self.position, Position::TrimHorizon);
+        let position = std::mem::replace(&mut self.position, ShardPosition::TrimHorizon);
         self.position = after_error(&self.shard, position, error, self.errors);
         let wait = self.backoff(self.errors);
         self.sleep(wait).await
     }
 
-    /// Hands a batch to the handler and checkpoints what it acknowledged.
-    async fn deliver(&mut self, page: Page<S::Record>) -> ControlFlow<ShardExit> {
+    /// Hands a batch to the handler and moves past what it acknowledged.
+    async fn deliver(&mut self, page: ShardPage<S::Record>) -> ControlFlow<ShardExit> {
         let sequence_numbers: Vec<String> = page
             .records
             .iter()
@@ -955,9 +819,14 @@ where
             BatchOutcome::Retry { from, cause } => (from, Some(cause)),
         };
         if let Some(last) = acknowledged.checked_sub(1) {
-            let checkpoint = Position::After(sequence_numbers[last].clone());
-            progress.acknowledged(&self.shard, acknowledged, entered_at[last], &checkpoint);
-            self.position = checkpoint;
+            let acknowledged_at = ShardPosition::After(sequence_numbers[last].clone());
+            progress.acknowledged(
+                &self.shard,
+                acknowledged,
+                entered_at[last],
+                &acknowledged_at,
+            );
+            self.position = acknowledged_at;
         }
         match retry {
             None => {
@@ -991,7 +860,7 @@ where
             backoff_ms = wait.as_millis() as u64,
             "batch failed; redelivering from the failed record"
         );
-        self.position = Position::At(at.to_owned());
+        self.position = ShardPosition::At(at.to_owned());
         self.iterator = None;
         self.sleep(wait).await
     }
@@ -1015,17 +884,22 @@ where
 }
 
 /// Logs a failed call and says where the next iterator starts.
-fn after_error(shard: &str, position: Position, error: ReadError, attempt: u32) -> Position {
+fn after_error(
+    shard: &str,
+    position: ShardPosition,
+    error: ShardReadError,
+    attempt: u32,
+) -> ShardPosition {
     match error {
-        ReadError::Expired => {
-            tracing::debug!(%shard, "shard iterator expired; taking a new one at the checkpoint");
+        ShardReadError::Expired => {
+            tracing::debug!(%shard, "shard iterator expired; taking a new one at the acknowledged position");
             position
         }
-        ReadError::Trimmed(why) => {
-            tracing::warn!(%shard, error = %why, "checkpoint past the stream's retention; restarting at the trim horizon");
-            Position::TrimHorizon
+        ShardReadError::Trimmed(why) => {
+            tracing::warn!(%shard, error = %why, "acknowledged position past the stream's retention; restarting at the trim horizon");
+            ShardPosition::TrimHorizon
         }
-        ReadError::Other(why) => {
+        ShardReadError::Other(why) => {
             tracing::warn!(%shard, error = %why, attempt, "stream call failed; retrying");
             position
         }
@@ -1051,244 +925,6 @@ where
     }
 }
 
-// The DynamoDB Streams source.
-
-struct StreamsSource {
-    client: aws_sdk_dynamodbstreams::Client,
-    stream_arn: String,
-}
-
-impl Source for StreamsSource {
-    type Record = EventRecord;
-    type Event = Event;
-    type Response = DynamoDbEventResponse;
-    const BATCH_SIZE_MAX: usize = STREAMS_BATCH_SIZE_MAX;
-
-    async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
-        let mut shards = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
-            let described = self
-                .client
-                .describe_stream()
-                .stream_arn(&self.stream_arn)
-                .set_exclusive_start_shard_id(start.take())
-                .send()
-                .await
-                .map_err(|e| streams_error("DescribeStream", e))?;
-            let description = described
-                .stream_description
-                .ok_or("DescribeStream returned no description")?;
-            shards.extend(
-                description
-                    .shards
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|shard| {
-                        Some(ShardInfo {
-                            id: shard.shard_id?,
-                            parents: shard.parent_shard_id.into_iter().collect(),
-                        })
-                    }),
-            );
-            match description.last_evaluated_shard_id {
-                Some(last) => start = Some(last),
-                None => return Ok(shards),
-            }
-        }
-    }
-
-    async fn iterator(&self, shard: &str, from: &Position) -> Result<String, ReadError> {
-        let (kind, sequence) = match from {
-            Position::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
-            Position::At(s) => (ShardIteratorType::AtSequenceNumber, Some(s.clone())),
-            Position::After(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.clone())),
-        };
-        let got = self
-            .client
-            .get_shard_iterator()
-            .stream_arn(&self.stream_arn)
-            .shard_id(shard)
-            .shard_iterator_type(kind)
-            .set_sequence_number(sequence)
-            .send()
-            .await;
-        match got {
-            Ok(got) => got
-                .shard_iterator
-                .ok_or_else(|| ReadError::Other("GetShardIterator returned no iterator".into())),
-            Err(e) => Err(match e.as_service_error() {
-                Some(s) if s.is_trimmed_data_access_exception() => {
-                    ReadError::Trimmed(streams_error("GetShardIterator", e))
-                }
-                _ => ReadError::Other(streams_error("GetShardIterator", e)),
-            }),
-        }
-    }
-
-    async fn read(
-        &self,
-        _shard: &str,
-        iterator: String,
-        limit: usize,
-    ) -> Result<Page<EventRecord>, ReadError> {
-        let got = self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await;
-        let got = match got {
-            Ok(got) => got,
-            Err(e) => {
-                return Err(match e.as_service_error() {
-                    Some(s) if s.is_expired_iterator_exception() => ReadError::Expired,
-                    Some(s) if s.is_trimmed_data_access_exception() => {
-                        ReadError::Trimmed(streams_error("GetRecords", e))
-                    }
-                    _ => ReadError::Other(streams_error("GetRecords", e)),
-                });
-            }
-        };
-        let fetched = got.records.unwrap_or_default();
-        let at_end = fetched.is_empty();
-        let records = fetched
-            .into_iter()
-            .filter_map(|record| {
-                let converted = lambda_record(record, &self.stream_arn);
-                if converted.is_none() {
-                    tracing::warn!(
-                        stream = %self.stream_arn,
-                        "stream record without a sequence number skipped"
-                    );
-                }
-                converted
-            })
-            .collect();
-        Ok(Page {
-            records,
-            next: got.next_shard_iterator,
-            at_end,
-        })
-    }
-
-    fn sequence_number(record: &EventRecord) -> &str {
-        record.change.sequence_number.as_deref().unwrap_or_default()
-    }
-
-    fn entered_at(record: &EventRecord) -> Option<DateTime<Utc>> {
-        Some(record.change.approximate_creation_date_time)
-    }
-
-    fn event(records: Vec<EventRecord>) -> Event {
-        let mut event = Event::default();
-        event.records = records;
-        event
-    }
-
-    fn failures(response: DynamoDbEventResponse) -> Vec<Option<String>> {
-        response
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect()
-    }
-}
-
-fn streams_error(operation: &str, e: impl std::error::Error) -> String {
-    format!(
-        "DynamoDB Streams {operation}: {}",
-        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
-    )
-}
-
-/// A DynamoDB Streams record as Lambda hands it to a function: the
-/// record's own fields (`eventID`, `eventName`, `eventVersion`,
-/// `eventSource`, `awsRegion`, `userIdentity`, and in `dynamodb` the
-/// `ApproximateCreationDateTime`, `Keys`, `NewImage`, `OldImage`,
-/// `SequenceNumber`, `SizeBytes` and `StreamViewType`) plus the
-/// `eventSourceARN` Lambda adds. `None` for a record without a sequence
-/// number, which no mapping could checkpoint. Attribute values of a type
-/// this SDK does not know are left out rather than guessed.
-pub fn lambda_record(
-    record: aws_sdk_dynamodbstreams::types::Record,
-    stream_arn: &str,
-) -> Option<EventRecord> {
-    let change = record.dynamodb?;
-    let sequence_number = change.sequence_number?;
-    let mut converted = StreamRecord::default();
-    converted.approximate_creation_date_time = change
-        .approximate_creation_date_time
-        .and_then(|at| DateTime::from_timestamp(at.secs(), at.subsec_nanos()))
-        .unwrap_or_default();
-    converted.keys = item(change.keys);
-    converted.new_image = item(change.new_image);
-    converted.old_image = item(change.old_image);
-    converted.sequence_number = Some(sequence_number);
-    converted.size_bytes = change.size_bytes.unwrap_or_default();
-    converted.stream_view_type = change.stream_view_type.and_then(|view| {
-        use aws_sdk_dynamodbstreams::types::StreamViewType as Sdk;
-        match view {
-            Sdk::KeysOnly => Some(StreamViewType::KeysOnly),
-            Sdk::NewImage => Some(StreamViewType::NewImage),
-            Sdk::OldImage => Some(StreamViewType::OldImage),
-            Sdk::NewAndOldImages => Some(StreamViewType::NewAndOldImages),
-            _ => None,
-        }
-    });
-    let mut event = EventRecord::default();
-    event.aws_region = record.aws_region.unwrap_or_default();
-    event.change = converted;
-    event.event_id = record.event_id.unwrap_or_default();
-    event.event_name = record
-        .event_name
-        .map(|name| name.as_str().to_owned())
-        .unwrap_or_default();
-    event.event_source = record.event_source;
-    event.event_version = record.event_version;
-    event.event_source_arn = Some(stream_arn.to_owned());
-    event.user_identity = record.user_identity.map(|identity| {
-        let mut user = UserIdentity::default();
-        user.type_ = identity.r#type.unwrap_or_default();
-        user.principal_id = identity.principal_id.unwrap_or_default();
-        user
-    });
-    Some(event)
-}
-
-fn item(image: Option<HashMap<String, AttributeValue>>) -> serde_dynamo::Item {
-    image
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, attribute(value)?)))
-        .collect::<HashMap<String, serde_dynamo::AttributeValue>>()
-        .into()
-}
-
-/// The SDK's attribute value as serde_dynamo's (whose own `From` panics on
-/// a variant it does not know).
-fn attribute(value: AttributeValue) -> Option<serde_dynamo::AttributeValue> {
-    use serde_dynamo::AttributeValue as D;
-    Some(match value {
-        AttributeValue::B(b) => D::B(b.into_inner()),
-        AttributeValue::Bool(b) => D::Bool(b),
-        AttributeValue::Bs(bs) => D::Bs(bs.into_iter().map(|b| b.into_inner()).collect()),
-        AttributeValue::L(l) => D::L(l.into_iter().filter_map(attribute).collect()),
-        AttributeValue::M(m) => D::M(
-            m.into_iter()
-                .filter_map(|(k, v)| Some((k, attribute(v)?)))
-                .collect(),
-        ),
-        AttributeValue::N(n) => D::N(n),
-        AttributeValue::Ns(ns) => D::Ns(ns),
-        AttributeValue::Null(null) => D::Null(null),
-        AttributeValue::S(s) => D::S(s),
-        AttributeValue::Ss(ss) => D::Ss(ss),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1297,71 +933,8 @@ mod tests {
         ShardInfo {
             id: id.to_owned(),
             parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+            first_sequence: None,
         }
-    }
-
-    fn set(ids: &[&str]) -> HashSet<String> {
-        ids.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn a_child_waits_for_its_parent_along_a_chain() {
-        let listing = [shard("a", &[]), shard("b", &["a"]), shard("c", &["b"])];
-        assert_eq!(ready_shards(&listing, &set(&[]), &set(&[])), ["a"]);
-        assert!(ready_shards(&listing, &set(&[]), &set(&["a"])).is_empty());
-        assert_eq!(ready_shards(&listing, &set(&["a"]), &set(&[])), ["b"]);
-        assert_eq!(ready_shards(&listing, &set(&["a", "b"]), &set(&[])), ["c"]);
-        assert!(ready_shards(&listing, &set(&["a", "b", "c"]), &set(&[])).is_empty());
-    }
-
-    #[test]
-    fn both_halves_of_a_split_start_together_after_the_parent() {
-        let listing = [shard("p", &[]), shard("l", &["p"]), shard("r", &["p"])];
-        assert_eq!(ready_shards(&listing, &set(&[]), &set(&[])), ["p"]);
-        assert_eq!(ready_shards(&listing, &set(&["p"]), &set(&[])), ["l", "r"]);
-        assert_eq!(ready_shards(&listing, &set(&["p"]), &set(&["l"])), ["r"]);
-    }
-
-    #[test]
-    fn a_merge_waits_for_both_parents() {
-        let listing = [shard("x", &[]), shard("y", &[]), shard("m", &["x", "y"])];
-        assert_eq!(ready_shards(&listing, &set(&[]), &set(&[])), ["x", "y"]);
-        assert_eq!(
-            ready_shards(&listing, &set(&["x"]), &set(&["y"])),
-            Vec::<&str>::new()
-        );
-        assert_eq!(ready_shards(&listing, &set(&["x", "y"]), &set(&[])), ["m"]);
-    }
-
-    #[test]
-    fn a_trimmed_parent_counts_as_read() {
-        let listing = [shard("b", &["gone"]), shard("c", &["b"])];
-        assert_eq!(ready_shards(&listing, &set(&[]), &set(&[])), ["b"]);
-        // Several open shards with trimmed parents all start at once.
-        let listing = [shard("s1", &["t1"]), shard("s2", &["t2"]), shard("s3", &[])];
-        assert_eq!(
-            ready_shards(&listing, &set(&[]), &set(&[])),
-            ["s1", "s2", "s3"]
-        );
-    }
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        use Ordering::*;
-        assert_eq!(compare_sequence_numbers("9", "10"), Less);
-        assert_eq!(
-            compare_sequence_numbers("000000000000000000010", "9"),
-            Greater
-        );
-        assert_eq!(compare_sequence_numbers("0042", "42"), Equal);
-        assert_eq!(
-            compare_sequence_numbers(
-                "49568167373333333333333333333333333333333333333333333333",
-                "49568167373333333334444444444444444444444444444444444444"
-            ),
-            Less
-        );
-        assert_eq!(compare_sequence_numbers("", "0"), Equal);
     }
 
     #[test]
@@ -1422,17 +995,6 @@ mod tests {
     }
 
     #[test]
-    fn chance_and_below_stay_in_range() {
-        let mut rng = SplitMix64::new(7);
-        let hits = (0..10_000).filter(|_| rng.chance(0.25)).count();
-        assert!((2_000..3_000).contains(&hits), "{hits}");
-        assert!(!(0..1_000).any(|_| rng.chance(0.0)));
-        assert!((0..1_000).all(|_| rng.chance(1.0)));
-        assert!((0..1_000).all(|_| rng.below(3) < 3));
-        assert_eq!(rng.below(0), 0);
-    }
-
-    #[test]
     fn coverage_needs_a_fresh_listing_and_every_shard_at_its_end() {
         let before = Instant::now();
         let since = before + Duration::from_millis(1);
@@ -1449,175 +1011,6 @@ mod tests {
         assert!(c.covers(since));
         c.listed_at = Some(before);
         assert!(!c.covers(since), "the listing is older than the call");
-    }
-
-    /// A record of a DynamoDB Streams event as Lambda delivers it, in the
-    /// shape of the example in the Lambda developer guide ("Using AWS
-    /// Lambda with Amazon DynamoDB"), with values of this project.
-    const LAMBDA_SAMPLE: &str = r#"{
-      "Records": [
-        {
-          "eventID": "c4ca4238a0b923820dcc509a6f75849b",
-          "eventName": "INSERT",
-          "eventVersion": "1.1",
-          "eventSource": "aws:dynamodb",
-          "awsRegion": "us-east-1",
-          "dynamodb": {
-            "ApproximateCreationDateTime": 1767225600,
-            "Keys": {
-              "pk": { "S": "acme|credit/E1" },
-              "v": { "N": "1" }
-            },
-            "NewImage": {
-              "pk": { "S": "acme|credit/E1" },
-              "v": { "N": "1" },
-              "b": { "B": "AAECAw==" }
-            },
-            "SequenceNumber": "4421584500000000017450439091",
-            "SizeBytes": 59,
-            "StreamViewType": "NEW_IMAGE"
-          },
-          "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/2026-01-01T00:00:00.000"
-        }
-      ]
-    }"#;
-
-    fn sdk_record() -> aws_sdk_dynamodbstreams::types::Record {
-        use aws_sdk_dynamodbstreams::primitives::{Blob, DateTime as SdkTime};
-        use aws_sdk_dynamodbstreams::types::{OperationType, Record, StreamViewType as View};
-        let keys = HashMap::from([
-            ("pk".to_owned(), AttributeValue::S("acme|credit/E1".into())),
-            ("v".to_owned(), AttributeValue::N("1".into())),
-        ]);
-        let mut image = keys.clone();
-        image.insert(
-            "b".to_owned(),
-            AttributeValue::B(Blob::new(vec![0, 1, 2, 3])),
-        );
-        let change = aws_sdk_dynamodbstreams::types::StreamRecord::builder()
-            .approximate_creation_date_time(SdkTime::from_secs(1_767_225_600))
-            .set_keys(Some(keys))
-            .set_new_image(Some(image))
-            .sequence_number("4421584500000000017450439091")
-            .size_bytes(59)
-            .stream_view_type(View::NewImage)
-            .build();
-        Record::builder()
-            .event_id("c4ca4238a0b923820dcc509a6f75849b")
-            .event_name(OperationType::Insert)
-            .event_version("1.1")
-            .event_source("aws:dynamodb")
-            .aws_region("us-east-1")
-            .dynamodb(change)
-            .build()
-    }
-
-    /// Every object key and the JSON type of every leaf, with nulls and
-    /// empty objects left out (the Rust event type writes an absent
-    /// optional field as null and an absent image as `{}`; Lambda leaves
-    /// both out).
-    fn shape(value: &serde_json::Value) -> serde_json::Value {
-        use serde_json::Value;
-        match value {
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
-                    .map(|(k, v)| (k.clone(), shape(v)))
-                    .collect(),
-            ),
-            Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
-            Value::String(_) => Value::String("string".into()),
-            Value::Number(_) => Value::String("number".into()),
-            Value::Bool(_) => Value::String("bool".into()),
-            Value::Null => Value::Null,
-        }
-    }
-
-    #[test]
-    fn a_converted_record_has_the_shape_lambda_delivers() {
-        let arn =
-            "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/2026-01-01T00:00:00.000";
-        let record = lambda_record(sdk_record(), arn).expect("a record with a sequence number");
-        let mut event = Event::default();
-        event.records = vec![record];
-        let ours = serde_json::to_value(&event).expect("serializes");
-        let sample: serde_json::Value =
-            serde_json::from_str(LAMBDA_SAMPLE).expect("sample is JSON");
-        assert_eq!(shape(&ours), shape(&sample));
-        // Not only the shape: the sample read back is the record we built.
-        let parsed: Event = serde_json::from_str(LAMBDA_SAMPLE).expect("the sample deserializes");
-        assert_eq!(parsed, event);
-        let change = &parsed.records[0].change;
-        assert_eq!(
-            change.new_image.get("b"),
-            Some(&serde_dynamo::AttributeValue::B(vec![0, 1, 2, 3]))
-        );
-        assert_eq!(
-            change.approximate_creation_date_time.timestamp(),
-            1_767_225_600
-        );
-    }
-
-    /// Every attribute type converts (the SDK's `Unknown`, which cannot be
-    /// built outside it, is left out rather than panicked on as
-    /// serde_dynamo's own `From` would).
-    #[test]
-    fn every_attribute_type_converts() {
-        use aws_sdk_dynamodbstreams::primitives::Blob;
-        use serde_dynamo::AttributeValue as D;
-        let image = HashMap::from([
-            ("b".to_owned(), AttributeValue::B(Blob::new(vec![1]))),
-            ("bool".to_owned(), AttributeValue::Bool(true)),
-            (
-                "bs".to_owned(),
-                AttributeValue::Bs(vec![Blob::new(vec![2])]),
-            ),
-            ("n".to_owned(), AttributeValue::N("1.5".into())),
-            ("ns".to_owned(), AttributeValue::Ns(vec!["1".into()])),
-            ("null".to_owned(), AttributeValue::Null(true)),
-            ("s".to_owned(), AttributeValue::S("x".into())),
-            ("ss".to_owned(), AttributeValue::Ss(vec!["y".into()])),
-            (
-                "l".to_owned(),
-                AttributeValue::L(vec![AttributeValue::M(HashMap::from([(
-                    "k".to_owned(),
-                    AttributeValue::S("z".into()),
-                )]))]),
-            ),
-        ]);
-        let converted = item(Some(image));
-        let expected: serde_dynamo::Item = HashMap::from([
-            ("b".to_owned(), D::B(vec![1])),
-            ("bool".to_owned(), D::Bool(true)),
-            ("bs".to_owned(), D::Bs(vec![vec![2]])),
-            ("n".to_owned(), D::N("1.5".into())),
-            ("ns".to_owned(), D::Ns(vec!["1".into()])),
-            ("null".to_owned(), D::Null(true)),
-            ("s".to_owned(), D::S("x".into())),
-            ("ss".to_owned(), D::Ss(vec!["y".into()])),
-            (
-                "l".to_owned(),
-                D::L(vec![D::M(HashMap::from([(
-                    "k".to_owned(),
-                    D::S("z".into()),
-                )]))]),
-            ),
-        ])
-        .into();
-        assert_eq!(converted, expected);
-        assert!(item(None).is_empty());
-    }
-
-    #[test]
-    fn a_record_without_a_sequence_number_is_skipped() {
-        let mut record = sdk_record();
-        if let Some(change) = record.dynamodb.as_mut() {
-            change.sequence_number = None;
-        }
-        assert!(lambda_record(record, "arn").is_none());
-        let mut record = sdk_record();
-        record.dynamodb = None;
-        assert!(lambda_record(record, "arn").is_none());
     }
 
     /// A stream in memory: shards with their sequence numbers, and faults
@@ -1639,11 +1032,11 @@ mod tests {
     }
 
     impl FakeSource {
-        fn shard(&self, id: &str) -> Result<&(ShardInfo, Vec<u64>, bool), ReadError> {
+        fn shard(&self, id: &str) -> Result<&(ShardInfo, Vec<u64>, bool), ShardReadError> {
             self.shards
                 .iter()
                 .find(|(s, _, _)| s.id == id)
-                .ok_or_else(|| ReadError::Other(format!("no shard {id}")))
+                .ok_or_else(|| ShardReadError::Other(format!("no shard {id}")))
         }
     }
 
@@ -1654,25 +1047,29 @@ mod tests {
         type Response = Vec<Option<String>>;
         const BATCH_SIZE_MAX: usize = 1_000;
 
-        async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
+        async fn shards(&self) -> Result<Vec<ShardInfo>, ShardReadError> {
             if take(&self.fail) {
-                return Err("listing failed".into());
+                return Err(ShardReadError::Other("listing failed".into()));
             }
             Ok(self.shards.iter().map(|(s, _, _)| s.clone()).collect())
         }
 
-        async fn iterator(&self, shard: &str, from: &Position) -> Result<String, ReadError> {
+        async fn iterator(
+            &self,
+            shard: &str,
+            from: &ShardPosition,
+        ) -> Result<String, ShardReadError> {
             let (_, records, _) = self.shard(shard)?;
             let find = |s: &str| {
                 records
                     .iter()
                     .position(|r| r.to_string() == s)
-                    .ok_or_else(|| ReadError::Other(format!("no record {s}")))
+                    .ok_or_else(|| ShardReadError::Other(format!("no record {s}")))
             };
             let index = match from {
-                Position::TrimHorizon => 0,
-                Position::At(s) => find(s)?,
-                Position::After(s) => find(s)? + 1,
+                ShardPosition::TrimHorizon => 0,
+                ShardPosition::At(s) => find(s)?,
+                ShardPosition::After(s) => find(s)? + 1,
             };
             Ok(format!("{shard}/{index}"))
         }
@@ -1682,25 +1079,25 @@ mod tests {
             shard: &str,
             iterator: String,
             limit: usize,
-        ) -> Result<Page<(String, String)>, ReadError> {
+        ) -> Result<ShardPage<(String, String)>, ShardReadError> {
             if take(&self.expire) {
-                return Err(ReadError::Expired);
+                return Err(ShardReadError::Expired);
             }
             if take(&self.fail) {
-                return Err(ReadError::Other("read failed".into()));
+                return Err(ShardReadError::Other("read failed".into()));
             }
             let (_, records, closed) = self.shard(shard)?;
             let index: usize = iterator
                 .rsplit_once('/')
                 .and_then(|(_, i)| i.parse().ok())
-                .ok_or_else(|| ReadError::Other(format!("bad iterator {iterator}")))?;
+                .ok_or_else(|| ShardReadError::Other(format!("bad iterator {iterator}")))?;
             let end = (index + limit).min(records.len());
             let page: Vec<(String, String)> = records[index..end]
                 .iter()
                 .map(|r| (shard.to_owned(), r.to_string()))
                 .collect();
             let next = (!*closed || end < records.len()).then(|| format!("{shard}/{end}"));
-            Ok(Page {
+            Ok(ShardPage {
                 at_end: page.is_empty(),
                 records: page,
                 next,

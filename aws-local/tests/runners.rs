@@ -6,21 +6,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisEventResponse,
 };
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
+use aws_local::kinesis::{KinesisRunner, KinesisRunnerConfig};
+use aws_local::mapping::{RunnerHandle, RunnerStats};
+use aws_local::shim::{Faults, KinesisShim, ShimConfig};
+use aws_local::streams::{StreamsRunner, StreamsRunnerConfig};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use ledger_store::dynamodb::create_tables;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
-use projector::kinesalite::Kinesalite;
-use projector::kinesis::{
-    DynamoChangeRecord, Faults, KinesisRunner, KinesisRunnerConfig, KinesisShim, ShimConfig,
-};
-use projector::runner::{RunnerHandle, RunnerStats, StreamsRunner, StreamsRunnerConfig};
+use ledger_store::dynamodb::change::DynamoChangeRecord;
+use ledger_store::dynamodb::{create_tables, sdk_config};
 
 /// Longest wait for a runner to catch up in these tests.
 const CATCH_UP_MAX: Duration = Duration::from_secs(20);
@@ -28,13 +27,8 @@ const CATCH_UP_MAX: Duration = Duration::from_secs(20);
 /// A fresh event table (the project's schema, stream and all) on the
 /// shared DynamoDB Local.
 async fn event_table(label: &str) -> (aws_sdk_dynamodb::Client, String) {
-    let endpoint = DynamoLocal::shared().endpoint().to_owned();
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .test_credentials()
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
+    let endpoint = Emulator::shared(Kind::DynamoDb).endpoint().to_owned();
+    let sdk = sdk_config(Some(&endpoint)).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let prefix = unique_prefix(label);
     create_tables(&client, &prefix)
@@ -105,7 +99,10 @@ async fn recording_runner(
 ) -> (RunnerHandle, Batches) {
     let batches: Batches = Arc::default();
     let seen = batches.clone();
-    let mut config = StreamsRunnerConfig::new(Some(DynamoLocal::shared().endpoint().into()), table);
+    let mut config = StreamsRunnerConfig::new(
+        Some(Emulator::shared(Kind::DynamoDb).endpoint().into()),
+        table,
+    );
     config.mapping.batch_size = batch_size;
     let answer = Arc::new(answer);
     let runner = StreamsRunner::start(config, move |event: Event| {
@@ -330,8 +327,8 @@ async fn the_shim_duplicates_and_reorders_and_the_kinesis_runner_delivers_everyt
     const RECORDS: usize = 60;
     let (client, table) = event_table("shim").await;
     write_items(&client, &table, 0..RECORDS).await;
-    let dynamo_endpoint = Some(DynamoLocal::shared().endpoint().to_owned());
-    let kinesis_endpoint = Some(Kinesalite::shared().endpoint().to_owned());
+    let dynamo_endpoint = Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned());
+    let kinesis_endpoint = Some(Emulator::shared(Kind::Kinesis).endpoint().to_owned());
 
     // The table's own stream, as the oracle.
     let (oracle, stream_batches) = recording_runner(&table, 100, acknowledge).await;

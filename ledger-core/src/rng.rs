@@ -64,6 +64,9 @@ mod tests {
         assert!((0..1_000).all(|_| !rng.chance(0.0) && rng.chance(1.0)));
         assert!((0..1_000).all(|_| !rng.chance_percent(0) && rng.chance_percent(100)));
         let hits = (0..10_000).filter(|_| rng.chance(0.25)).count();
-        assert!((2_000..3_000).contains(&hits), "{hits} of 10,000 at p = 0.25");
+        assert!(
+            (2_000..3_000).contains(&hits),
+            "{hits} of 10,000 at p = 0.25"
+        );
     }
 }

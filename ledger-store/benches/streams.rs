@@ -41,13 +41,13 @@
 
 use std::time::{Duration, Instant};
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use ledger_core::id::{EmployeeId, StreamId, StreamVersion, TenantId, VendorId};
 use ledger_store::conformance::{stream_append, unique_tenant};
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{
@@ -225,7 +225,7 @@ fn streams(c: &mut Criterion) {
     let dir = tempfile::TempDir::new().expect("temporary directory");
     let sqlite = SqliteStore::open(&dir.path().join("tally.db")).expect("open SQLite");
     let config = DynamoConfig {
-        endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+        endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
         table_prefix: unique_prefix("bench"),
     };
     let (mut sqlite, mut dynamo) = runtime.block_on(async {

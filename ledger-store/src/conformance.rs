@@ -1,4 +1,4 @@
-//! The conformance suite: the EventStore and ReadModelStore contracts, as tests any adapter runs.
+//! The conformance suite: the EventStore and CheckpointStore contracts, as tests any adapter runs.
 //!
 //! Each check is an async function over the port alone, so every adapter
 //! runs the very same code. A check panics, saying which rule broke, when
@@ -25,10 +25,9 @@ use ledger_core::{Actor, CommissionRate, Currency, Hash, Header, Role, TimeZone,
 use tokio::task::JoinSet;
 
 use crate::{
-    APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, Committed,
-    EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord,
-    IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StreamAppend,
-    read_stream_all,
+    APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, CheckpointStore,
+    Committed, EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord,
+    IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StreamAppend, read_stream_all,
 };
 
 /// Tasks racing for each version in [`concurrent_appends`].
@@ -67,7 +66,7 @@ const TENANT_SALT_MASK: u64 = (1 << 48) - 1;
 /// one another, and the store must keep every rule under mixed load.
 pub async fn run_all<S>(store: &S)
 where
-    S: EventStore + ReadModelStore + Clone,
+    S: EventStore + CheckpointStore + Clone,
 {
     tokio::join!(
         version_conflict(store),
@@ -1458,7 +1457,7 @@ fn out_of_bounds_cases(
 
 /// A checkpoint saves and loads, a save replaces it whole, and a save at a
 /// lower position never moves it back.
-pub async fn checkpoints<S: ReadModelStore>(store: &S) {
+pub async fn checkpoints<S: CheckpointStore>(store: &S) {
     let check = "checkpoints";
     let name = format!("{}-balances", unique_tenant("checkpoint"));
     assert_eq!(
@@ -1500,7 +1499,7 @@ pub async fn checkpoints<S: ReadModelStore>(store: &S) {
 
 /// Each name holds a checkpoint of its own, however large: saving one
 /// leaves another as it was.
-pub async fn checkpoint_names<S: ReadModelStore>(store: &S) {
+pub async fn checkpoint_names<S: CheckpointStore>(store: &S) {
     let check = "checkpoint_names";
     let tenant = unique_tenant("checkpoint-names");
     let first = format!("{tenant}-balances");
@@ -1825,14 +1824,14 @@ async fn stored_record<S: EventStore>(
         .unwrap_or_else(|| panic!("{check}: {missing}"))
 }
 
-async fn load<S: ReadModelStore>(store: &S, check: &str, name: &str) -> Option<Checkpoint> {
+async fn load<S: CheckpointStore>(store: &S, check: &str, name: &str) -> Option<Checkpoint> {
     store
         .load_checkpoint(name)
         .await
         .unwrap_or_else(|e| panic!("{check}: load_checkpoint failed: {e}"))
 }
 
-async fn save<S: ReadModelStore>(store: &S, check: &str, name: &str, checkpoint: Checkpoint) {
+async fn save<S: CheckpointStore>(store: &S, check: &str, name: &str, checkpoint: Checkpoint) {
     store
         .save_checkpoint(name, checkpoint)
         .await

@@ -1,18 +1,24 @@
 //! Tally's storage ports and adapters.
 //!
-//! Two ports: [`EventStore`], the append-only log of sealed event records,
-//! and [`ReadModelStore`], where projections persist their state and the log
-//! position they have folded up to. Only this crate knows how events and read
-//! models sit in a database; everything above it speaks in streams,
-//! versions, positions and record bytes.
+//! Three ports: [`EventStore`], the append-only log of sealed event
+//! records; [`CheckpointStore`], where projections persist their state and
+//! the log position they have folded up to; and [`views::ViewTable`], the
+//! read-model table the stream projector writes views and sums into. Only
+//! this crate knows how events and read models sit in a database;
+//! everything above it speaks in streams, versions, positions and bytes.
 //!
 //! Adapters: [`sqlite::SqliteStore`], the embedded default, and
-//! [`dynamodb::DynamoStore`], the cloud's. Every adapter passes the same
-//! [`conformance`] suite.
+//! [`dynamodb::DynamoStore`], the cloud's, of the first two (both pass
+//! [`conformance`]); [`views::MemoryTable`] and
+//! [`dynamodb::views::DynamoTable`] of the third (both pass
+//! [`views::conformance`]). [`read_side::ReadSide`] is how queries see the
+//! in-memory read models.
 
 pub mod conformance;
 pub mod dynamodb;
+pub mod read_side;
 pub mod sqlite;
+pub mod views;
 
 use std::fmt;
 use std::future::Future;
@@ -171,15 +177,52 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+/// Any error of a backend, kept whole so its chain reaches the logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// An operating error of the underlying store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage: {0}")]
-    Backend(String),
+    /// The backend failed or refused: a database error, the service out of
+    /// reach or throttled past the retries, a task that died. `context`
+    /// says what the store was doing.
+    #[error("{context}: {}", error_chain(.source.as_ref()))]
+    Backend {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+    /// What is stored is not what this store writes.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+}
+
+impl StoreError {
+    /// A backend failure while doing `context`.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// An error and its sources, one after another: what the SDKs' own
+/// `DisplayErrorContext` prints, for any error.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = e.source();
+    }
+    text
 }
 
 /// The event log.
@@ -349,7 +392,7 @@ pub struct Checkpoint {
 /// - `save_checkpoint` MUST NOT move a checkpoint back: a save at a lower
 ///   position than the stored one leaves the stored one (a stale projector,
 ///   say one that lost a race with its replacement, cannot undo newer work).
-pub trait ReadModelStore: Send + Sync + 'static {
+pub trait CheckpointStore: Send + Sync + 'static {
     fn load_checkpoint(
         &self,
         projection: &str,

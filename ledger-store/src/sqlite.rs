@@ -30,9 +30,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::{
-    AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record,
-    StoreError, check_shape,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
+    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
+    check_shape,
 };
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
@@ -223,7 +223,7 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("ledger-store-writer".into())
             .spawn(move || writer.run(&queue))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::backend("starting the writer thread", e))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 jobs: Some(jobs),
@@ -275,7 +275,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::backend("reading", e))?
     }
 }
 
@@ -397,7 +397,7 @@ impl EventStore for SqliteStore {
     }
 }
 
-impl ReadModelStore for SqliteStore {
+impl CheckpointStore for SqliteStore {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         let projection = projection.to_owned();
         self.with_checkpoints(move |conn| {
@@ -428,10 +428,13 @@ impl ReadModelStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let projection = projection.to_owned();
         let Ok(position) = i64::try_from(checkpoint.position.0) else {
-            return Err(StoreError::Backend(format!(
-                "checkpoint position {} is beyond what SQLite stores",
-                checkpoint.position
-            )));
+            return Err(StoreError::backend(
+                "saving a checkpoint",
+                format!(
+                    "position {} is beyond what SQLite stores",
+                    checkpoint.position
+                ),
+            ));
         };
         // One statement replaces the row: atomic, and durable once it
         // returns (the checkpoint database syncs like the log's).
@@ -459,7 +462,7 @@ impl SqliteStore {
             work(&checkpoints.lock().unwrap_or_else(|e| e.into_inner()))
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("checkpoint task failed: {e}")))?
+        .map_err(|e| StoreError::backend("saving a checkpoint", e))?
     }
 }
 
@@ -598,10 +601,10 @@ impl Writer {
                 state.heads.clear();
                 state.fresh = false;
                 state.next = state.head + 1;
-                let message = format!("group commit failed: {e}");
+                let message = e.to_string();
                 tracing::error!(error = %e, jobs = batch.len(), "group commit failed");
                 for job in batch.drain(..) {
-                    let error = StoreError::Backend(message.clone());
+                    let error = StoreError::backend("group commit", message.clone());
                     let Job::Append { request, reply } = job;
                     let _ = reply.send((Err(AppendError::Store(error)), request));
                 }
@@ -869,9 +872,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(backend),
         SCHEMA_VERSION => Ok(()),
-        newer => Err(StoreError::Backend(format!(
-            "the database has schema version {newer}; this build knows up to {SCHEMA_VERSION}"
-        ))),
+        newer => Err(StoreError::backend(
+            "opening the database",
+            format!("it has schema version {newer}; this build knows up to {SCHEMA_VERSION}"),
+        )),
     };
     match migrated {
         Ok(()) => conn.execute_batch("COMMIT").map_err(backend),
@@ -945,9 +949,10 @@ fn enter_wal(conn: &Connection) -> Result<(), StoreError> {
         }) {
             Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
             Ok(mode) => {
-                return Err(StoreError::Backend(format!(
-                    "the database would not enter WAL mode (it is in {mode} mode)"
-                )));
+                return Err(StoreError::backend(
+                    "opening the database",
+                    format!("it would not enter WAL mode (it is in {mode} mode)"),
+                ));
             }
             Err(e)
                 if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
@@ -1008,7 +1013,7 @@ fn backend(e: rusqlite::Error) -> StoreError {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
             StoreError::Corrupt(e.to_string())
         }
-        _ => StoreError::Backend(e.to_string()),
+        _ => StoreError::backend("SQLite", e),
     }
 }
 
@@ -1141,7 +1146,7 @@ mod tests {
             answer(later_answer),
         ] {
             assert!(
-                matches!(result, Err(AppendError::Store(StoreError::Backend(_)))),
+                matches!(result, Err(AppendError::Store(StoreError::Backend { .. }))),
                 "every request of a failed batch fails: {result:?}"
             );
         }

@@ -1,6 +1,6 @@
 //! The handler: one batch of records in, read-model writes done, the
 //! records to redeliver out. Lambda's entries, the local runners and the
-//! property tests all call [`Projector::handle`].
+//! property tests all call [`StreamProjector::handle`].
 //!
 //! Per batch: decode and group ([`Batch::new`]); load the stored views of
 //! the order and credit streams in the batch (one consistent batch read);
@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 
 use crate::plan::{ACTIONS_MIN, Batch, Limits, StreamPlan, pack, plan_stream};
-use crate::record::Record;
-use crate::table::{Cost, Parked, Table, ViewKey, WriteError};
+use crate::record::ChangeRecord;
+use ledger_store::views::{Cost, Parked, StoredView, ViewKey, ViewTable, Write, WriteError};
 
 /// How many times a batch re-plans streams whose gate moved under it.
 pub const CONFLICT_ROUNDS_MAX: usize = 4;
@@ -31,7 +31,7 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 8;
 
 /// The projector over a read-model table.
 #[derive(Debug)]
-pub struct Projector<T> {
+pub struct StreamProjector<T> {
     table: T,
     limits: Limits,
 }
@@ -61,7 +61,7 @@ pub struct Report {
     pub lag_min_ms: Option<i64>,
 }
 
-impl<T: Table> Projector<T> {
+impl<T: ViewTable> StreamProjector<T> {
     pub fn new(table: T) -> Self {
         Self::with_limits(table, Limits::default())
     }
@@ -74,7 +74,7 @@ impl<T: Table> Projector<T> {
             actions: limits.actions.max(ACTIONS_MIN),
             ..limits
         };
-        Projector { table, limits }
+        StreamProjector { table, limits }
     }
 
     pub fn table(&self) -> &T {
@@ -83,7 +83,7 @@ impl<T: Table> Projector<T> {
 
     /// Projects one batch. Never panics; every failure is a record to
     /// redeliver.
-    pub async fn handle(&self, records: Vec<Record>) -> Report {
+    pub async fn handle(&self, records: Vec<ChangeRecord>) -> Report {
         let batch = Batch::new(records);
         let mut report = Report {
             records: batch.records,
@@ -107,6 +107,25 @@ impl<T: Table> Projector<T> {
         };
         let stored: rustc_hash::FxHashMap<ViewKey, _> = keys.into_iter().zip(stored).collect();
 
+        let mut plans = self.plan(&batch, &stored).await;
+        // Park first: a parked record is acknowledged only once it is stored.
+        self.park(&batch, &plans, &mut report, &mut failed).await;
+        for plan in &mut plans {
+            failed.append(&mut plan.failed);
+            report.skipped += plan.done.len();
+        }
+        self.write(&mut plans, &batch, &mut report, &mut failed)
+            .await;
+        self.finish(report, &batch, failed)
+    }
+
+    /// Plans every stream of the batch on its stored view; a stream with a
+    /// gap is planned again once the table says where it is parked.
+    async fn plan(
+        &self,
+        batch: &Batch,
+        stored: &rustc_hash::FxHashMap<ViewKey, Option<StoredView>>,
+    ) -> Vec<StreamPlan> {
         let mut plans: Vec<StreamPlan> = Vec::with_capacity(batch.streams.len());
         for (key, stream) in &batch.streams {
             let view = stored.get(key).and_then(Option::as_ref);
@@ -124,39 +143,42 @@ impl<T: Table> Projector<T> {
             }
             plans.push(plan);
         }
+        plans
+    }
 
-        // Park first: a parked record is acknowledged only once it is stored.
+    /// Parks the batch's unreadable records and every plan's poison in one
+    /// write; if it fails, they are redelivered.
+    async fn park(
+        &self,
+        batch: &Batch,
+        plans: &[StreamPlan],
+        report: &mut Report,
+        failed: &mut Vec<String>,
+    ) {
         let mut parks: Vec<Parked> = batch.unreadable.clone();
-        for plan in &plans {
+        for plan in plans {
             parks.extend(plan.park.iter().cloned());
         }
-        if !parks.is_empty() {
-            match self.table.park(&parks).await {
-                Ok(cost) => {
-                    report.cost.add(&cost);
-                    report.writes += 1;
-                    report.parked = parks.len();
-                    for p in &parks {
-                        tracing::error!(
-                            pk = %p.pk, version = p.version, record = %p.record,
-                            behind = p.behind.unwrap_or(0), error = %p.error, "record parked"
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "parking failed; parked records are redelivered");
-                    failed.extend(parks.iter().map(|p| p.record.clone()));
+        if parks.is_empty() {
+            return;
+        }
+        match self.table.park(&parks).await {
+            Ok(cost) => {
+                report.cost.add(&cost);
+                report.writes += 1;
+                report.parked = parks.len();
+                for p in &parks {
+                    tracing::error!(
+                        pk = %p.pk, version = p.version, record = %p.record,
+                        behind = p.behind.unwrap_or(0), error = %p.error, "record parked"
+                    );
                 }
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "parking failed; parked records are redelivered");
+                failed.extend(parks.iter().map(|p| p.record.clone()));
+            }
         }
-
-        for plan in &mut plans {
-            failed.append(&mut plan.failed);
-            report.skipped += plan.done.len();
-        }
-        self.write(&mut plans, &batch, &mut report, &mut failed)
-            .await;
-        self.finish(report, &batch, failed)
     }
 
     /// Writes every plan's view (and sums), re-planning on gate conflicts.
@@ -177,28 +199,7 @@ impl<T: Table> Projector<T> {
             if round == CONFLICT_ROUNDS_MAX {
                 break;
             }
-            // Orders (with their sums) share transactions; a credit view
-            // has no sums, so it is written alone, which is cheaper.
-            let (orders, credits): (Vec<usize>, Vec<usize>) = pending
-                .iter()
-                .partition(|&&i| plans[i].view.as_ref().is_some_and(|v| v.index.is_some()));
-            let mut units: Vec<(crate::table::Write, Vec<usize>)> = {
-                let refs: Vec<&StreamPlan> = orders.iter().map(|&i| &plans[i]).collect();
-                pack(&refs, self.limits)
-                    .into_iter()
-                    .map(|(w, idx)| (w, idx.into_iter().map(|j| orders[j]).collect()))
-                    .collect()
-            };
-            units.extend(credits.iter().map(|&i| {
-                let view = plans[i].view.clone().into_iter().collect();
-                (
-                    crate::table::Write {
-                        views: view,
-                        sums: Vec::new(),
-                    },
-                    vec![i],
-                )
-            }));
+            let units = units(plans, &pending, self.limits);
             // The writes of a round touch disjoint items: send them
             // together, then settle their outcomes in order.
             let outcomes: Vec<_> = futures_util::stream::iter(units)
@@ -209,59 +210,79 @@ impl<T: Table> Projector<T> {
                 .buffer_unordered(WRITES_IN_FLIGHT_MAX)
                 .collect()
                 .await;
-            let mut retry: Vec<usize> = Vec::new();
-            for (members, outcome) in outcomes {
-                match outcome {
-                    Ok(cost) => {
-                        report.cost.add(&cost);
-                        report.writes += 1;
-                        for &i in &members {
-                            report.applied += plans[i].events;
-                        }
-                    }
-                    Err(WriteError::Conflict(conflicts)) => {
-                        for (at, current) in conflicts {
-                            let i = members[at];
-                            let Some(key) = plans[i].key else { continue };
-                            let Some(stream) = batch.streams.get(&key) else {
-                                continue;
-                            };
-                            tracing::info!(pk = %stream.pk, "view moved under the batch; planning again");
-                            let mut again = plan_stream(
-                                key,
-                                stream,
-                                current.as_ref(),
-                                None,
-                                self.limits.actions,
-                            );
-                            failed.append(&mut again.failed);
-                            report.skipped += again.done.len();
-                            if !again.park.is_empty() {
-                                // A stored view that no longer decodes: the
-                                // records are redelivered rather than parked
-                                // mid-write; the next delivery parks them.
-                                failed.extend(again.park.iter().map(|p| p.record.clone()));
-                            }
-                            plans[i] = StreamPlan {
-                                park: Vec::new(),
-                                ..again
-                            };
-                        }
-                        retry.extend(members.iter().copied().filter(|&i| plans[i].view.is_some()));
-                    }
-                    Err(WriteError::Failed(e)) => {
-                        tracing::warn!(error = %e, records = members.iter().map(|&i| plans[i].applies.len()).sum::<usize>(), "write failed; its records are redelivered");
-                        for &i in &members {
-                            failed.extend(plans[i].applies.iter().cloned());
-                        }
-                    }
-                }
-            }
-            pending = retry;
+            pending = self.settle(plans, batch, report, failed, outcomes);
         }
         for &i in &pending {
             failed.extend(plans[i].applies.iter().cloned());
         }
+    }
+
+    /// Settles the outcomes of a round's writes, each with the plans in it:
+    /// counts a write done, re-plans the streams whose gate moved, fails
+    /// the records of a write that failed. Returns the plans to write again.
+    fn settle(
+        &self,
+        plans: &mut [StreamPlan],
+        batch: &Batch,
+        report: &mut Report,
+        failed: &mut Vec<String>,
+        outcomes: Vec<(Vec<usize>, Result<Cost, WriteError>)>,
+    ) -> Vec<usize> {
+        let mut retry: Vec<usize> = Vec::new();
+        for (members, outcome) in outcomes {
+            match outcome {
+                Ok(cost) => {
+                    report.cost.add(&cost);
+                    report.writes += 1;
+                    for &i in &members {
+                        report.applied += plans[i].events;
+                    }
+                }
+                Err(WriteError::Conflict(conflicts)) => {
+                    for (at, current) in conflicts {
+                        let i = members[at];
+                        self.replan(&mut plans[i], batch, report, failed, current.as_ref());
+                    }
+                    retry.extend(members.iter().copied().filter(|&i| plans[i].view.is_some()));
+                }
+                Err(WriteError::Failed(e)) => {
+                    tracing::warn!(error = %e, records = members.iter().map(|&i| plans[i].applies.len()).sum::<usize>(), "write failed; its records are redelivered");
+                    for &i in &members {
+                        failed.extend(plans[i].applies.iter().cloned());
+                    }
+                }
+            }
+        }
+        retry
+    }
+
+    /// Plans a stream again on `current`, the view that moved under it.
+    fn replan(
+        &self,
+        plan: &mut StreamPlan,
+        batch: &Batch,
+        report: &mut Report,
+        failed: &mut Vec<String>,
+        current: Option<&StoredView>,
+    ) {
+        let Some(key) = plan.key else { return };
+        let Some(stream) = batch.streams.get(&key) else {
+            return;
+        };
+        tracing::info!(pk = %stream.pk, "view moved under the batch; planning again");
+        let mut again = plan_stream(key, stream, current, None, self.limits.actions);
+        failed.append(&mut again.failed);
+        report.skipped += again.done.len();
+        if !again.park.is_empty() {
+            // A stored view that no longer decodes: the records are
+            // redelivered rather than parked mid-write; the next delivery
+            // parks them.
+            failed.extend(again.park.iter().map(|p| p.record.clone()));
+        }
+        *plan = StreamPlan {
+            park: Vec::new(),
+            ..again
+        };
     }
 
     fn finish(&self, mut report: Report, batch: &Batch, mut failed: Vec<String>) -> Report {
@@ -292,6 +313,33 @@ impl<T: Table> Projector<T> {
         );
         report
     }
+}
+
+/// The atomic writes of one round for the plans `pending`, each with the
+/// plans in it. Orders (with their sums) share transactions; a credit view
+/// has no sums, so it is written alone, which is cheaper.
+fn units(plans: &[StreamPlan], pending: &[usize], limits: Limits) -> Vec<(Write, Vec<usize>)> {
+    let (orders, credits): (Vec<usize>, Vec<usize>) = pending
+        .iter()
+        .partition(|&&i| plans[i].view.as_ref().is_some_and(|v| v.index.is_some()));
+    let mut units: Vec<(Write, Vec<usize>)> = {
+        let refs: Vec<&StreamPlan> = orders.iter().map(|&i| &plans[i]).collect();
+        pack(&refs, limits)
+            .into_iter()
+            .map(|(w, idx)| (w, idx.into_iter().map(|j| orders[j]).collect()))
+            .collect()
+    };
+    units.extend(credits.iter().map(|&i| {
+        let view = plans[i].view.clone().into_iter().collect();
+        (
+            Write {
+                views: view,
+                sums: Vec::new(),
+            },
+            vec![i],
+        )
+    }));
+    units
 }
 
 fn all_ids(batch: &Batch) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! Lambda's event types to records, and the handler's report back to
 //! Lambda's partial-batch response.
 //!
-//! Two sources feed the same [`Projector::handle`]:
+//! Two sources feed the same [`StreamProjector::handle`]:
 //!
 //! - a DynamoDB Streams event source mapping delivers a DynamoDB `Event`;
 //!   a record's batch item identifier is its `SequenceNumber`;
@@ -23,12 +23,13 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use ledger_store::dynamodb::DynamoConfig;
-use serde::Deserialize;
 
-use crate::dynamo::DynamoTable;
-use crate::handler::{Projector, Report};
-use crate::record::{Body, Image, Record};
-use crate::table::Table;
+use ledger_store::dynamodb::change::{Change, DynamoChangeRecord};
+use ledger_store::dynamodb::views::DynamoTable;
+use ledger_store::views::ViewTable;
+
+use crate::handler::{Report, StreamProjector};
+use crate::record::ChangeRecord;
 
 /// Environment variables the Lambda runtime needs; the runtime library
 /// panics without them, so the entry checks first.
@@ -89,7 +90,7 @@ pub async fn run(source: Source) -> Result<(), lambda_runtime::Error> {
             format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of MB").into(),
         );
     }
-    let projector = Arc::new(Projector::new(
+    let projector = Arc::new(StreamProjector::new(
         DynamoTable::connect(&config_from_env()).await,
     ));
     match source {
@@ -115,7 +116,7 @@ pub async fn run(source: Source) -> Result<(), lambda_runtime::Error> {
 }
 
 /// The records of a DynamoDB Streams event.
-pub fn dynamodb_records(event: DynamoDbEvent) -> Vec<Record> {
+pub fn dynamodb_records(event: DynamoDbEvent) -> Vec<ChangeRecord> {
     event
         .records
         .into_iter()
@@ -128,56 +129,34 @@ pub fn dynamodb_records(event: DynamoDbEvent) -> Vec<Record> {
             // The field is required by Lambda's format; a record without it
             // reads as the epoch, which is no write time at all.
             let written_at = change.approximate_creation_date_time.timestamp_millis();
-            Record::from_image(
+            ChangeRecord::read(
                 id,
                 (written_at > 0).then_some(written_at),
                 &r.event_name,
-                change.keys.inner(),
-                change.new_image.inner(),
+                &change.keys,
+                &change.new_image,
             )
         })
         .collect()
 }
 
-/// A change record as Kinesis Data Streams for DynamoDB writes it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KinesisChange {
-    event_name: String,
-    dynamodb: KinesisChangeBody,
-}
-
-#[derive(Debug, Deserialize)]
-struct KinesisChangeBody {
-    /// Milliseconds since the epoch (Kinesis records use milliseconds,
-    /// DynamoDB Streams records seconds).
-    #[serde(rename = "ApproximateCreationDateTime")]
-    approximate_creation_date_time: Option<i64>,
-    #[serde(rename = "Keys", default)]
-    keys: Image,
-    #[serde(rename = "NewImage", default)]
-    new_image: Image,
-}
-
 /// The records of a Kinesis event carrying DynamoDB change records.
-pub fn kinesis_records(event: KinesisEvent) -> Vec<Record> {
+pub fn kinesis_records(event: KinesisEvent) -> Vec<ChangeRecord> {
     event
         .records
         .into_iter()
         .map(|r| {
             let id = r.kinesis.sequence_number;
-            match serde_json::from_slice::<KinesisChange>(&r.kinesis.data.0) {
-                Ok(change) => Record::from_image(
+            match serde_json::from_slice::<DynamoChangeRecord>(&r.kinesis.data.0) {
+                Ok(record) => ChangeRecord {
                     id,
-                    change.dynamodb.approximate_creation_date_time,
-                    &change.event_name,
-                    &change.dynamodb.keys,
-                    &change.dynamodb.new_image,
-                ),
-                Err(e) => Record {
+                    written_at_ms: record.dynamodb.approximate_creation_date_time_ms,
+                    change: record.change(),
+                },
+                Err(e) => ChangeRecord {
                     id,
                     written_at_ms: None,
-                    body: Body::Malformed {
+                    change: Change::Malformed {
                         pk: None,
                         version: None,
                         reason: format!("the Kinesis record is not a DynamoDB change record: {e}"),
@@ -190,8 +169,8 @@ pub fn kinesis_records(event: KinesisEvent) -> Vec<Record> {
 
 /// Projects a DynamoDB Streams event; the response names the records to
 /// retry.
-pub async fn handle_dynamodb<T: Table>(
-    projector: &Projector<T>,
+pub async fn handle_dynamodb<T: ViewTable>(
+    projector: &StreamProjector<T>,
     event: DynamoDbEvent,
 ) -> DynamoDbEventResponse {
     let report = projector.handle(dynamodb_records(event)).await;
@@ -199,8 +178,8 @@ pub async fn handle_dynamodb<T: Table>(
 }
 
 /// Projects a Kinesis event; the response names the records to retry.
-pub async fn handle_kinesis<T: Table>(
-    projector: &Projector<T>,
+pub async fn handle_kinesis<T: ViewTable>(
+    projector: &StreamProjector<T>,
     event: KinesisEvent,
 ) -> KinesisEventResponse {
     let report = projector.handle(kinesis_records(event)).await;
@@ -286,12 +265,12 @@ mod tests {
         let event: DynamoDbEvent = serde_json::from_str(DYNAMODB_EVENT).unwrap();
         let records = dynamodb_records(event);
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0].body, Body::Ignored);
+        assert_eq!(records[0].change, Change::Ignored);
         assert_eq!(records[0].id, "13021600000000001596893679");
         assert_eq!(records[0].written_at_ms, Some(1_479_499_740_000));
         assert_eq!(
-            records[1].body,
-            Body::Event {
+            records[1].change,
+            Change::Event {
                 pk: "t1|order/O1".into(),
                 version: 1,
                 bytes: vec![0, 1, 2, 3]
@@ -313,15 +292,15 @@ mod tests {
         assert_eq!(records[0].id, "4959");
         assert_eq!(records[0].written_at_ms, Some(1_479_499_741_123));
         assert_eq!(
-            records[0].body,
-            Body::Event {
+            records[0].change,
+            Change::Event {
                 pk: "t1|order/O1".into(),
                 version: 2,
                 bytes: vec![5, 6]
             }
         );
         assert!(
-            matches!(&records[1].body, Body::Malformed { reason, .. } if reason.contains("not a DynamoDB change record"))
+            matches!(&records[1].change, Change::Malformed { reason, .. } if reason.contains("not a DynamoDB change record"))
         );
     }
 

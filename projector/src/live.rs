@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use ledger_core::codec;
 use ledger_core::envelope::Envelope;
 use ledger_core::projection::{Outcome, ReadModels};
+use ledger_store::read_side::ReadSide;
 use ledger_store::{
-    Checkpoint, EventStore, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, StoreError,
+    Checkpoint, CheckpointStore, EventStore, Position, READ_PAGE_RECORDS_MAX, StoreError,
 };
 use tokio::sync::watch;
 
@@ -42,49 +43,22 @@ pub enum ProjectorError {
     Checkpoint(String),
 }
 
-/// The read side as queries see it: the models and how far they reach.
-#[derive(Clone)]
-pub struct ReadSide {
-    models: Arc<RwLock<ReadModels>>,
-    position: watch::Receiver<Position>,
-}
-
-impl ReadSide {
-    /// Runs `query` against the models as of [`ReadSide::position`] or later.
-    pub fn read<T>(&self, query: impl FnOnce(&ReadModels) -> T) -> T {
-        query(&self.models.read().expect("read models lock poisoned"))
-    }
-
-    /// The last log position folded into the models.
-    pub fn position(&self) -> Position {
-        *self.position.borrow()
-    }
-
-    /// Waits until the models reflect `position`, at most `timeout`.
-    /// Returns whether they do.
-    pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
-        let mut rx = self.position.clone();
-        let reached = rx.wait_for(|p| *p >= position);
-        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
-    }
-}
-
 /// The projector task's handle: the read side, and the task itself.
-pub struct Projector {
+pub struct LiveProjector {
     pub read_side: ReadSide,
     pub task: tokio::task::JoinHandle<Result<(), ProjectorError>>,
     stop: watch::Sender<bool>,
 }
 
-impl Projector {
+impl LiveProjector {
     /// Restores the last checkpoint (if any) and starts following the log.
     ///
     /// # Errors
     /// The store's, or a checkpoint that does not decode.
-    pub async fn start<S, R>(store: S, checkpoints: R) -> Result<Projector, ProjectorError>
+    pub async fn start<S, R>(store: S, checkpoints: R) -> Result<LiveProjector, ProjectorError>
     where
         S: EventStore + Clone,
-        R: ReadModelStore + Clone,
+        R: CheckpointStore + Clone,
     {
         let (models, position) = match checkpoints.load_checkpoint(CHECKPOINT_NAME).await? {
             Some(c) => (
@@ -106,11 +80,8 @@ impl Projector {
             checkpointed: position,
             checkpointed_at: Instant::now(),
         };
-        Ok(Projector {
-            read_side: ReadSide {
-                models,
-                position: position_rx,
-            },
+        Ok(LiveProjector {
+            read_side: ReadSide::new(models, position_rx),
             task: tokio::spawn(follower.run(stop_rx)),
             stop,
         })
@@ -135,7 +106,7 @@ struct Follower<S, R> {
     checkpointed_at: Instant,
 }
 
-impl<S: EventStore, R: ReadModelStore> Follower<S, R> {
+impl<S: EventStore, R: CheckpointStore> Follower<S, R> {
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectorError> {
         let mut commits = self.store.follow();
         loop {

@@ -26,10 +26,12 @@ use ledger_core::projection::dashboard::{self, DashboardChange};
 use ledger_core::projection::orders::OrderView;
 use ledger_core::projection::{CreditBalances, OrderViews, Outcome};
 use ledger_core::{Envelope, StreamId, StreamKind, StreamVersion, TenantId};
-use ledger_store::dynamodb::parse_pk;
+use ledger_store::dynamodb::item::parse_pk;
 
-use crate::record::{Body, Record};
-use crate::table::{
+use ledger_store::dynamodb::change::Change;
+
+use crate::record::ChangeRecord;
+use ledger_store::views::{
     OrderIndex, Parked, StoredView, Sum, SumAdd, SumKey, ViewKey, ViewWrite, Write,
 };
 
@@ -79,78 +81,95 @@ pub enum Content {
 
 impl Batch {
     /// Decodes and groups `records`. Never panics, whatever they hold.
-    pub fn new(records: Vec<Record>) -> Batch {
+    pub fn new(records: Vec<ChangeRecord>) -> Batch {
         let mut batch = Batch {
             records: records.len(),
             ..Batch::default()
         };
         for record in records {
-            let written_at_ms = record.written_at_ms;
-            if !matches!(record.body, Body::Event { .. }) {
-                batch.written_at(written_at_ms);
-            }
-            match record.body {
-                Body::Ignored => batch.ignored.push(record.id),
-                Body::Malformed {
-                    pk,
-                    version,
-                    reason,
-                } => match (pk.as_deref().map(parse_pk), version) {
-                    (Some(Ok((tenant_id, stream))), Some(version)) if version > 0 => batch.add(
-                        ViewKey { tenant_id, stream },
-                        pk.unwrap_or_default(),
-                        StreamVersion::new(version),
-                        Content::Poison(reason),
-                        record.id,
-                    ),
-                    // Without a stream to park under, the record parks
-                    // under its own id, so no two share an item.
-                    _ => batch.unreadable.push(Parked {
-                        pk: pk.unwrap_or_else(|| format!("unreadable|{}", record.id)),
-                        version: version.unwrap_or(0),
-                        record: record.id,
-                        error: reason,
-                        behind: None,
-                    }),
-                },
-                Body::Event { pk, version, bytes } => {
-                    let (tenant_id, stream) = match parse_pk(&pk) {
-                        Ok(key) => key,
-                        Err(reason) => {
-                            batch.unreadable.push(Parked {
-                                pk,
-                                version,
-                                record: record.id,
-                                error: reason,
-                                behind: None,
-                            });
-                            continue;
-                        }
-                    };
-                    let v = StreamVersion::new(version);
-                    let content = match codec::decode(&bytes) {
-                        Ok(envelope) => {
-                            let h = &envelope.header;
-                            batch.written_at(Some(h.recorded_at.as_micros() / 1000));
-                            if h.tenant_id == tenant_id && h.stream == stream && h.version == v {
-                                Content::Event(Box::new(envelope))
-                            } else {
-                                Content::Poison(format!(
-                                    "the record is {}|{} version {}, but its key says {pk} version {version}",
-                                    h.tenant_id, h.stream, h.version
-                                ))
-                            }
-                        }
-                        Err(e) => {
-                            batch.written_at(written_at_ms);
-                            Content::Poison(format!("the record does not decode: {e}"))
-                        }
-                    };
-                    batch.add(ViewKey { tenant_id, stream }, pk, v, content, record.id);
-                }
-            }
+            batch.push(record);
         }
         batch
+    }
+
+    /// Sorts one record into the batch.
+    fn push(&mut self, record: ChangeRecord) {
+        let ChangeRecord {
+            id,
+            written_at_ms,
+            change,
+        } = record;
+        if !matches!(change, Change::Event { .. }) {
+            self.written_at(written_at_ms);
+        }
+        match change {
+            Change::Ignored => self.ignored.push(id),
+            Change::Malformed {
+                pk,
+                version,
+                reason,
+            } => self.push_malformed(pk, version, reason, id),
+            Change::Event { pk, version, bytes } => {
+                self.push_event(pk, version, &bytes, written_at_ms, id);
+            }
+        }
+    }
+
+    /// A record that is not a readable event item: poison in its stream
+    /// when its key and version say which, else unreadable.
+    fn push_malformed(
+        &mut self,
+        pk: Option<String>,
+        version: Option<u64>,
+        reason: String,
+        id: String,
+    ) {
+        match (pk.as_deref().map(parse_pk), version) {
+            (Some(Ok((tenant_id, stream))), Some(version)) if version > 0 => self.add(
+                ViewKey { tenant_id, stream },
+                pk.unwrap_or_default(),
+                StreamVersion::new(version),
+                Content::Poison(reason),
+                id,
+            ),
+            // Without a stream to park under, the record parks under its
+            // own id, so no two share an item.
+            _ => self.unreadable.push(Parked {
+                pk: pk.unwrap_or_else(|| format!("unreadable|{id}")),
+                version: version.unwrap_or(0),
+                record: id,
+                error: reason,
+                behind: None,
+            }),
+        }
+    }
+
+    /// An event item: decoded and checked against its key.
+    fn push_event(
+        &mut self,
+        pk: String,
+        version: u64,
+        bytes: &[u8],
+        written_at_ms: Option<i64>,
+        id: String,
+    ) {
+        let (tenant_id, stream) = match parse_pk(&pk) {
+            Ok(key) => key,
+            Err(reason) => {
+                self.unreadable.push(Parked {
+                    pk,
+                    version,
+                    record: id,
+                    error: reason.to_string(),
+                    behind: None,
+                });
+                return;
+            }
+        };
+        let v = StreamVersion::new(version);
+        let (content, recorded_at_ms) = decode(&pk, tenant_id, stream, v, bytes);
+        self.written_at(recorded_at_ms.or(written_at_ms));
+        self.add(ViewKey { tenant_id, stream }, pk, v, content, id);
     }
 
     fn written_at(&mut self, at: Option<i64>) {
@@ -188,6 +207,41 @@ impl Batch {
             }
         }
     }
+}
+
+/// What an event item under `pk` (read as `tenant_id`, `stream`, `v`)
+/// holds, and when the store accepted it (its `recorded_at`, in
+/// milliseconds since the epoch) if it decodes.
+fn decode(
+    pk: &str,
+    tenant_id: TenantId,
+    stream: StreamId,
+    v: StreamVersion,
+    bytes: &[u8],
+) -> (Content, Option<i64>) {
+    let envelope = match codec::decode(bytes) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return (
+                Content::Poison(format!("the record does not decode: {e}")),
+                None,
+            );
+        }
+    };
+    let h = &envelope.header;
+    let recorded_at_ms = Some(h.recorded_at.as_micros() / 1000);
+    let content = if h.tenant_id == tenant_id && h.stream == stream && h.version == v {
+        Content::Event(Box::new(envelope))
+    } else {
+        Content::Poison(format!(
+            "the record is {}|{} version {}, but its key says {pk} version {}",
+            h.tenant_id,
+            h.stream,
+            h.version,
+            v.get()
+        ))
+    };
+    (content, recorded_at_ms)
 }
 
 /// Whether a stream kind has a per-stream view (and so a gate in the table).
@@ -234,24 +288,68 @@ pub fn plan_stream(
         key: Some(key),
         ..StreamPlan::default()
     };
-    let kind = key.stream.kind();
-    if !has_view(kind) {
-        // Tenant and vendor streams feed no per-key read model here: their
-        // events are done on receipt; only poison is kept for operators.
-        for (v, d) in &stream.events {
-            match &d.content {
-                Content::Event(_) => plan.done.extend(d.ids.iter().cloned()),
-                Content::Poison(error) => park(&mut plan, stream, *v, d, error.clone(), None),
-            }
-        }
+    if !has_view(key.stream.kind()) {
+        plan_viewless(&mut plan, stream);
         return plan;
     }
     let last = stored.map_or(StreamVersion::NONE, |s| s.version);
+    let mut run = sort_events(&mut plan, stream, last, parked_from);
+    cut_run(&mut plan, &mut run, actions_max);
+    if run.events.is_empty() {
+        return plan;
+    }
+    match fold(key, stored, &run.events) {
+        Ok((view, index, sums)) => {
+            plan.events = run.events.len();
+            plan.applies = run.ids.iter().flat_map(|ids| ids.iter().cloned()).collect();
+            plan.view = Some(ViewWrite {
+                key,
+                expect: last,
+                view,
+                index,
+            });
+            plan.sums = sums;
+        }
+        // Later events of the stream in this batch were failed or parked
+        // already; a failed one would come back and wait behind this.
+        Err(error) => park_run(&mut plan, stream, &run, &error),
+    }
+    plan
+}
+
+/// The run of a stream's events to fold: the versions right after the
+/// stored one, with no hole.
+struct Run<'a> {
+    events: Vec<&'a Envelope>,
+    /// The ids that carried each event of the run (more than one when the
+    /// batch holds duplicates).
+    ids: Vec<&'a [String]>,
+}
+
+/// Tenant and vendor streams feed no per-key read model here: their
+/// events are done on receipt; only poison is kept for operators.
+fn plan_viewless(plan: &mut StreamPlan, stream: &StreamBatch) {
+    for (v, d) in &stream.events {
+        match &d.content {
+            Content::Event(_) => plan.done.extend(d.ids.iter().cloned()),
+            Content::Poison(error) => park(plan, stream, *v, d, error.clone(), None),
+        }
+    }
+}
+
+/// Sorts every event of a stream whose view is at `last` into `plan`
+/// (duplicate, gap or parked), and returns the run.
+fn sort_events<'a>(
+    plan: &mut StreamPlan,
+    stream: &'a StreamBatch,
+    last: StreamVersion,
+    parked_from: Option<u64>,
+) -> Run<'a> {
     let mut next = last.next();
-    let mut run: Vec<&Envelope> = Vec::new();
-    // The ids that carried each event of the run (more than one when the
-    // batch holds duplicates).
-    let mut run_ids: Vec<&[String]> = Vec::new();
+    let mut run = Run {
+        events: Vec::new(),
+        ids: Vec::new(),
+    };
     // Parked at: the version the stream is stuck behind, once known.
     let mut stuck: Option<u64> = None;
     for (v, d) in &stream.events {
@@ -260,14 +358,7 @@ pub fn plan_stream(
             continue;
         }
         if let Some(p) = stuck {
-            park(
-                &mut plan,
-                stream,
-                *v,
-                d,
-                format!("waiting behind parked version {p}"),
-                Some(p),
-            );
+            park_behind(plan, stream, *v, d, p);
             continue;
         }
         let envelope = match &d.content {
@@ -275,14 +366,14 @@ pub fn plan_stream(
             // Poison is parked wherever it is: waiting cannot make it
             // readable. What follows it in its stream waits behind it.
             Content::Poison(error) => {
-                park(&mut plan, stream, *v, d, error.clone(), None);
+                park(plan, stream, *v, d, error.clone(), None);
                 stuck = Some(v.get());
                 continue;
             }
         };
         if *v == next {
-            run.push(envelope);
-            run_ids.push(&d.ids);
+            run.events.push(envelope);
+            run.ids.push(&d.ids);
             next = next.next();
             continue;
         }
@@ -292,14 +383,7 @@ pub fn plan_stream(
         match parked_from {
             Some(p) if p <= v.get() => {
                 stuck = Some(p);
-                park(
-                    &mut plan,
-                    stream,
-                    *v,
-                    d,
-                    format!("waiting behind parked version {p}"),
-                    Some(p),
-                );
+                park_behind(plan, stream, *v, d, p);
             }
             _ => {
                 plan.gap_at.get_or_insert(*v);
@@ -307,50 +391,53 @@ pub fn plan_stream(
             }
         }
     }
-    // One write holds a view and its sums: a run whose sums would not fit
-    // is cut where they stop fitting, and the rest is redelivered, to be
-    // the next run on top of this one.
-    let fits = prefix_within(&run, actions_max);
-    for ids in run_ids.drain(fits..) {
+    run
+}
+
+/// One write holds a view and its sums: a run whose sums would not fit is
+/// cut where they stop fitting, and the rest is redelivered, to be the next
+/// run on top of this one.
+fn cut_run(plan: &mut StreamPlan, run: &mut Run<'_>, actions_max: usize) {
+    let fits = prefix_within(&run.events, actions_max);
+    for ids in run.ids.drain(fits..) {
         plan.failed.extend(ids.iter().cloned());
     }
-    run.truncate(fits);
-    if run.is_empty() {
-        return plan;
-    }
-    match fold(key, stored, &run) {
-        Ok((view, index, sums)) => {
-            plan.events = run.len();
-            plan.applies = run_ids.iter().flat_map(|ids| ids.iter().cloned()).collect();
-            plan.view = Some(ViewWrite {
-                key,
-                expect: last,
-                view,
-                index,
+    run.events.truncate(fits);
+}
+
+/// The run cannot be projected (a stored view that does not decode, a
+/// stream that does not start as its kind must): park it whole, first
+/// event as the cause, so nothing is half applied.
+fn park_run(plan: &mut StreamPlan, stream: &StreamBatch, run: &Run<'_>, error: &str) {
+    let first = run.events[0].version().get();
+    for (e, ids) in run.events.iter().zip(&run.ids) {
+        for id in ids.iter() {
+            plan.park.push(Parked {
+                pk: stream.pk.clone(),
+                version: e.version().get(),
+                record: id.clone(),
+                error: error.to_owned(),
+                behind: (e.version().get() != first).then_some(first),
             });
-            plan.sums = sums;
-        }
-        Err(error) => {
-            // The run cannot be projected (a stored view that does not
-            // decode, a stream that does not start as its kind must): park
-            // it whole, first event as the cause, so nothing is half applied.
-            let first = run[0].version().get();
-            for (e, ids) in run.iter().zip(&run_ids) {
-                for id in ids.iter() {
-                    plan.park.push(Parked {
-                        pk: stream.pk.clone(),
-                        version: e.version().get(),
-                        record: id.clone(),
-                        error: error.clone(),
-                        behind: (e.version().get() != first).then_some(first),
-                    });
-                }
-            }
-            // Later events of the stream in this batch were failed or parked
-            // already; a failed one would come back and wait behind this.
         }
     }
-    plan
+}
+
+fn park_behind(
+    plan: &mut StreamPlan,
+    stream: &StreamBatch,
+    v: StreamVersion,
+    d: &Delivered,
+    p: u64,
+) {
+    park(
+        plan,
+        stream,
+        v,
+        d,
+        format!("waiting behind parked version {p}"),
+        Some(p),
+    );
 }
 
 fn park(
@@ -389,78 +476,100 @@ fn prefix_within(run: &[&Envelope], actions_max: usize) -> usize {
     run.len()
 }
 
+/// A folded run: the new stored view, its index, and the dashboard
+/// additions of its events.
+type Folded = (StoredView, Option<OrderIndex>, Vec<SumAdd>);
+
 /// Folds a run of events onto a stored view with ledger-core's projection
 /// code: the new stored view, its index, and the dashboard additions.
-fn fold(
+fn fold(key: ViewKey, stored: Option<&StoredView>, run: &[&Envelope]) -> Result<Folded, String> {
+    match key.stream.kind() {
+        StreamKind::Order => fold_order(key, stored, run),
+        StreamKind::Credit => fold_credit(key, stored, run),
+        StreamKind::Tenant | StreamKind::Vendor => Err("no view folds this stream".into()),
+    }
+}
+
+fn fold_order(
     key: ViewKey,
     stored: Option<&StoredView>,
     run: &[&Envelope],
-) -> Result<(StoredView, Option<OrderIndex>, Vec<SumAdd>), String> {
-    let last_version = run.last().map_or(StreamVersion::NONE, |e| e.version());
+) -> Result<Folded, String> {
+    let last_version = last_version(run);
     let tenant_id = key.tenant_id;
-    let admitted = |outcome: Outcome, e: &Envelope| match outcome {
+    let mut views = OrderViews::default();
+    if let Some(stored) = stored {
+        let view = OrderView::from_bytes(&stored.bytes)
+            .map_err(|e| format!("the stored order view does not decode: {e}"))?;
+        views.resume(tenant_id, view);
+    }
+    let mut sums = Vec::new();
+    for e in run {
+        admitted(views.apply(e), e)?;
+        let currency = e.event.amount().map(|m| m.currency());
+        dashboard::changes(e, |change| sums.push(sum_add(change, currency)));
+    }
+    let order_id = ledger_core::OrderId::from_text(key.stream.id());
+    let view = views
+        .get(tenant_id, order_id)
+        .filter(|v| v.version == last_version)
+        .ok_or("the order stream does not start with a sale")?;
+    Ok((
+        StoredView {
+            version: last_version,
+            bytes: view.to_bytes(),
+        },
+        Some(OrderIndex {
+            vendor_id: view.vendor_id,
+            occurred_at: view.occurred_at,
+        }),
+        sums,
+    ))
+}
+
+fn fold_credit(
+    key: ViewKey,
+    stored: Option<&StoredView>,
+    run: &[&Envelope],
+) -> Result<Folded, String> {
+    let last_version = last_version(run);
+    let tenant_id = key.tenant_id;
+    let mut accounts = CreditBalances::default();
+    if let Some(stored) = stored {
+        let view = CreditView::from_bytes(&stored.bytes)
+            .map_err(|e| format!("the stored credit view does not decode: {e}"))?;
+        accounts.resume(tenant_id, view);
+    }
+    for e in run {
+        admitted(accounts.apply(e), e)?;
+    }
+    let employee_id = ledger_core::EmployeeId::from_text(key.stream.id());
+    let view = accounts
+        .get(tenant_id, employee_id)
+        .filter(|v| v.version == last_version)
+        .ok_or("the credit stream does not start with an opened account")?;
+    Ok((
+        StoredView {
+            version: last_version,
+            bytes: view.to_bytes(),
+        },
+        None,
+        Vec::new(),
+    ))
+}
+
+fn last_version(run: &[&Envelope]) -> StreamVersion {
+    run.last().map_or(StreamVersion::NONE, |e| e.version())
+}
+
+/// Whether a view took `e` as its next event.
+fn admitted(outcome: Outcome, e: &Envelope) -> Result<(), String> {
+    match outcome {
         Outcome::Applied => Ok(()),
         other => Err(format!(
             "version {} was not the next of its stored view ({other:?})",
             e.version()
         )),
-    };
-    match key.stream.kind() {
-        StreamKind::Order => {
-            let mut views = OrderViews::default();
-            if let Some(stored) = stored {
-                let view = OrderView::from_bytes(&stored.bytes)
-                    .map_err(|e| format!("the stored order view does not decode: {e}"))?;
-                views.resume(tenant_id, view);
-            }
-            let mut sums = Vec::new();
-            for e in run {
-                admitted(views.apply(e), e)?;
-                let currency = e.event.amount().map(|m| m.currency());
-                dashboard::changes(e, |change| sums.push(sum_add(change, currency)));
-            }
-            let order_id = ledger_core::OrderId::from_text(key.stream.id());
-            let view = views
-                .get(tenant_id, order_id)
-                .filter(|v| v.version == last_version)
-                .ok_or("the order stream does not start with a sale")?;
-            Ok((
-                StoredView {
-                    version: last_version,
-                    bytes: view.to_bytes(),
-                },
-                Some(OrderIndex {
-                    vendor_id: view.vendor_id,
-                    occurred_at: view.occurred_at,
-                }),
-                sums,
-            ))
-        }
-        StreamKind::Credit => {
-            let mut accounts = CreditBalances::default();
-            if let Some(stored) = stored {
-                let view = CreditView::from_bytes(&stored.bytes)
-                    .map_err(|e| format!("the stored credit view does not decode: {e}"))?;
-                accounts.resume(tenant_id, view);
-            }
-            for e in run {
-                admitted(accounts.apply(e), e)?;
-            }
-            let employee_id = ledger_core::EmployeeId::from_text(key.stream.id());
-            let view = accounts
-                .get(tenant_id, employee_id)
-                .filter(|v| v.version == last_version)
-                .ok_or("the credit stream does not start with an opened account")?;
-            Ok((
-                StoredView {
-                    version: last_version,
-                    bytes: view.to_bytes(),
-                },
-                None,
-                Vec::new(),
-            ))
-        }
-        StreamKind::Tenant | StreamKind::Vendor => Err("no view folds this stream".into()),
     }
 }
 

@@ -24,17 +24,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ledger_core::credit::{
-    CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishCredit, ReplenishMode,
-};
+use ledger_core::credit::{CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishCredit};
 use ledger_core::event::{Payment, Tender};
 use ledger_core::memory::{Command, MemoryLedger};
+use ledger_core::policy::ReplenishMode;
 use ledger_core::projection::ReadModels;
 use ledger_core::sale::{IssueRefund, LineInput, ReceivePayment, RecordSale, SaleCommand};
 use ledger_core::tenant::ConfigureTenant;
@@ -44,11 +44,10 @@ use ledger_core::{
     Actor, Cadence, CommissionRate, Currency, EmployeeId, Envelope, ItemCode, LocalDate, OrderId,
     Period, RefundId, Role, StreamId, StreamKind, TenantId, TimeZone, Timestamp, UserId, VendorId,
 };
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
+use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, clients, create_tables};
-use projector::dynamo::DynamoTable;
+use ledger_store::views::{MemoryState, ViewTable};
 use projector::plan::pk_of;
-use projector::table::MemoryState;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -486,9 +485,10 @@ fn lambda_env(api: Option<&RuntimeApi>, config: &DynamoConfig) -> Vec<(&'static 
 
 /// Fresh tables on the shared DynamoDB Local, and the read-model table.
 async fn tables(label: &str) -> (DynamoConfig, DynamoTable) {
-    let endpoint = tokio::task::spawn_blocking(|| DynamoLocal::shared().endpoint().to_owned())
-        .await
-        .unwrap();
+    let endpoint =
+        tokio::task::spawn_blocking(|| Emulator::shared(Kind::DynamoDb).endpoint().to_owned())
+            .await
+            .unwrap();
     let config = DynamoConfig {
         endpoint: Some(endpoint),
         table_prefix: unique_prefix(label),

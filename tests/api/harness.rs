@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use command_api::auth::Claims;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, StreamId, StreamVersion, TenantId, UserId, VendorId};
 use ledger_core::time::{Cadence, Period, TimeZone, Timestamp};
 use ledger_store::dynamodb::DynamoConfig;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::{EventStore, IdempotencyKey, IdempotencyRecord, Position};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -40,10 +40,11 @@ impl Backend {
             Backend::Sqlite => StoreConfig::Sqlite,
             Backend::Dynamo => {
                 // Starting the emulator blocks (once per process).
-                let endpoint =
-                    tokio::task::spawn_blocking(|| DynamoLocal::shared().endpoint().to_owned())
-                        .await
-                        .expect("DynamoDB Local starts");
+                let endpoint = tokio::task::spawn_blocking(|| {
+                    Emulator::shared(Kind::DynamoDb).endpoint().to_owned()
+                })
+                .await
+                .expect("DynamoDB Local starts");
                 StoreConfig::Dynamo(DynamoConfig {
                     endpoint: Some(endpoint),
                     table_prefix: unique_prefix("api"),

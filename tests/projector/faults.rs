@@ -2,10 +2,11 @@
 //! of writes, poison, records with nothing to project, a gap, a race.
 
 use ledger_core::{StreamKind, StreamVersion};
-use projector::Projector;
+use ledger_store::dynamodb::change::Change;
+use ledger_store::views::MemoryTable;
+use projector::StreamProjector;
 use projector::plan::Limits;
-use projector::record::{Body, Record};
-use projector::table::MemoryTable;
+use projector::record::ChangeRecord;
 
 use crate::history::{Log, LogShape, Logged, generate};
 use crate::oracle::{Cuts, assert_converged};
@@ -13,7 +14,7 @@ use crate::properties::{Damage, converges, poison, poison_at, runtime};
 use crate::transport::{Kinesis, Knobs, Probe, Tally};
 
 /// Records of `events` in the given order, ids `{prefix}-{i}`.
-fn records(events: &[&Logged], prefix: &str) -> Vec<Record> {
+fn records(events: &[&Logged], prefix: &str) -> Vec<ChangeRecord> {
     events
         .iter()
         .enumerate()
@@ -59,9 +60,9 @@ fn log_with_an_order_of(n: u64) -> (Log, String) {
 /// Delivers `batch` as Lambda does until nothing fails: after a failure,
 /// again from the first failed record on. Returns the events applied over
 /// every round, and the rounds.
-async fn settle<T: projector::table::Table>(
-    projector: &Projector<T>,
-    batch: Vec<projector::record::Record>,
+async fn settle<T: ledger_store::views::ViewTable>(
+    projector: &StreamProjector<T>,
+    batch: Vec<projector::record::ChangeRecord>,
 ) -> (usize, u32) {
     let (mut pending, mut applied, mut rounds) = (batch, 0, 0);
     loop {
@@ -85,7 +86,7 @@ fn a_crash_after_any_number_of_writes_then_redelivery_converges() {
     let batch = records(&all, "b");
     let rt = runtime();
 
-    let clean = Projector::with_limits(MemoryTable::new(), small_writes(3));
+    let clean = StreamProjector::with_limits(MemoryTable::new(), small_writes(3));
     rt.block_on(settle(&clean, batch.clone()));
     let writes = clean.table().snapshot().writes;
     assert!(
@@ -96,7 +97,7 @@ fn a_crash_after_any_number_of_writes_then_redelivery_converges() {
     // One load, then the writes: a budget of k operations lets k - 1 writes
     // through and kills the batch at the next.
     for k in 0..=writes {
-        let projector = Projector::with_limits(MemoryTable::new(), small_writes(3));
+        let projector = StreamProjector::with_limits(MemoryTable::new(), small_writes(3));
         projector.table().crash_after(k);
         let first = rt.block_on(projector.handle(batch.clone()));
         let state = projector.table().snapshot();
@@ -130,7 +131,7 @@ fn poison_parks_its_stream_and_blocks_nothing_else() {
         let events: Vec<&Logged> = poisoned.log.events.iter().collect();
         let all = records(&events, "s");
         for size in [1, 2, 3, 5, 8, all.len()] {
-            let projector = Projector::with_limits(MemoryTable::new(), small_writes(4));
+            let projector = StreamProjector::with_limits(MemoryTable::new(), small_writes(4));
             for batch in all.chunks(size) {
                 let report = rt.block_on(projector.handle(batch.to_vec()));
                 // One shard in commit order: nothing ever waits, not even
@@ -174,7 +175,7 @@ fn poison_reached_across_shards_converges() {
         };
         let cuts = Cuts::new(&poisoned.log.envelopes());
         let mut watch = cuts.watch();
-        let mut check = |state: &projector::table::MemoryState| {
+        let mut check = |state: &ledger_store::views::MemoryState| {
             watch.check(state)?;
             poisoned.check_parked(state, false)
         };
@@ -191,40 +192,40 @@ fn poison_reached_across_shards_converges() {
 fn records_with_nothing_to_project_are_acknowledged_and_malformed_ones_parked() {
     let (log, pk) = log_with_an_order_of(2);
     let stream = log.stream(&pk);
-    let projector = Projector::new(MemoryTable::new());
+    let projector = StreamProjector::new(MemoryTable::new());
     let batch = vec![
         // An idempotency item, and an event item's removal.
-        Record {
+        ChangeRecord {
             id: "r-1".into(),
             written_at_ms: None,
-            body: Body::Ignored,
+            change: Change::Ignored,
         },
         stream[0].record("r-2".into()),
         // A record with no readable key.
-        Record {
+        ChangeRecord {
             id: "r-3".into(),
             written_at_ms: None,
-            body: Body::Malformed {
+            change: Change::Malformed {
                 pk: None,
                 version: None,
                 reason: "no keys".into(),
             },
         },
         // A readable key without a usable image: poison of that stream.
-        Record {
+        ChangeRecord {
             id: "r-4".into(),
             written_at_ms: None,
-            body: Body::Malformed {
+            change: Change::Malformed {
                 pk: Some(pk.clone()),
                 version: Some(2),
                 reason: "no image".into(),
             },
         },
         // An event item whose key is not a stream.
-        Record {
+        ChangeRecord {
             id: "r-5".into(),
             written_at_ms: None,
-            body: Body::Event {
+            change: Change::Event {
                 pk: "not a key".into(),
                 version: 1,
                 bytes: stream[0].bytes.clone(),
@@ -253,7 +254,7 @@ fn records_with_nothing_to_project_are_acknowledged_and_malformed_ones_parked() 
 fn a_gap_alone_waits_for_the_missing_version() {
     let (log, pk) = log_with_an_order_of(2);
     let stream = log.stream(&pk);
-    let projector = Projector::new(MemoryTable::new());
+    let projector = StreamProjector::new(MemoryTable::new());
     let rt = runtime();
 
     let report = rt.block_on(projector.handle(vec![stream[1].record("v2".into())]));
@@ -275,7 +276,7 @@ fn a_gap_alone_waits_for_the_missing_version() {
 fn two_handlers_racing_on_one_stream_apply_each_event_once() {
     let (log, pk) = log_with_an_order_of(2);
     let stream = log.stream(&pk);
-    let projector = Projector::new(Probe::default());
+    let projector = StreamProjector::new(Probe::default());
     let (a, b) = runtime().block_on(async {
         tokio::join!(
             projector.handle(vec![stream[0].record("a-1".into())]),
@@ -354,16 +355,16 @@ fn the_simulated_transports_are_as_hostile_as_claimed() {
 /// another such record (it is acknowledged, so never delivered again).
 #[test]
 fn unreadable_records_are_each_parked_under_their_own_key() {
-    let malformed = |id: &str, reason: &str| Record {
+    let malformed = |id: &str, reason: &str| ChangeRecord {
         id: id.into(),
         written_at_ms: None,
-        body: Body::Malformed {
+        change: Change::Malformed {
             pk: None,
             version: None,
             reason: reason.into(),
         },
     };
-    let projector = Projector::new(MemoryTable::new());
+    let projector = StreamProjector::new(MemoryTable::new());
     let report = runtime().block_on(projector.handle(vec![
         malformed("u-1", "no keys"),
         malformed("u-2", "no keys either"),
@@ -408,7 +409,7 @@ fn a_single_streams_run_is_written_within_the_item_limit() {
         })
         .expect("a seed below 100 gives an order adding to three sums");
     let stream = log.stream(&pk);
-    let projector = Projector::with_limits(Probe::new(3), small_writes(3));
+    let projector = StreamProjector::with_limits(Probe::new(3), small_writes(3));
     let (_, rounds) = runtime().block_on(settle(&projector, records(&stream, "o")));
     assert!(rounds > 1, "the run was cut and the rest redelivered");
     let envelopes: Vec<_> = stream.iter().map(|e| e.envelope.clone()).collect();

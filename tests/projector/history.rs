@@ -7,14 +7,16 @@
 use ledger_core::envelope::Actor;
 use ledger_core::event::Tender;
 use ledger_core::memory::{Command, MemoryLedger};
+use ledger_core::rng::SplitMix64;
 use ledger_core::sale::{IssueRefund, OrderStatus, ReceivePayment, SaleCommand};
 use ledger_core::{
     Envelope, LocalDate, OrderId, RefundId, Role, StreamKind, TenantId, Timestamp, UserId, codec,
 };
+use ledger_store::dynamodb::change::Change;
 use projector::plan::pk_of;
-use projector::record::{Body, Record};
+use projector::record::ChangeRecord;
 use rust_decimal::Decimal;
-use tally::sim::{Rng, SimConfig, simulate};
+use tally_sim::{SimConfig, simulate};
 
 /// What log to generate; small, so thousands of cases stay fast.
 #[derive(Debug, Clone)]
@@ -60,11 +62,11 @@ pub struct Logged {
 
 impl Logged {
     /// The change record that delivers this event under `id`.
-    pub fn record(&self, id: String) -> Record {
-        Record {
+    pub fn record(&self, id: String) -> ChangeRecord {
+        ChangeRecord {
             id,
             written_at_ms: None,
-            body: Body::Event {
+            change: Change::Event {
                 pk: self.pk.clone(),
                 version: self.version,
                 bytes: self.bytes.clone(),
@@ -105,7 +107,7 @@ pub fn generate(shape: &LogShape) -> Log {
         .map(|t| tenant_log(shape, t).into_iter())
         .collect();
     // Tenants write independently: any interleaving keeps each one's order.
-    let mut rng = Rng(shape.seed ^ 0x7E4A_4175);
+    let mut rng = SplitMix64::new(shape.seed ^ 0x7E4A_4175);
     let mut events = Vec::new();
     while !logs.is_empty() {
         let at = rng.below(logs.len() as u64) as usize;
@@ -160,10 +162,10 @@ fn more_history(ledger: &mut MemoryLedger, seed: u64, more_percent: u64) {
         }
     }
     now = now.plus_seconds(3600);
-    let mut rng = Rng(seed ^ 0x00A1_1CE5);
+    let mut rng = SplitMix64::new(seed ^ 0x00A1_1CE5);
     let mut refunds = 0u64;
     for order_id in orders {
-        if !rng.chance(more_percent) {
+        if !rng.chance_percent(more_percent) {
             continue;
         }
         for _ in 0..1 + rng.below(3) {
@@ -182,7 +184,7 @@ fn more_history(ledger: &mut MemoryLedger, seed: u64, more_percent: u64) {
                 ),
                 OrderStatus::Paid | OrderStatus::PartiallyRefunded => {
                     let remaining = order.remaining().amount();
-                    let amount = if rng.chance(30) {
+                    let amount = if rng.chance_percent(30) {
                         remaining
                     } else {
                         (remaining / Decimal::from(3)).round_dp(2)

@@ -17,8 +17,8 @@ use ledger_core::projection::dashboard::{self, DashboardChange};
 use ledger_core::projection::orders::OrderView;
 use ledger_core::projection::{CreditBalances, OrderViews, Outcome, ReadModels};
 use ledger_core::{EmployeeId, Envelope, OrderId, StreamId, StreamKind, StreamVersion};
+use ledger_store::views::{MemoryState, StoredView, Sum, SumKey, ViewKey};
 use projector::plan::pk_of;
-use projector::table::{MemoryState, StoredView, Sum, SumKey, ViewKey};
 
 /// Lines of a diff shown before the rest is counted.
 const DIFF_LINES_MAX: usize = 20;

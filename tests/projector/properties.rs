@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use ledger_core::{Envelope, StreamKind, StreamVersion};
+use ledger_store::views::{MemoryState, ViewKey};
 use projector::plan::ACTIONS_MIN;
-use projector::table::{MemoryState, ViewKey};
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError};
 
@@ -256,7 +256,7 @@ impl Poisoned {
     /// The poisoned stream's view key.
     pub fn key(&self) -> ViewKey {
         let (tenant_id, stream) =
-            ledger_store::dynamodb::parse_pk(&self.pk).expect("the log's keys parse");
+            ledger_store::dynamodb::item::parse_pk(&self.pk).expect("the log's keys parse");
         ViewKey { tenant_id, stream }
     }
 

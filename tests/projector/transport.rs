@@ -1,5 +1,5 @@
 //! A deterministic simulator of the transports and of Lambda's event source
-//! mapping, driving a [`Projector`] over a [`MemoryTable`].
+//! mapping, driving a [`StreamProjector`] over a [`MemoryTable`].
 //!
 //! - **Shards.** Each event is one item of the event table, so each is one
 //!   record, placed on a shard by a seeded hash of its key. On a DynamoDB
@@ -11,8 +11,8 @@
 //!   batch-size-bounded redelivery able to reach the missing version.
 //!   Idempotency items (version 0) come through as records too.
 //! - **Event source mapping** with `ReportBatchItemFailures`, one shard at a
-//!   time per shard: from a checkpoint, a batch of random size; if the
-//!   report lists failures the checkpoint moves to the lowest failed record
+//!   time per shard: from its acknowledged position, a batch of random size; if the
+//!   report lists failures the acknowledged position moves to the lowest failed record
 //!   in shard order and everything after it comes again, else past the
 //!   batch. After a failure the next batch is sometimes bisected. Shards
 //!   interleave at random, and two shards' invocations sometimes run
@@ -32,14 +32,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ledger_core::StreamVersion;
-use projector::plan::Limits;
-use projector::record::{Body, Record};
-use projector::table::{
-    Cost, MemoryState, MemoryTable, Parked, StoredView, Table, TableError, ViewKey, Write,
+use ledger_core::rng::SplitMix64;
+use ledger_store::dynamodb::change::Change;
+use ledger_store::views::{
+    Cost, MemoryState, MemoryTable, Parked, StoredView, TableError, ViewKey, ViewTable, Write,
     WriteError,
 };
-use projector::{Projector, Report};
-use tally::sim::Rng;
+use projector::plan::Limits;
+use projector::record::ChangeRecord;
+use projector::{Report, StreamProjector};
 
 use crate::history::Log;
 
@@ -81,7 +82,7 @@ impl Probe {
     }
 }
 
-impl Table for Probe {
+impl ViewTable for Probe {
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
         self.table.load(keys).await
     }
@@ -105,6 +106,10 @@ impl Table for Probe {
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
         self.table.park(parked).await
     }
+
+    async fn scan(&self) -> Result<MemoryState, TableError> {
+        self.table.scan().await
+    }
 }
 
 /// How hostile the transport is.
@@ -123,7 +128,7 @@ pub struct Knobs {
     /// Chance that two shards' invocations run concurrently.
     pub concurrent_percent: u64,
     /// Chance that an invocation timed out but its writes still land while
-    /// Lambda retries from the same checkpoint: the two race on the same
+    /// Lambda retries from the same acknowledged position: the two race on the same
     /// gates.
     pub zombie_percent: u64,
     /// Chance that the batch after a failure is bisected.
@@ -211,8 +216,8 @@ pub async fn run(log: &Log, knobs: &Knobs, check: Check<'_>) -> Result<Run, Stri
             actions,
             bytes: usize::MAX,
         });
-    let projector = Projector::with_limits(Probe::new(limits.actions), limits);
-    let mut rng = Rng(knobs.seed);
+    let projector = StreamProjector::with_limits(Probe::new(limits.actions), limits);
+    let mut rng = SplitMix64::new(knobs.seed);
     let mut tally = Tally::default();
     let mut shards = layout(log, knobs, &mut rng, &mut tally);
     let records: usize = shards.iter().map(|s| s.records.len()).sum();
@@ -224,26 +229,26 @@ pub async fn run(log: &Log, knobs: &Knobs, check: Check<'_>) -> Result<Run, Stri
         }
         if step == steps_max {
             return Err(format!(
-                "no convergence after {steps_max} steps; checkpoints: {}",
+                "no convergence after {steps_max} steps; acknowledged positions: {}",
                 describe(&shards)
             ));
         }
         let first = open[rng.below(open.len() as u64) as usize];
-        let second = (open.len() > 1 && rng.chance(knobs.concurrent_percent)).then(|| {
+        let second = (open.len() > 1 && rng.chance_percent(knobs.concurrent_percent)).then(|| {
             let others: Vec<usize> = open.iter().copied().filter(|&s| s != first).collect();
             others[rng.below(others.len() as u64) as usize]
         });
         let fault = rng
-            .chance(knobs.crash_percent)
-            .then(|| (rng.below(6), rng.chance(50)));
+            .chance_percent(knobs.crash_percent)
+            .then(|| (rng.below(6), rng.chance_percent(50)));
         if let Some((ops, _)) = fault {
             projector.table().table.crash_after(ops);
         }
-        // The zombie was an earlier invocation from the same checkpoint,
+        // The zombie was an earlier invocation from the same acknowledged position,
         // maybe of another size: the two fold different runs of a stream
         // onto the same gate.
         let zombie = rng
-            .chance(knobs.zombie_percent)
+            .chance_percent(knobs.zombie_percent)
             .then(|| shards[first].peek(1 + rng.below(knobs.batch_max as u64) as usize));
         let a = shards[first].next_batch(knobs.batch_max, &mut rng);
         let b = second.map(|s| shards[s].next_batch(knobs.batch_max, &mut rng));
@@ -269,11 +274,12 @@ pub async fn run(log: &Log, knobs: &Knobs, check: Check<'_>) -> Result<Run, Stri
                 tally.outages += 1;
             }
         }
-        let settle = |shard: &mut Shard, report: &Report, tally: &mut Tally, rng: &mut Rng| {
-            shard
-                .settle((!died).then_some(report), knobs.bisect_percent, rng, tally)
-                .map_err(|e| format!("step {step}: {e}"))
-        };
+        let settle =
+            |shard: &mut Shard, report: &Report, tally: &mut Tally, rng: &mut SplitMix64| {
+                shard
+                    .settle((!died).then_some(report), knobs.bisect_percent, rng, tally)
+                    .map_err(|e| format!("step {step}: {e}"))
+            };
         settle(&mut shards[first], &report_a, &mut tally, &mut rng)?;
         if let (Some(s), Some(report)) = (second, &report_b) {
             settle(&mut shards[s], report, &mut tally, &mut rng)?;
@@ -289,7 +295,7 @@ pub async fn run(log: &Log, knobs: &Knobs, check: Check<'_>) -> Result<Run, Stri
 /// Redelivers every shard whole, which must fail nothing and change
 /// nothing, and checks the writes' sizes; returns the converged table.
 async fn after_convergence(
-    projector: &Projector<Probe>,
+    projector: &StreamProjector<Probe>,
     shards: &[Shard],
     limits: Limits,
 ) -> Result<MemoryState, String> {
@@ -347,45 +353,45 @@ async fn maybe<T>(f: Option<impl Future<Output = T>>) -> Option<T> {
 /// One shard and its mapping's state.
 struct Shard {
     /// Each record's id is `{shard}-{position}`.
-    records: Vec<Record>,
+    records: Vec<ChangeRecord>,
     /// The first record not yet acknowledged.
-    checkpoint: usize,
+    acknowledged: usize,
     /// The batch now being delivered: its start and length.
     delivered: (usize, usize),
     /// After a bisected failure: the next batch's size at most.
     cap: Option<usize>,
-    /// Deliveries in a row that did not move the checkpoint.
+    /// Deliveries in a row that did not move the acknowledged position.
     stalls: u32,
 }
 
 impl Shard {
     fn done(&self) -> bool {
-        self.checkpoint == self.records.len()
+        self.acknowledged == self.records.len()
     }
 
-    fn peek(&self, size: usize) -> Vec<Record> {
-        let end = (self.checkpoint + size).min(self.records.len());
-        self.records[self.checkpoint..end].to_vec()
+    fn peek(&self, size: usize) -> Vec<ChangeRecord> {
+        let end = (self.acknowledged + size).min(self.records.len());
+        self.records[self.acknowledged..end].to_vec()
     }
 
-    fn next_batch(&mut self, batch_max: usize, rng: &mut Rng) -> Vec<Record> {
+    fn next_batch(&mut self, batch_max: usize, rng: &mut SplitMix64) -> Vec<ChangeRecord> {
         let size = if self.stalls >= 2 {
             batch_max
         } else {
             self.cap
                 .unwrap_or_else(|| 1 + rng.below(batch_max as u64) as usize)
         };
-        let end = (self.checkpoint + size).min(self.records.len());
-        self.delivered = (self.checkpoint, end - self.checkpoint);
-        self.records[self.checkpoint..end].to_vec()
+        let end = (self.acknowledged + size).min(self.records.len());
+        self.delivered = (self.acknowledged, end - self.acknowledged);
+        self.records[self.acknowledged..end].to_vec()
     }
 
-    /// Moves the checkpoint as Lambda does: `None` if the invocation died.
+    /// Moves the acknowledged position as Lambda does: `None` if the invocation died.
     fn settle(
         &mut self,
         report: Option<&Report>,
         bisect_percent: u64,
-        rng: &mut Rng,
+        rng: &mut SplitMix64,
         tally: &mut Tally,
     ) -> Result<(), String> {
         let (start, len) = self.delivered;
@@ -414,13 +420,13 @@ impl Shard {
             }
         };
         let failure = next < start + len;
-        self.stalls = if next > self.checkpoint {
+        self.stalls = if next > self.acknowledged {
             0
         } else {
             self.stalls + 1
         };
-        self.checkpoint = next;
-        self.cap = (failure && len > 1 && rng.chance(bisect_percent)).then(|| {
+        self.acknowledged = next;
+        self.cap = (failure && len > 1 && rng.chance_percent(bisect_percent)).then(|| {
             tally.bisected += 1;
             len / 2
         });
@@ -433,13 +439,13 @@ fn describe(shards: &[Shard]) -> String {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let head = s.records.get(s.checkpoint).map(|r| match &r.body {
-                Body::Event { pk, version, .. } => format!("{pk} v{version}"),
+            let head = s.records.get(s.acknowledged).map(|r| match &r.change {
+                Change::Event { pk, version, .. } => format!("{pk} v{version}"),
                 other => format!("{other:?}"),
             });
             format!(
                 "shard {i} at {}/{} (head {head:?})",
-                s.checkpoint,
+                s.acknowledged,
                 s.records.len()
             )
         })
@@ -457,7 +463,7 @@ enum Item {
 }
 
 /// Places the log's records on shards as the transport would.
-fn layout(log: &Log, knobs: &Knobs, rng: &mut Rng, tally: &mut Tally) -> Vec<Shard> {
+fn layout(log: &Log, knobs: &Knobs, rng: &mut SplitMix64, tally: &mut Tally) -> Vec<Shard> {
     assert!((1..=4).contains(&knobs.shards) && knobs.batch_max >= 1);
     let mut lists: Vec<Vec<Item>> = vec![Vec::new(); knobs.shards];
     for (i, logged) in log.events.iter().enumerate() {
@@ -468,7 +474,7 @@ fn layout(log: &Log, knobs: &Knobs, rng: &mut Rng, tally: &mut Tally) -> Vec<Sha
             .events
             .get(i + 1)
             .is_none_or(|next| next.envelope.header.command_id != command);
-        if last_of_command && rng.chance(knobs.ignored_percent) {
+        if last_of_command && rng.chance_percent(knobs.ignored_percent) {
             lists[rng.below(knobs.shards as u64) as usize].push(Item::Ignored);
         }
     }
@@ -485,24 +491,24 @@ fn layout(log: &Log, knobs: &Knobs, rng: &mut Rng, tally: &mut Tally) -> Vec<Sha
         .into_iter()
         .enumerate()
         .map(|(s, items)| {
-            let records: Vec<Record> = items
+            let records: Vec<ChangeRecord> = items
                 .iter()
                 .enumerate()
                 .map(|(at, item)| {
                     let id = format!("{s}-{at:05}");
                     match item {
                         Item::Event(i) => log.events[*i].record(id),
-                        Item::Ignored => Record {
+                        Item::Ignored => ChangeRecord {
                             id,
                             written_at_ms: None,
-                            body: Body::Ignored,
+                            change: Change::Ignored,
                         },
                     }
                 })
                 .collect();
             Shard {
                 records,
-                checkpoint: 0,
+                acknowledged: 0,
                 delivered: (0, 0),
                 cap: None,
                 stalls: 0,
@@ -512,13 +518,13 @@ fn layout(log: &Log, knobs: &Knobs, rng: &mut Rng, tally: &mut Tally) -> Vec<Sha
 }
 
 /// Duplicates and shuffles within blocks.
-fn reorder(list: &[Item], kinesis: &Kinesis, rng: &mut Rng, tally: &mut Tally) -> Vec<Item> {
+fn reorder(list: &[Item], kinesis: &Kinesis, rng: &mut SplitMix64, tally: &mut Tally) -> Vec<Item> {
     let mut out = Vec::with_capacity(list.len());
     for block in list.chunks(kinesis.block) {
         let mut items: Vec<Item> = Vec::with_capacity(2 * block.len());
         for item in block {
             items.push(*item);
-            if rng.chance(kinesis.duplicate_percent) {
+            if rng.chance_percent(kinesis.duplicate_percent) {
                 items.push(*item);
                 tally.duplicates += 1;
             }
@@ -538,7 +544,7 @@ fn item_hash(seed: u64, pk: &str, version: u64) -> u64 {
     for b in pk.bytes().chain(version.to_le_bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
     }
-    Rng(seed ^ h).next_u64()
+    SplitMix64::new(seed ^ h).next_u64()
 }
 
 /// The version `StoredView`s say for a key, `NONE` if absent.

@@ -9,12 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use command_api::auth::Claims;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
 use ledger_store::EventStore;
 use ledger_store::dynamodb::DynamoConfig;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use tally::server::{Server, ServerConfig, StoreConfig};
@@ -60,10 +60,11 @@ impl Backend {
             Backend::Sqlite => StoreConfig::Sqlite,
             Backend::Dynamo => {
                 // Starting the emulator blocks (once per process).
-                let endpoint =
-                    tokio::task::spawn_blocking(|| DynamoLocal::shared().endpoint().to_owned())
-                        .await
-                        .expect("DynamoDB Local starts");
+                let endpoint = tokio::task::spawn_blocking(|| {
+                    Emulator::shared(Kind::DynamoDb).endpoint().to_owned()
+                })
+                .await
+                .expect("DynamoDB Local starts");
                 StoreConfig::Dynamo(DynamoConfig {
                     endpoint: Some(endpoint),
                     table_prefix: unique_prefix("sys-concurrency"),

@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use command_api::auth::Claims;
 use ledger_core::Role;
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
 use ledger_store::EventStore;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::dynamodb::{CapacityTotals, DynamoConfig};
 use reqwest::Method;
 use serde_json::json;
@@ -35,7 +35,7 @@ async fn checkouts_cost_what_the_table_design_says() {
         listen: "127.0.0.1:0".parse().expect("an address"),
         demo: false,
         store: StoreConfig::Dynamo(DynamoConfig {
-            endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+            endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
             table_prefix: unique_prefix("cost"),
         }),
     })

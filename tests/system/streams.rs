@@ -6,17 +6,20 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use ledger_core::LocalDate;
 use ledger_core::codec;
 use ledger_core::projection::ReadModels;
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
+use ledger_store::dynamodb::change::Change;
+use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use projector::Projector;
-use projector::dynamo::DynamoTable;
+use ledger_store::views::{
+    Cost, Parked, StoredView, TableError, ViewKey, ViewTable, Write, WriteError,
+};
+use projector::StreamProjector;
 use projector::plan::{Limits, pk_of};
-use projector::record::{Body, Record};
-use projector::table::{Cost, Parked, StoredView, Table, TableError, ViewKey, Write, WriteError};
-use tally::sim::{SimConfig, simulate};
+use projector::record::ChangeRecord;
+use tally_sim::{SimConfig, simulate};
 
 use crate::common::Rng;
 
@@ -36,15 +39,15 @@ fn log(seed: u64, tenant: &str) -> Vec<Vec<u8>> {
 
 /// Each record as the event table's stream carries it, with its position
 /// as the record id.
-fn records(log: &[Vec<u8>]) -> Vec<Record> {
+fn records(log: &[Vec<u8>]) -> Vec<ChangeRecord> {
     log.iter()
         .enumerate()
         .map(|(i, bytes)| {
             let e = codec::decode(bytes).expect("the simulator writes valid records");
-            Record {
+            ChangeRecord {
                 id: format!("{i:08}"),
                 written_at_ms: None,
-                body: Body::Event {
+                change: Change::Event {
                     pk: pk_of(e.tenant_id(), e.stream()),
                     version: e.version().get(),
                     bytes: bytes.clone(),
@@ -64,7 +67,7 @@ fn fresh_fold(log: &[Vec<u8>]) -> ReadModels {
 
 async fn table(label: &str) -> DynamoTable {
     let config = DynamoConfig {
-        endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+        endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
         table_prefix: unique_prefix(label),
     };
     DynamoStore::create_and_connect(&config)
@@ -75,9 +78,9 @@ async fn table(label: &str) -> DynamoTable {
 
 /// Delivers `records` in shuffled batches with duplicates until none is
 /// reported failed; returns the summed cost and the number of rounds.
-async fn deliver<T: Table>(
-    projector: &Projector<T>,
-    records: Vec<Record>,
+async fn deliver<T: ViewTable>(
+    projector: &StreamProjector<T>,
+    records: Vec<ChangeRecord>,
     seed: u64,
 ) -> (Cost, u32) {
     let mut rng = Rng(seed);
@@ -111,7 +114,7 @@ async fn deliver<T: Table>(
 async fn the_handler_on_dynamodb_local_equals_a_fresh_fold() {
     let log = log(7, "streams-fold");
     let table = table("streams-fold").await;
-    let projector = Projector::new(table.clone());
+    let projector = StreamProjector::new(table.clone());
     let (cost, rounds) = deliver(&projector, records(&log), 11).await;
 
     let state = table.scan().await.expect("the table scans");
@@ -159,39 +162,42 @@ struct Crashing<T> {
     budget: AtomicI64,
 }
 
-impl<T: Table> Crashing<T> {
-    fn spend(&self) -> Result<(), String> {
+impl<T: ViewTable> Crashing<T> {
+    fn spend(&self) -> Result<(), TableError> {
         if self.budget.fetch_sub(1, Ordering::SeqCst) > 0 {
             Ok(())
         } else {
-            Err("injected crash".into())
+            Err(TableError::Crashed)
         }
     }
 }
 
-impl<T: Table> Table for Crashing<T> {
+impl<T: ViewTable> ViewTable for Crashing<T> {
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
-        self.spend().map_err(TableError)?;
+        self.spend()?;
         self.inner.load(keys).await
     }
     async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
-        self.spend().map_err(TableError)?;
+        self.spend()?;
         self.inner.parked_from(pk).await
     }
     async fn write(&self, write: &Write) -> Result<Cost, WriteError> {
-        self.spend().map_err(WriteError::Failed)?;
+        self.spend()?;
         self.inner.write(write).await
     }
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
-        self.spend().map_err(TableError)?;
+        self.spend()?;
         self.inner.park(parked).await
+    }
+    async fn scan(&self) -> Result<ledger_store::views::MemoryState, TableError> {
+        self.inner.scan().await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_dying_after_k_writes_converges_when_redelivered() {
     let log = log(3, "streams-crash");
-    let batch: Vec<Record> = records(&log).into_iter().take(60).collect();
+    let batch: Vec<ChangeRecord> = records(&log).into_iter().take(60).collect();
     let expected = fresh_fold(&log[..60]);
     // Small writes, so the batch takes many and the crash lands between them.
     let limits = Limits {
@@ -200,7 +206,7 @@ async fn a_batch_dying_after_k_writes_converges_when_redelivered() {
     };
     for k in [1, 2, 4, 7] {
         let table = table("streams-crash").await;
-        let crashing = Projector::with_limits(
+        let crashing = StreamProjector::with_limits(
             Crashing {
                 inner: table.clone(),
                 budget: AtomicI64::new(k),
@@ -218,7 +224,7 @@ async fn a_batch_dying_after_k_writes_converges_when_redelivered() {
             "k = {k}: the crash left the batch half written"
         );
         // Lambda redelivers the whole batch (a crash is a function error).
-        let report = Projector::with_limits(table.clone(), limits)
+        let report = StreamProjector::with_limits(table.clone(), limits)
             .handle(batch.clone())
             .await;
         assert!(report.failed.is_empty(), "k = {k}: {:?}", report.failed);
@@ -253,12 +259,12 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
     use std::sync::Arc;
     use std::time::Duration;
 
+    use aws_local::kinesis::{KinesisRunner, KinesisRunnerConfig};
+    use aws_local::shim::{Faults, KinesisShim, ShimConfig};
+    use aws_local::streams::StreamsRunnerConfig;
     use command_api::auth::Claims;
     use ledger_core::Role;
     use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
-    use projector::kinesalite::Kinesalite;
-    use projector::kinesis::{Faults, KinesisRunner, KinesisRunnerConfig, KinesisShim, ShimConfig};
-    use projector::runner::StreamsRunnerConfig;
     use reqwest::Method;
     use serde_json::json;
     use tally::server::{Server, ServerConfig, StoreConfig};
@@ -266,7 +272,7 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
     use crate::common::{self, Http};
 
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let endpoint = DynamoLocal::shared().endpoint().to_owned();
+    let endpoint = Emulator::shared(Kind::DynamoDb).endpoint().to_owned();
     let config = DynamoConfig {
         endpoint: Some(endpoint.clone()),
         table_prefix: unique_prefix("streams-e2e"),
@@ -293,7 +299,7 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
     let stream_name = unique_prefix("streams-e2e")
         .trim_end_matches('-')
         .to_owned();
-    let kinesis = Kinesalite::shared().endpoint().to_owned();
+    let kinesis = Emulator::shared(Kind::Kinesis).endpoint().to_owned();
     let shim = KinesisShim::start(ShimConfig {
         source: StreamsRunnerConfig::new(Some(endpoint.clone()), config.table_names().0),
         kinesis_endpoint: Some(kinesis.clone()),
@@ -308,7 +314,7 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
     })
     .await
     .expect("the shim starts");
-    let kinesis_projector = Arc::new(Projector::new(kinesis_table.clone()));
+    let kinesis_projector = Arc::new(StreamProjector::new(kinesis_table.clone()));
     let kinesis_runner = KinesisRunner::start(
         KinesisRunnerConfig::new(Some(kinesis), stream_name),
         move |event| {
@@ -428,32 +434,32 @@ async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() 
     // becomes poison.
     let order_pk = recs
         .iter()
-        .filter_map(|r| match &r.body {
-            Body::Event { pk, version: 2, .. } if pk.contains("|order/") => Some(pk.clone()),
+        .filter_map(|r| match &r.change {
+            Change::Event { pk, version: 2, .. } if pk.contains("|order/") => Some(pk.clone()),
             _ => None,
         })
         .next()
         .expect("an order with a refund or a payment");
     for r in &mut recs {
-        if let Body::Event {
+        if let Change::Event {
             pk,
             version: 1,
             bytes,
-        } = &mut r.body
+        } = &mut r.change
             && *pk == order_pk
         {
             bytes.truncate(10);
         }
     }
     let config = DynamoConfig {
-        endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+        endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
         table_prefix: unique_prefix("streams-poison"),
     };
     DynamoStore::create_and_connect(&config)
         .await
         .expect("tables");
     let table = DynamoTable::connect(&config).await;
-    let projector = Projector::new(table.clone());
+    let projector = StreamProjector::new(table.clone());
     for batch in recs.chunks(30) {
         let report = projector.handle(batch.to_vec()).await;
         assert!(
@@ -467,8 +473,8 @@ async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() 
     let versions: Vec<(u64, Option<u64>)> = parked.iter().map(|p| (p.version, p.behind)).collect();
     let expected: Vec<(u64, Option<u64>)> = recs
         .iter()
-        .filter_map(|r| match &r.body {
-            Body::Event { pk, version, .. } if *pk == order_pk => {
+        .filter_map(|r| match &r.change {
+            Change::Event { pk, version, .. } if *pk == order_pk => {
                 Some((*version, (*version > 1).then_some(1)))
             }
             _ => None,
@@ -499,7 +505,11 @@ async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() 
 
     // Operators see them.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["parked", "--endpoint", DynamoLocal::shared().endpoint()])
+        .args([
+            "parked",
+            "--endpoint",
+            Emulator::shared(Kind::DynamoDb).endpoint(),
+        ])
         .args(["--table-prefix", &config.table_prefix])
         .output()
         .expect("tally parked runs");

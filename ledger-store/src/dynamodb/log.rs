@@ -24,13 +24,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
-use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Shard, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::OperationType;
 use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use rustc_hash::FxHashMap;
 use tokio::sync::watch;
 
-use super::{BYTES, PK, VERSION, parse_pk};
-use crate::{Position, Record, StoreError};
+use super::item;
+use super::stream::{ChangeStream, ShardPosition, ShardReadError, ready_shards};
+use crate::{Position, READ_PAGE_RECORDS_MAX, Record, StoreError};
 
 /// How long an append waits for the stream to show its events.
 pub const STREAM_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -38,8 +39,6 @@ pub const STREAM_WAIT_MAX: Duration = Duration::from_secs(10);
 const POLL_IDLE: Duration = Duration::from_millis(5);
 /// Consecutive failed stream calls before the follower gives up.
 const FAILURES_MAX: u32 = 20;
-/// The longest pause between retries of a failed stream call.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub(super) struct StreamLog {
     index: RwLock<Index>,
@@ -69,8 +68,7 @@ impl StreamLog {
         });
         let (caught_up, mut caught_up_rx) = watch::channel(false);
         let follower = Follower {
-            client,
-            stream_arn,
+            stream: ChangeStream::new(client, stream_arn),
             log: Arc::downgrade(&log),
             done: HashSet::new(),
             last_sequence: None,
@@ -127,10 +125,13 @@ impl StreamLog {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(self.failure()),
                 Err(_) => {
-                    return Err(StoreError::Backend(format!(
-                        "{stream} version {version} of tenant {tenant_id} is committed but the \
-                         table's stream did not show it within {STREAM_WAIT_MAX:?}"
-                    )));
+                    return Err(StoreError::backend(
+                        "following the table's stream",
+                        format!(
+                            "{stream} version {version} of tenant {tenant_id} is committed but \
+                             the stream did not show it within {STREAM_WAIT_MAX:?}"
+                        ),
+                    ));
                 }
             }
         }
@@ -138,7 +139,8 @@ impl StreamLog {
 
     fn failure(&self) -> StoreError {
         let failed = self.failed.lock().expect("failure lock");
-        StoreError::Backend(
+        StoreError::backend(
+            "following the table's stream",
             failed
                 .clone()
                 .unwrap_or_else(|| "the stream follower stopped".to_owned()),
@@ -164,8 +166,7 @@ impl StreamLog {
 }
 
 struct Follower {
-    client: Client,
-    stream_arn: String,
+    stream: ChangeStream,
     /// Held weakly: the follower ends when the last store handle is dropped.
     log: std::sync::Weak<StreamLog>,
     /// Shards read to their end.
@@ -186,25 +187,18 @@ impl Follower {
                     shard = next;
                     false
                 }),
-                Some((id, iterator)) => self.poll(iterator).await.map(|next| {
-                    let idle = match next {
-                        Poll::More(iterator) => {
-                            shard = Some((id, iterator));
-                            false
+                Some((id, iterator)) => self.poll(iterator).await.map(|next| match next {
+                    Some((iterator, idle)) => {
+                        shard = Some((id, iterator));
+                        if idle {
+                            caught_up.send_replace(true);
                         }
-                        Poll::Idle(iterator) => {
-                            shard = Some((id, iterator));
-                            true
-                        }
-                        Poll::Closed => {
-                            self.done.insert(id);
-                            false
-                        }
-                    };
-                    if idle {
-                        caught_up.send_replace(true);
+                        idle
                     }
-                    idle
+                    None => {
+                        self.done.insert(id);
+                        false
+                    }
                 }),
             };
             match step {
@@ -223,8 +217,7 @@ impl Follower {
                         ));
                     }
                     tracing::warn!(error = %why, failures, "stream follower retrying");
-                    let backoff = Duration::from_millis(20 << failures.min(6)).min(BACKOFF_MAX);
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(super::backoff(failures)).await;
                 }
             }
         }
@@ -241,17 +234,8 @@ impl Follower {
 
     /// The next shard to read and an iterator into it, or none yet.
     async fn next_shard(&mut self) -> Result<Option<(String, String)>, Failure> {
-        let shards = self.shards().await?;
-        let mut ready: Vec<&Shard> = shards
-            .iter()
-            .filter(|s| !self.done.contains(s.shard_id().unwrap_or_default()))
-            .filter(|s| {
-                s.parent_shard_id().is_none_or(|parent| {
-                    self.done.contains(parent)
-                        || !shards.iter().any(|s| s.shard_id() == Some(parent))
-                })
-            })
-            .collect();
+        let shards = self.stream.shards().await.map_err(transient)?;
+        let mut ready = ready_shards(&shards, &self.done, &HashSet::new());
         if ready.len() > 1 {
             return Err(Fatal(format!(
                 "the table's stream has {} shards open at once; its sequence numbers are then no \
@@ -262,77 +246,40 @@ impl Follower {
         let Some(shard) = ready.pop() else {
             return Ok(None);
         };
-        let id = shard.shard_id().unwrap_or_default().to_owned();
-        let mut request = self
-            .client
-            .get_shard_iterator()
-            .stream_arn(&self.stream_arn)
-            .shard_id(&id);
-        request = match self.last_sequence {
+        // A shard that starts at or before the last record seen is the one
+        // being read again after a failure: go on after that record.
+        let from = match self.last_sequence {
             Some(sequence)
                 if shard
-                    .sequence_number_range()
-                    .and_then(|r| r.starting_sequence_number())
+                    .first_sequence
+                    .as_deref()
                     .and_then(|s| s.parse::<u64>().ok())
                     .is_some_and(|start| start <= sequence) =>
             {
-                request
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .sequence_number(sequence.to_string())
+                ShardPosition::After(sequence.to_string())
             }
-            _ => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            _ => ShardPosition::TrimHorizon,
         };
-        let iterator = request
-            .send()
+        let iterator = self
+            .stream
+            .iterator(&shard.id, &from)
             .await
-            .map_err(|e| Transient(stream_error("GetShardIterator", e)))?
-            .shard_iterator
-            .ok_or_else(|| Transient("GetShardIterator returned no iterator".to_owned()))?;
-        Ok(Some((id, iterator)))
+            .map_err(transient)?;
+        Ok(Some((shard.id.clone(), iterator)))
     }
 
-    async fn shards(&self) -> Result<Vec<Shard>, Failure> {
-        let mut shards = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
-            let described = self
-                .client
-                .describe_stream()
-                .stream_arn(&self.stream_arn)
-                .set_exclusive_start_shard_id(start.take())
-                .send()
-                .await
-                .map_err(|e| Transient(stream_error("DescribeStream", e)))?;
-            let Some(description) = described.stream_description else {
-                return Err(Transient(
-                    "DescribeStream returned no description".to_owned(),
-                ));
-            };
-            shards.extend(description.shards.unwrap_or_default());
-            match description.last_evaluated_shard_id {
-                Some(last) => start = Some(last),
-                None => return Ok(shards),
-            }
-        }
-    }
-
-    async fn poll(&mut self, iterator: String) -> Result<Poll, Failure> {
-        let got = match self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .send()
+    /// Reads one page: the iterator to go on with and whether the shard is
+    /// idle, or `None` once a closed shard is read to its end.
+    async fn poll(&mut self, iterator: String) -> Result<Option<(String, bool)>, Failure> {
+        // Any failure drops the iterator: the next step takes a new one
+        // after the last record seen (an expired iterator included).
+        let page = self
+            .stream
+            .read(iterator, READ_PAGE_RECORDS_MAX)
             .await
-        {
-            Ok(got) => got,
-            // Any failure drops the iterator: the next step takes a new one
-            // after the last record seen (an expired iterator included).
-            Err(e) => return Err(Transient(stream_error("GetRecords", e))),
-        };
-        let fetched = got.records.unwrap_or_default();
-        let empty = fetched.is_empty();
-        let mut records = Vec::with_capacity(fetched.len());
-        for record in fetched {
+            .map_err(transient)?;
+        let mut records = Vec::with_capacity(page.records.len());
+        for record in page.records {
             let Some(change) = record.dynamodb else {
                 continue;
             };
@@ -357,55 +304,23 @@ impl Follower {
             let Some(image) = change.new_image else {
                 continue;
             };
-            if let Some(record) = event_record(&image, Position(sequence)).map_err(Fatal)? {
-                records.push(record);
+            let event = item::read_event(&image)
+                .map_err(|e| Fatal(format!("stream record {sequence}: {e}")))?;
+            if let Some(event) = event {
+                records.push(Record {
+                    position: Position(sequence),
+                    tenant_id: event.tenant_id,
+                    stream: event.stream,
+                    version: event.version,
+                    bytes: event.bytes.to_vec(),
+                });
             }
         }
         if let Some(log) = self.log.upgrade() {
             log.insert(records);
         }
-        Ok(match got.next_shard_iterator {
-            None => Poll::Closed,
-            Some(next) if empty => Poll::Idle(next),
-            Some(next) => Poll::More(next),
-        })
+        Ok(page.next.map(|next| (next, page.at_end)))
     }
-}
-
-/// An event record from a stream image; `None` for an idempotency record.
-fn event_record(
-    image: &std::collections::HashMap<String, AttributeValue>,
-    position: Position,
-) -> Result<Option<Record>, String> {
-    let version = match image.get(VERSION) {
-        Some(AttributeValue::N(n)) => n
-            .parse::<u64>()
-            .map_err(|_| format!("stream image with version {n}"))?,
-        _ => return Err("stream image without a version".to_owned()),
-    };
-    if version == 0 {
-        return Ok(None);
-    }
-    let Some(AttributeValue::S(pk)) = image.get(PK) else {
-        return Err("stream image without a partition key".to_owned());
-    };
-    let (tenant_id, stream) = parse_pk(pk).map_err(|e| format!("stream image key {pk}: {e}"))?;
-    let Some(AttributeValue::B(bytes)) = image.get(BYTES) else {
-        return Err(format!("stream image {pk}/{version} without event bytes"));
-    };
-    Ok(Some(Record {
-        position,
-        tenant_id,
-        stream,
-        version: StreamVersion::new(version),
-        bytes: bytes.clone().into_inner(),
-    }))
-}
-
-enum Poll {
-    More(String),
-    Idle(String),
-    Closed,
 }
 
 enum Failure {
@@ -414,9 +329,6 @@ enum Failure {
 }
 use Failure::{Fatal, Transient};
 
-fn stream_error(operation: &str, e: impl std::error::Error) -> String {
-    format!(
-        "DynamoDB Streams {operation}: {}",
-        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
-    )
+fn transient(e: ShardReadError) -> Failure {
+    Transient(e.to_string())
 }

@@ -24,12 +24,15 @@
 //! jitter) cover throttling and transient errors of every other call.
 //!
 //! The log side of the port (positions, `read_log`, `head`, `follow`) is
-//! the table's stream, followed by [`log::StreamLog`]; read that module's
+//! the table's stream, followed by `log::StreamLog`; read that module's
 //! notes for where it holds and where it does not.
 
-pub mod local;
+pub mod change;
+pub mod item;
 mod log;
 pub mod schema;
+pub mod stream;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,10 +54,11 @@ pub use log::STREAM_WAIT_MAX;
 pub use schema::create_tables;
 
 use crate::{
-    AppendError, AppendRequest, Checkpoint, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, ReadModelStore, Record, StoreError,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
+    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
     check_shape,
 };
+use item::{BYTES, PK, SORT, VERSION, binary, event_pk, number, string};
 use schema::backend;
 
 /// Most actions in one `TransactWriteItems`.
@@ -84,19 +88,7 @@ pub const TRANSACT_ATTEMPTS_MAX: u32 = 5;
 /// that started before the switch) before TTL removes it.
 pub const CHECKPOINT_GRACE: Duration = Duration::from_secs(3600);
 
-// Attribute names. Short, because every byte of a name is billed.
-/// The partition key of both tables: `tenant|stream` for events.
-pub const PK: &str = "pk";
-/// An event item's stream version (0 for idempotency items).
-pub const VERSION: &str = "v";
-/// The read-model table's sort key.
-pub const SORT: &str = "sk";
-/// An event item's record: the codec's bytes.
-pub const BYTES: &str = "b";
-const TENANT: &str = "tn";
-const EVENT_TYPE: &str = "ty";
-const OCCURRED_AT: &str = "at";
-const COMMAND: &str = "cid";
+// Attribute names of the items other than events (see `item` for those).
 const REQUEST_HASH: &str = "h";
 const RESPONSE: &str = "r";
 const LAST_STREAM: &str = "ls";
@@ -128,7 +120,7 @@ impl DynamoConfig {
     }
 }
 
-/// The DynamoDB `EventStore` and `ReadModelStore`. Cheap to clone.
+/// The DynamoDB `EventStore` and `CheckpointStore`. Cheap to clone.
 #[derive(Clone)]
 pub struct DynamoStore {
     inner: Arc<Inner>,
@@ -249,7 +241,9 @@ impl DynamoStore {
         let stream_arn = described
             .table()
             .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| StoreError::Backend(format!("table {events} has no stream")))?
+            .ok_or_else(|| {
+                StoreError::backend("connecting", format!("table {events} has no stream"))
+            })?
             .to_owned();
         let log = log::StreamLog::follow(streams, stream_arn).await?;
         Ok(DynamoStore {
@@ -291,7 +285,7 @@ impl DynamoStore {
         let mut records = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let segment =
-                joined.map_err(|e| StoreError::Backend(format!("scan task failed: {e}")))??;
+                joined.map_err(|e| StoreError::backend("scanning the event table", e))??;
             records.extend(segment);
         }
         records.sort_unstable_by_key(|r| (r.tenant_id, r.stream, r.version));
@@ -331,23 +325,19 @@ impl DynamoStore {
         &self,
         item: &HashMap<String, AttributeValue>,
     ) -> Result<Option<Record>, StoreError> {
-        let version = number(item, VERSION)?;
-        if version == 0 {
+        let Some(event) = item::read_event(item)? else {
             return Ok(None);
-        }
-        let pk = string(item, PK)?;
-        let (tenant_id, stream) = parse_pk(pk).map_err(StoreError::Corrupt)?;
-        let version = StreamVersion::new(version);
+        };
         Ok(Some(Record {
             position: self
                 .inner
                 .log
-                .known(tenant_id, stream, version)
+                .known(event.tenant_id, event.stream, event.version)
                 .unwrap_or(Position::ZERO),
-            tenant_id,
-            stream,
-            version,
-            bytes: binary(item, BYTES)?.to_vec(),
+            tenant_id: event.tenant_id,
+            stream: event.stream,
+            version: event.version,
+            bytes: event.bytes.to_vec(),
         }))
     }
 
@@ -396,10 +386,14 @@ impl DynamoStore {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 None => {
-                    return Err(StoreError::Backend(format!(
-                        "TransactWriteItems cancelled {attempt} times by conflicts or throttling: {:?}",
-                        reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
-                    ))
+                    return Err(StoreError::backend(
+                        "appending",
+                        format!(
+                            "TransactWriteItems cancelled {attempt} times by conflicts or \
+                             throttling: {:?}",
+                            reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
+                        ),
+                    )
                     .into());
                 }
             }
@@ -416,7 +410,7 @@ impl DynamoStore {
         match classify(request, &codes) {
             Cancellation::KeyExists => {
                 let stored = reasons[0].item().ok_or_else(|| {
-                    StoreError::Backend("a refused key came back without its record".to_owned())
+                    StoreError::Corrupt("a refused key came back without its record".to_owned())
                 })?;
                 let record = self.idempotency_record(request.tenant_id, stored).await?;
                 Ok(Some(AppendError::KeyExists(Box::new(record))))
@@ -431,13 +425,16 @@ impl DynamoStore {
                 }))
             }
             Cancellation::Transient => Ok(None),
-            Cancellation::Failed => Err(StoreError::Backend(format!(
-                "TransactWriteItems cancelled: {:?}",
-                reasons
-                    .iter()
-                    .map(|r| (r.code(), r.message()))
-                    .collect::<Vec<_>>()
-            ))
+            Cancellation::Failed => Err(StoreError::backend(
+                "appending",
+                format!(
+                    "TransactWriteItems cancelled: {:?}",
+                    reasons
+                        .iter()
+                        .map(|r| (r.code(), r.message()))
+                        .collect::<Vec<_>>()
+                ),
+            )
             .into()),
         }
     }
@@ -502,44 +499,11 @@ impl DynamoStore {
     /// The transaction's actions, its WCU by the formula, and the log head
     /// recorded in an idempotency item without events.
     fn actions(&self, request: &AppendRequest) -> Result<Actions, AppendError> {
-        let tenant = request.tenant_id.as_str();
         let head = self.inner.log.head();
         let mut actions = Vec::with_capacity(request.event_count() + request.streams.len() + 1);
         let mut wcu = 0u64;
         if let Some(idempotency) = &request.idempotency {
-            let mut item = HashMap::from([
-                (
-                    PK.to_owned(),
-                    AttributeValue::S(key_pk(request.tenant_id, &idempotency.key)),
-                ),
-                (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
-                (
-                    REQUEST_HASH.to_owned(),
-                    AttributeValue::B(Blob::new(idempotency.request_hash.to_vec())),
-                ),
-                (
-                    RESPONSE.to_owned(),
-                    AttributeValue::B(Blob::new(idempotency.response.clone())),
-                ),
-            ]);
-            match last_event(request) {
-                Some((stream, version)) => {
-                    item.insert(
-                        LAST_STREAM.to_owned(),
-                        AttributeValue::S(stream.to_string()),
-                    );
-                    item.insert(
-                        LAST_VERSION.to_owned(),
-                        AttributeValue::N(version.to_string()),
-                    );
-                }
-                None => {
-                    item.insert(
-                        HEAD_AT_WRITE.to_owned(),
-                        AttributeValue::N(head.to_string()),
-                    );
-                }
-            }
+            let item = idempotency_item(request, idempotency, head);
             wcu += transact_wcu(item_size(&item));
             // The stored record comes back when the key exists.
             actions.push(put_new(&self.inner.events, item, true)?);
@@ -547,58 +511,41 @@ impl DynamoStore {
         for append in &request.streams {
             let pk = event_pk(request.tenant_id, append.stream);
             if append.expected.get() > 0 {
-                let key = HashMap::from([
-                    (PK.to_owned(), AttributeValue::S(pk.clone())),
-                    (
-                        VERSION.to_owned(),
-                        AttributeValue::N(append.expected.to_string()),
-                    ),
-                ]);
-                wcu += transact_wcu(item_size(&key));
-                actions.push(
-                    TransactWriteItem::builder()
-                        .condition_check(
-                            ConditionCheck::builder()
-                                .table_name(&self.inner.events)
-                                .set_key(Some(key))
-                                .condition_expression("attribute_exists(pk)")
-                                .build()
-                                .map_err(|e| StoreError::Backend(e.to_string()))?,
-                        )
-                        .build(),
-                );
+                let (check, check_wcu) = self.version_check(&pk, append.expected)?;
+                wcu += check_wcu;
+                actions.push(check);
             }
             for sealed in &append.events {
-                let header = &sealed.envelope.header;
-                let item = HashMap::from([
-                    (PK.to_owned(), AttributeValue::S(pk.clone())),
-                    (
-                        VERSION.to_owned(),
-                        AttributeValue::N(header.version.to_string()),
-                    ),
-                    (
-                        BYTES.to_owned(),
-                        AttributeValue::B(Blob::new(sealed.bytes.clone())),
-                    ),
-                    (TENANT.to_owned(), AttributeValue::S(tenant.to_owned())),
-                    (
-                        EVENT_TYPE.to_owned(),
-                        AttributeValue::S(sealed.envelope.event.event_type().as_str().to_owned()),
-                    ),
-                    (
-                        OCCURRED_AT.to_owned(),
-                        AttributeValue::N(header.occurred_at.as_micros().to_string()),
-                    ),
-                    (
-                        COMMAND.to_owned(),
-                        AttributeValue::S(header.command_id.to_string()),
-                    ),
-                ]);
+                let item = item::event_item(request.tenant_id, &pk, sealed);
                 wcu += transact_wcu(item_size(&item));
                 actions.push(put_new(&self.inner.events, item, false)?);
             }
         }
         Ok(Actions { actions, wcu, head })
+    }
+
+    /// A `ConditionCheck` that the stream `pk` holds its `expected`
+    /// version, and its WCU by the formula.
+    fn version_check(
+        &self,
+        pk: &str,
+        expected: StreamVersion,
+    ) -> Result<(TransactWriteItem, u64), StoreError> {
+        let key = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(pk.to_owned())),
+            (VERSION.to_owned(), AttributeValue::N(expected.to_string())),
+        ]);
+        let wcu = transact_wcu(item_size(&key));
+        let check = ConditionCheck::builder()
+            .table_name(&self.inner.events)
+            .set_key(Some(key))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::backend("building a ConditionCheck", e))?;
+        Ok((
+            TransactWriteItem::builder().condition_check(check).build(),
+            wcu,
+        ))
     }
 
     async fn load_head(&self, projection: &str) -> Result<Option<(u64, String, u64)>, StoreError> {
@@ -710,6 +657,50 @@ fn classify(request: &AppendRequest, codes: &[Option<&str>]) -> Cancellation {
     }
 }
 
+/// A request's idempotency item: the key, the request's hash and the
+/// response, and where the append ends (its last event, or `head` for an
+/// append without events).
+fn idempotency_item(
+    request: &AppendRequest,
+    idempotency: &IdempotencyWrite,
+    head: Position,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (
+            PK.to_owned(),
+            AttributeValue::S(key_pk(request.tenant_id, &idempotency.key)),
+        ),
+        (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
+        (
+            REQUEST_HASH.to_owned(),
+            AttributeValue::B(Blob::new(idempotency.request_hash.to_vec())),
+        ),
+        (
+            RESPONSE.to_owned(),
+            AttributeValue::B(Blob::new(idempotency.response.clone())),
+        ),
+    ]);
+    match last_event(request) {
+        Some((stream, version)) => {
+            item.insert(
+                LAST_STREAM.to_owned(),
+                AttributeValue::S(stream.to_string()),
+            );
+            item.insert(
+                LAST_VERSION.to_owned(),
+                AttributeValue::N(version.to_string()),
+            );
+        }
+        None => {
+            item.insert(
+                HEAD_AT_WRITE.to_owned(),
+                AttributeValue::N(head.to_string()),
+            );
+        }
+    }
+    item
+}
+
 /// The stream and version of a request's last event.
 fn last_event(request: &AppendRequest) -> Option<(StreamId, StreamVersion)> {
     request.streams.last().map(|last| {
@@ -738,7 +729,7 @@ fn put_new(
     }
     let put = put
         .build()
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        .map_err(|e| StoreError::backend("building a Put", e))?;
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
@@ -748,22 +739,28 @@ struct Actions {
     head: Position,
 }
 
-/// SDK clients for DynamoDB and its Streams, with the store's retry policy:
-/// test credentials and `us-east-1` for a local endpoint, the environment's
-/// otherwise.
-pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
+/// The one SDK configuration of every AWS client of the workspace (DynamoDB,
+/// its Streams, Kinesis), with the store's retry policy: for `endpoint` (an
+/// emulator) with test credentials in `us-east-1`, or for the service with
+/// credentials and region from the environment when `endpoint` is `None`.
+pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
         RetryConfig::standard()
             .with_max_attempts(SDK_ATTEMPTS_MAX)
             .with_initial_backoff(Duration::from_millis(25)),
     );
-    if let Some(endpoint) = &config.endpoint {
+    if let Some(endpoint) = endpoint {
         loader = loader
             .endpoint_url(endpoint)
             .test_credentials()
             .region(aws_config::Region::new("us-east-1"));
     }
-    let sdk = loader.load().await;
+    loader.load().await
+}
+
+/// SDK clients for DynamoDB and its Streams, configured by [`sdk_config`].
+pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
+    let sdk = sdk_config(config.endpoint.as_deref()).await;
     (
         Client::new(&sdk),
         aws_sdk_dynamodbstreams::Client::new(&sdk),
@@ -871,7 +868,7 @@ impl EventStore for DynamoStore {
     }
 }
 
-impl ReadModelStore for DynamoStore {
+impl CheckpointStore for DynamoStore {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         // A save that lands between reading the head and its chunks leaves
         // the old chunks readable for CHECKPOINT_GRACE, so one retry is
@@ -902,18 +899,59 @@ impl ReadModelStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let generation = new_generation();
         let chunks: Vec<&[u8]> = checkpoint.state.chunks(CHECKPOINT_CHUNK_BYTES).collect();
+        self.put_chunks(projection, &generation, &chunks).await?;
+        let superseded = self
+            .switch_head(projection, checkpoint.position, generation, chunks.len())
+            .await?;
+        if let Some((generation, chunks)) = superseded {
+            self.expire_chunks(projection, &generation, chunks).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of a checkpoint chunk: its generation's partition, sk its number.
+fn chunk_key(projection: &str, generation: &str, n: usize) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PK.to_owned(),
+            AttributeValue::S(chunk_pk(projection, generation)),
+        ),
+        (SORT.to_owned(), AttributeValue::S(format!("{n:08}"))),
+    ])
+}
+
+/// A checkpoint's head: its position, and the generation and number of
+/// its chunks.
+fn head_item(
+    projection: &str,
+    position: Position,
+    generation: &str,
+    chunks: usize,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(checkpoint_pk(projection))),
+        (SORT.to_owned(), AttributeValue::S("head".to_owned())),
+        (POSITION.to_owned(), AttributeValue::N(position.to_string())),
+        (
+            GENERATION.to_owned(),
+            AttributeValue::S(generation.to_owned()),
+        ),
+        (CHUNKS.to_owned(), AttributeValue::N(chunks.to_string())),
+    ])
+}
+
+impl DynamoStore {
+    /// Writes a checkpoint's chunks under `generation`.
+    async fn put_chunks(
+        &self,
+        projection: &str,
+        generation: &str,
+        chunks: &[&[u8]],
+    ) -> Result<(), StoreError> {
         let meter = &self.inner.capacity.checkpoints;
-        let chunk_key = |generation: &str, n: usize| {
-            HashMap::from([
-                (
-                    PK.to_owned(),
-                    AttributeValue::S(chunk_pk(projection, generation)),
-                ),
-                (SORT.to_owned(), AttributeValue::S(format!("{n:08}"))),
-            ])
-        };
         for (n, chunk) in chunks.iter().enumerate() {
-            let mut item = chunk_key(&generation, n);
+            let mut item = chunk_key(projection, generation, n);
             item.insert(
                 BYTES.to_owned(),
                 AttributeValue::B(Blob::new(chunk.to_vec())),
@@ -931,19 +969,22 @@ impl ReadModelStore for DynamoStore {
                 .map_err(|e| backend("PutItem", e))?;
             meter.add(put.consumed_capacity.as_slice().into(), wcu);
         }
-        let head = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(checkpoint_pk(projection))),
-            (SORT.to_owned(), AttributeValue::S("head".to_owned())),
-            (
-                POSITION.to_owned(),
-                AttributeValue::N(checkpoint.position.to_string()),
-            ),
-            (GENERATION.to_owned(), AttributeValue::S(generation.clone())),
-            (
-                CHUNKS.to_owned(),
-                AttributeValue::N(chunks.len().to_string()),
-            ),
-        ]);
+        Ok(())
+    }
+
+    /// Switches the head to `generation` (of `chunks` chunks) with a write
+    /// gated on `position`. Returns the generation (and its chunks) that is
+    /// superseded now: the head's old one, or this one if a newer
+    /// checkpoint is stored.
+    async fn switch_head(
+        &self,
+        projection: &str,
+        position: Position,
+        generation: String,
+        chunks: usize,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let meter = &self.inner.capacity.checkpoints;
+        let head = head_item(projection, position, &generation, chunks);
         let head_wcu = write_wcu(item_size(&head));
         let switched = self
             .inner
@@ -953,21 +994,22 @@ impl ReadModelStore for DynamoStore {
             .set_item(Some(head))
             .condition_expression("attribute_not_exists(pk) OR #pos <= :pos")
             .expression_attribute_names("#pos", POSITION)
-            .expression_attribute_values(":pos", AttributeValue::N(checkpoint.position.to_string()))
+            .expression_attribute_values(":pos", AttributeValue::N(position.to_string()))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             // The head this one replaced, read in the same write: a separate
             // read could name a generation another save had already replaced.
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
-        let superseded = match switched {
+        match switched {
             Ok(put) => {
                 meter.add(put.consumed_capacity.as_slice().into(), head_wcu);
                 match put.attributes {
-                    Some(old) => {
-                        Some((string(&old, GENERATION)?.to_owned(), number(&old, CHUNKS)?))
-                    }
-                    None => None,
+                    Some(old) => Ok(Some((
+                        string(&old, GENERATION)?.to_owned(),
+                        number(&old, CHUNKS)?,
+                    ))),
+                    None => Ok(None),
                 }
             }
             Err(e)
@@ -976,18 +1018,12 @@ impl ReadModelStore for DynamoStore {
             {
                 // A newer checkpoint is stored: this one is the stale one.
                 meter.add(None, head_wcu);
-                Some((generation, chunks.len() as u64))
+                Ok(Some((generation, chunks as u64)))
             }
-            Err(e) => return Err(backend("PutItem", e)),
-        };
-        if let Some((generation, chunks)) = superseded {
-            self.expire_chunks(projection, &generation, chunks).await?;
+            Err(e) => Err(backend("PutItem", e)),
         }
-        Ok(())
     }
-}
 
-impl DynamoStore {
     /// Marks a superseded checkpoint generation for TTL, leaving it
     /// readable for [`CHECKPOINT_GRACE`] to loads that started before the
     /// switch. An update is billed on the larger of the old and new item:
@@ -1040,10 +1076,6 @@ impl DynamoStore {
     }
 }
 
-fn event_pk(tenant_id: TenantId, stream: StreamId) -> String {
-    format!("{tenant_id}|{stream}")
-}
-
 fn key_pk(tenant_id: TenantId, key: &IdempotencyKey) -> String {
     format!("{tenant_id}|key|{}", key.as_str())
 }
@@ -1070,47 +1102,6 @@ fn new_generation() -> String {
     )
 }
 
-/// Splits `tenant|kind/id` into the tenant and the stream.
-pub fn parse_pk(pk: &str) -> Result<(TenantId, StreamId), String> {
-    let (tenant, stream) = pk
-        .split_once('|')
-        .ok_or_else(|| format!("key {pk} has no tenant"))?;
-    let tenant = TenantId::parse(tenant).map_err(|e| format!("key {pk}: {e}"))?;
-    let stream = StreamId::parse(stream).map_err(|e| format!("key {pk}: {e}"))?;
-    Ok((tenant, stream))
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<u64, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::N(n)) => n
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("attribute {name} = {n}"))),
-        _ => Err(StoreError::Corrupt(format!("item without number {name}"))),
-    }
-}
-
-fn string<'a>(
-    item: &'a HashMap<String, AttributeValue>,
-    name: &str,
-) -> Result<&'a str, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s),
-        _ => Err(StoreError::Corrupt(format!("item without string {name}"))),
-    }
-}
-
-fn binary<'a>(
-    item: &'a HashMap<String, AttributeValue>,
-    name: &str,
-) -> Result<&'a [u8], StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::B(b)) => Ok(b.as_ref()),
-        _ => Err(StoreError::Corrupt(format!("item without bytes {name}"))),
-    }
-}
-
-/// An item's billed size: attribute names plus values (strings and binary
-/// by length, numbers at about one byte per two digits plus one).
 pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter()
         .map(|(name, value)| {
@@ -1213,14 +1204,6 @@ mod tests {
                 "attempt {attempt}: no jitter in {waits:?}"
             );
         }
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        let tenant = TenantId::parse("t-1").unwrap();
-        let stream = StreamId::parse("order/o.1").unwrap();
-        assert_eq!(parse_pk(&event_pk(tenant, stream)), Ok((tenant, stream)));
-        assert!(parse_pk("t-1|key|k").is_err(), "a key item is not an event");
     }
 
     #[test]

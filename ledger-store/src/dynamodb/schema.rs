@@ -211,23 +211,27 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), StoreError> {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::Backend(format!(
-                "table {name} did not become active within {ACTIVE_WAIT_MAX:?} (status {status:?})"
-            )));
+            return Err(StoreError::backend(
+                format!("creating table {name}"),
+                format!("not active within {ACTIVE_WAIT_MAX:?} (status {status:?})"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn schema_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("a table definition the SDK refuses: {e}"))
+    StoreError::backend(
+        "reading a table definition",
+        format!("the SDK refuses it: {e}"),
+    )
 }
 
-pub(super) fn backend(operation: &str, e: impl std::error::Error) -> StoreError {
-    StoreError::Backend(format!(
-        "DynamoDB {operation}: {}",
-        aws_sdk_dynamodb::error::DisplayErrorContext(e)
-    ))
+pub(super) fn backend(
+    operation: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::backend(format!("DynamoDB {operation}"), e)
 }
 
 #[cfg(test)]

@@ -16,25 +16,36 @@
 //! (`ReturnValuesOnConditionCheckFailure=ALL_OLD`). A write with sums is one
 //! `TransactWriteItems`: the gated `Put`s of its views and one `Update ...
 //! ADD` per sum. A write of one view and no sums (a credit account) is a
-//! plain conditional `PutItem`, half the cost of a transaction.
+//! plain conditional `PutItem`, half the cost of a transaction. Views are
+//! loaded with a consistent `BatchGetItem`.
+//!
+//! Cost per event (AWS's formula; items under 1 KB; `cargo test --test
+//! system streams -- --nocapture` prints the measured figures): an order
+//! view write is 2 WCU (inside a transaction), shared by the order events
+//! of one stream in a batch; a dashboard sum is 2 WCU per distinct day or
+//! due date per transaction, shared by every order event of that day in
+//! it; a credit view is 1 WCU (a single conditional `PutItem`), shared by
+//! the credit events of one account in a batch; a parked record is 1 WCU.
+//! Reads: 1 RCU per view loaded (a consistent read of up to 4 KB). A cash
+//! checkout (one order event) costs at most 4 WCU to project and about 3 in
+//! practice; a credit checkout adds 1.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use super::item::{PK, SORT, VERSION, parse_pk};
+use super::{DynamoConfig, backoff, item_size, transact_wcu, write_wcu};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use ledger_core::projection::dashboard::DayTotals;
 use ledger_core::{LocalDate, StreamId, StreamVersion, TenantId, VendorId};
-use ledger_store::dynamodb::{
-    DynamoConfig, PK, SORT, VERSION, backoff, item_size, parse_pk, transact_wcu, write_wcu,
-};
 use rust_decimal::Decimal;
 
-use crate::table::{
-    Cost, MemoryState, Parked, StoredView, Sum, SumAdd, SumKey, Table, TableError, ViewKey,
+use crate::views::{
+    Cost, MemoryState, Parked, StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable,
     ViewWrite, Write, WriteError,
 };
 
@@ -63,21 +74,12 @@ pub struct DynamoTable {
 impl DynamoTable {
     /// The read-model table of `config` (the tables must exist).
     pub async fn connect(config: &DynamoConfig) -> DynamoTable {
-        let (db, _) = ledger_store::dynamodb::clients(config).await;
+        let (db, _) = super::clients(config).await;
         DynamoTable::new(db, config.table_names().1)
     }
 
     pub fn new(db: Client, table: String) -> DynamoTable {
         DynamoTable { db, table }
-    }
-
-    /// Everything the projector has written, read back with a consistent
-    /// scan: for tests, audits and drift checks against a fresh fold.
-    ///
-    /// # Errors
-    /// When the scan fails or an item is not one the projector writes.
-    pub async fn scan(&self) -> Result<MemoryState, TableError> {
-        self.scan_where(None).await
     }
 
     /// Every parked record, by stream and version: what operators look at
@@ -117,7 +119,7 @@ impl DynamoTable {
             let page = request
                 .send()
                 .await
-                .map_err(|e| TableError(format!("scanning {}: {e}", self.table)))?;
+                .map_err(|e| TableError::backend(format!("scanning {}", self.table), e))?;
             for item in page.items() {
                 read_item(item, &mut state)?;
             }
@@ -299,7 +301,13 @@ fn stored_view(item: &HashMap<String, AttributeValue>) -> Option<StoredView> {
     })
 }
 
-impl Table for DynamoTable {
+impl ViewTable for DynamoTable {
+    /// A consistent, paged `Scan`; an item that is not one the projector
+    /// writes fails it.
+    async fn scan(&self) -> Result<MemoryState, TableError> {
+        self.scan_where(None).await
+    }
+
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
         let mut found: HashMap<String, StoredView> = HashMap::new();
         for chunk in keys.chunks(GET_BATCH_MAX) {
@@ -315,7 +323,11 @@ impl Table for DynamoTable {
                     (SORT.to_owned(), s(VIEW_SK)),
                 ]));
             }
-            let mut pending = Some(request.build().map_err(|e| TableError(e.to_string()))?);
+            let mut pending = Some(
+                request
+                    .build()
+                    .map_err(|e| TableError::backend("building a BatchGetItem", e))?,
+            );
             let mut attempt = 0;
             while let Some(request) = pending.take() {
                 let out = self
@@ -324,7 +336,7 @@ impl Table for DynamoTable {
                     .request_items(&self.table, request)
                     .send()
                     .await
-                    .map_err(|e| TableError(format!("loading views: {e}")))?;
+                    .map_err(|e| TableError::backend("loading views", e))?;
                 for item in out
                     .responses()
                     .and_then(|r| r.get(&self.table))
@@ -363,7 +375,7 @@ impl Table for DynamoTable {
             .limit(1)
             .send()
             .await
-            .map_err(|e| TableError(format!("reading parked records of {pk}: {e}")))?;
+            .map_err(|e| TableError::backend(format!("reading parked records of {pk}"), e))?;
         Ok(out.items().first().and_then(|item| match item.get(SORT) {
             Some(AttributeValue::S(sk)) => sk.parse().ok(),
             _ => None,
@@ -374,93 +386,8 @@ impl Table for DynamoTable {
         if let ([view], []) = (write.views.as_slice(), write.sums.as_slice()) {
             return self.put_view(view).await;
         }
-        let mut cost = Cost::default();
-        let mut actions = Vec::with_capacity(write.actions());
-        for w in &write.views {
-            let item = view_item(w);
-            let wcu = transact_wcu(item_size(&item)) as f64;
-            if w.index.is_some() {
-                cost.orders += wcu;
-            } else {
-                cost.credit += wcu;
-            }
-            let (condition, value) = gate(w);
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(condition)
-                .set_expression_attribute_values(value.map(|v| HashMap::from([v])))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build()
-                .map_err(|e| WriteError::Failed(e.to_string()))?;
-            actions.push(TransactWriteItem::builder().put(put).build());
-        }
-        for add in &write.sums {
-            let (update, size) = sum_update(&self.table, add);
-            cost.dashboard += transact_wcu(size) as f64;
-            actions.push(TransactWriteItem::builder().update(update).build());
-        }
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .db
-                .transact_write_items()
-                .set_transact_items(Some(actions.clone()))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            let error = match result {
-                Ok(out) => {
-                    cost.reported += out
-                        .consumed_capacity()
-                        .iter()
-                        .filter_map(|c| c.capacity_units())
-                        .sum::<f64>();
-                    return Ok(cost);
-                }
-                Err(e) => e,
-            };
-            use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-            let Some(reasons) = (match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
-                    Some(c.cancellation_reasons())
-                }
-                _ => None,
-            }) else {
-                return Err(WriteError::Failed(format!("transaction: {error}")));
-            };
-            let conflicts: Vec<(usize, Option<StoredView>)> = reasons
-                .iter()
-                .enumerate()
-                .take(write.views.len())
-                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                .map(|(i, r)| (i, r.item().and_then(stored_view)))
-                .collect();
-            if !conflicts.is_empty() {
-                return Err(WriteError::Conflict(conflicts));
-            }
-            let transient = reasons.iter().all(|r| {
-                matches!(
-                    r.code(),
-                    None | Some(
-                        "None"
-                            | "TransactionConflict"
-                            | "ThrottlingError"
-                            | "ProvisionedThroughputExceeded"
-                    )
-                )
-            });
-            attempt += 1;
-            if !transient || attempt >= WRITE_ATTEMPTS_MAX {
-                let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).collect();
-                return Err(WriteError::Failed(format!(
-                    "transaction cancelled after {attempt} attempt(s): {codes:?}"
-                )));
-            }
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+        let (actions, cost) = self.transact_actions(write)?;
+        self.transact(&actions, write.views.len(), cost).await
     }
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
@@ -485,7 +412,7 @@ impl Table for DynamoTable {
             let put = PutRequest::builder()
                 .set_item(Some(item))
                 .build()
-                .map_err(|e| TableError(e.to_string()))?;
+                .map_err(|e| TableError::backend("building a parked record", e))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
         for chunk in requests.chunks(PUT_BATCH_MAX) {
@@ -499,7 +426,7 @@ impl Table for DynamoTable {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map_err(|e| TableError(format!("parking: {e}")))?;
+                    .map_err(|e| TableError::backend("parking", e))?;
                 cost.reported += out
                     .consumed_capacity()
                     .iter()
@@ -521,6 +448,89 @@ impl Table for DynamoTable {
 }
 
 impl DynamoTable {
+    /// A write's transaction: the gated `Put` of each view, then one
+    /// `Update ... ADD` per sum; and its cost by the formula.
+    fn transact_actions(
+        &self,
+        write: &Write,
+    ) -> Result<(Vec<TransactWriteItem>, Cost), WriteError> {
+        let mut cost = Cost::default();
+        let mut actions = Vec::with_capacity(write.actions());
+        for w in &write.views {
+            let item = view_item(w);
+            let wcu = transact_wcu(item_size(&item)) as f64;
+            if w.index.is_some() {
+                cost.orders += wcu;
+            } else {
+                cost.credit += wcu;
+            }
+            let (condition, value) = gate(w);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .set_expression_attribute_values(value.map(|v| HashMap::from([v])))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| TableError::backend("building a gated Put", e))?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        for add in &write.sums {
+            let (update, size) = sum_update(&self.table, add);
+            cost.dashboard += transact_wcu(size) as f64;
+            actions.push(TransactWriteItem::builder().update(update).build());
+        }
+        Ok((actions, cost))
+    }
+
+    /// Sends a transaction whose first `views` actions are gated views,
+    /// retrying a transient cancellation; `cost` is its cost by the
+    /// formula, returned with what the endpoint reported added.
+    async fn transact(
+        &self,
+        actions: &[TransactWriteItem],
+        views: usize,
+        mut cost: Cost,
+    ) -> Result<Cost, WriteError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .db
+                .transact_write_items()
+                .set_transact_items(Some(actions.to_vec()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let error = match result {
+                Ok(out) => {
+                    cost.reported += out
+                        .consumed_capacity()
+                        .iter()
+                        .filter_map(|c| c.capacity_units())
+                        .sum::<f64>();
+                    return Ok(cost);
+                }
+                Err(e) => e,
+            };
+            let Some(reasons) = (match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    Some(c.cancellation_reasons())
+                }
+                _ => None,
+            }) else {
+                return Err(TableError::backend("writing views and sums", error).into());
+            };
+            attempt += 1;
+            if let Some(error) = cancelled(reasons, views, attempt) {
+                return Err(error);
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
     /// One view alone: a conditional `PutItem`.
     async fn put_view(&self, w: &ViewWrite) -> Result<Cost, WriteError> {
         let item = view_item(w);
@@ -563,10 +573,48 @@ impl DynamoTable {
                     };
                     Err(WriteError::Conflict(vec![(0, current)]))
                 }
-                _ => Err(WriteError::Failed(format!("writing a view: {e}"))),
+                _ => Err(TableError::backend("writing a view", e).into()),
             },
         }
     }
+}
+
+/// Why a transaction cancelled for `reasons` on its `attempt`-th attempt
+/// stops: a gate that did not hold among its first `views` actions, or
+/// reasons that are not transient, or too many attempts. `None`: try again.
+fn cancelled(reasons: &[CancellationReason], views: usize, attempt: u32) -> Option<WriteError> {
+    let conflicts: Vec<(usize, Option<StoredView>)> = reasons
+        .iter()
+        .enumerate()
+        .take(views)
+        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+        .map(|(i, r)| (i, r.item().and_then(stored_view)))
+        .collect();
+    if !conflicts.is_empty() {
+        return Some(WriteError::Conflict(conflicts));
+    }
+    let transient = reasons.iter().all(|r| {
+        matches!(
+            r.code(),
+            None | Some(
+                "None"
+                    | "TransactionConflict"
+                    | "ThrottlingError"
+                    | "ProvisionedThroughputExceeded"
+            )
+        )
+    });
+    if !transient || attempt >= WRITE_ATTEMPTS_MAX {
+        let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).collect();
+        return Some(
+            TableError::backend(
+                "writing views and sums",
+                format!("transaction cancelled after {attempt} attempt(s): {codes:?}"),
+            )
+            .into(),
+        );
+    }
+    None
 }
 
 /// Reads one item of the table into `state`; items the projector does not
@@ -575,93 +623,138 @@ fn read_item(
     item: &HashMap<String, AttributeValue>,
     state: &mut MemoryState,
 ) -> Result<(), TableError> {
-    let text = |name: &str| match item.get(name) {
-        Some(AttributeValue::S(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    let (Some(pk), Some(sk)) = (text(PK), text(SORT)) else {
+    let (Some(pk), Some(sk)) = (text(item, PK), text(item, SORT)) else {
         return Ok(());
     };
-    let bad = |why: &str| TableError(format!("item {pk} / {sk}: {why}"));
+    let item = Item { item, pk, sk };
     if let Some(stream_pk) = pk.strip_prefix(PARKED_PREFIX) {
-        let version = sk.parse().map_err(|_| bad("version"))?;
-        state.parked.insert(
-            (stream_pk.to_owned(), version),
-            Parked {
-                pk: stream_pk.to_owned(),
-                version,
-                record: text("record").unwrap_or_default().to_owned(),
-                error: text("error").unwrap_or_default().to_owned(),
-                behind: match item.get("behind") {
-                    Some(AttributeValue::N(b)) => b.parse().ok(),
-                    _ => None,
-                },
-            },
-        );
+        let parked = item.parked(stream_pk)?;
+        state
+            .parked
+            .insert((stream_pk.to_owned(), parked.version), parked);
         return Ok(());
     }
     if sk == VIEW_SK {
-        let (tenant_id, stream) = parse_pk(pk).map_err(|e| bad(&e))?;
-        let view = stored_view(item).ok_or_else(|| bad("view without version or bytes"))?;
-        state.views.insert(ViewKey { tenant_id, stream }, view);
+        let (key, view) = item.view()?;
+        state.views.insert(key, view);
         return Ok(());
     }
-    let sum_of = |suffix: &str| -> Option<Result<(TenantId, VendorId, LocalDate), TableError>> {
-        let vendor_pk = pk.strip_suffix(suffix)?;
-        Some((|| {
-            let (tenant_id, stream) = parse_pk(vendor_pk).map_err(|e| bad(&e))?;
-            let vendor_id = VendorId::from_text(stream.id());
-            let date = LocalDate::new(chrono::NaiveDate::from_str(sk).map_err(|_| bad("date"))?);
-            Ok((tenant_id, vendor_id, date))
-        })())
-    };
-    let number = |name: &str| -> Result<Decimal, TableError> {
-        match item.get(name) {
-            Some(AttributeValue::N(v)) => Decimal::from_str(v).map_err(|_| bad(name)),
+    if let Some((key, sum)) = item.sum()? {
+        state.sums.insert(key, sum);
+    }
+    Ok(())
+}
+
+fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// One scanned item with its key.
+struct Item<'a> {
+    item: &'a HashMap<String, AttributeValue>,
+    pk: &'a str,
+    sk: &'a str,
+}
+
+impl Item<'_> {
+    fn bad(&self, why: &str) -> TableError {
+        TableError::Corrupt(format!("{} / {}: {why}", self.pk, self.sk))
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        text(self.item, name)
+    }
+
+    /// A decimal attribute; absent reads as zero.
+    fn number(&self, name: &str) -> Result<Decimal, TableError> {
+        match self.item.get(name) {
+            Some(AttributeValue::N(v)) => Decimal::from_str(v).map_err(|_| self.bad(name)),
             _ => Ok(Decimal::ZERO),
         }
-    };
-    let count = |name: &str| -> Result<u64, TableError> {
-        match item.get(name) {
-            Some(AttributeValue::N(v)) => v.parse().map_err(|_| bad(name)),
+    }
+
+    /// A count attribute; absent reads as zero.
+    fn count(&self, name: &str) -> Result<u64, TableError> {
+        match self.item.get(name) {
+            Some(AttributeValue::N(v)) => v.parse().map_err(|_| self.bad(name)),
             _ => Ok(0),
         }
-    };
-    if let Some(key) = sum_of("|days") {
-        let (tenant_id, vendor_id, date) = key?;
-        let totals = DayTotals {
-            orders: count("orders")?,
-            gross: number("gross")?,
-            commission: number("commission")?,
-            refunds: count("refunds")?,
-            refunded_gross: number("refunded_gross")?,
-            refunded_commission: number("refunded_commission")?,
-            gross_cash: number("gross_cash")?,
-            gross_card: number("gross_card")?,
-            gross_mobile_money: number("gross_mobile_money")?,
-            gross_credit: number("gross_credit")?,
-            gross_invoice: number("gross_invoice")?,
-            payments: count("payments")?,
-            payments_received: number("payments_received")?,
-        };
-        state.sums.insert(
-            SumKey::Day {
+    }
+
+    /// A parked record of the stream `stream_pk`.
+    fn parked(&self, stream_pk: &str) -> Result<Parked, TableError> {
+        let version = self.sk.parse().map_err(|_| self.bad("version"))?;
+        Ok(Parked {
+            pk: stream_pk.to_owned(),
+            version,
+            record: self.text("record").unwrap_or_default().to_owned(),
+            error: self.text("error").unwrap_or_default().to_owned(),
+            behind: match self.item.get("behind") {
+                Some(AttributeValue::N(b)) => b.parse().ok(),
+                _ => None,
+            },
+        })
+    }
+
+    /// An order or credit view.
+    fn view(&self) -> Result<(ViewKey, StoredView), TableError> {
+        let (tenant_id, stream) = parse_pk(self.pk).map_err(|e| self.bad(&e.to_string()))?;
+        let view =
+            stored_view(self.item).ok_or_else(|| self.bad("view without version or bytes"))?;
+        Ok((ViewKey { tenant_id, stream }, view))
+    }
+
+    /// A day's or a due date's sums; `None` for an item that is neither.
+    fn sum(&self) -> Result<Option<(SumKey, Sum)>, TableError> {
+        if let Some(vendor_pk) = self.pk.strip_suffix("|days") {
+            let (tenant_id, vendor_id, date) = self.sum_owner(vendor_pk)?;
+            let key = SumKey::Day {
                 tenant_id,
                 vendor_id,
                 date,
-            },
-            Sum::Day(totals),
-        );
-    } else if let Some(key) = sum_of("|due") {
-        let (tenant_id, vendor_id, due_date) = key?;
-        state.sums.insert(
-            SumKey::Due {
+            };
+            Ok(Some((key, Sum::Day(self.day_totals()?))))
+        } else if let Some(vendor_pk) = self.pk.strip_suffix("|due") {
+            let (tenant_id, vendor_id, due_date) = self.sum_owner(vendor_pk)?;
+            let key = SumKey::Due {
                 tenant_id,
                 vendor_id,
                 due_date,
-            },
-            Sum::Due(number(DUE_AMOUNT)?),
-        );
+            };
+            Ok(Some((key, Sum::Due(self.number(DUE_AMOUNT)?))))
+        } else {
+            Ok(None)
+        }
     }
-    Ok(())
+
+    /// The vendor of a sum item (`vendor_pk`, its pk less the suffix) and
+    /// its date.
+    fn sum_owner(&self, vendor_pk: &str) -> Result<(TenantId, VendorId, LocalDate), TableError> {
+        let (tenant_id, stream) = parse_pk(vendor_pk).map_err(|e| self.bad(&e.to_string()))?;
+        let vendor_id = VendorId::from_text(stream.id());
+        let date =
+            LocalDate::new(chrono::NaiveDate::from_str(self.sk).map_err(|_| self.bad("date"))?);
+        Ok((tenant_id, vendor_id, date))
+    }
+
+    fn day_totals(&self) -> Result<DayTotals, TableError> {
+        Ok(DayTotals {
+            orders: self.count("orders")?,
+            gross: self.number("gross")?,
+            commission: self.number("commission")?,
+            refunds: self.count("refunds")?,
+            refunded_gross: self.number("refunded_gross")?,
+            refunded_commission: self.number("refunded_commission")?,
+            gross_cash: self.number("gross_cash")?,
+            gross_card: self.number("gross_card")?,
+            gross_mobile_money: self.number("gross_mobile_money")?,
+            gross_credit: self.number("gross_credit")?,
+            gross_invoice: self.number("gross_invoice")?,
+            payments: self.count("payments")?,
+            payments_received: self.number("payments_received")?,
+        })
+    }
 }

@@ -1,5 +1,7 @@
-//! The read-model table as the projector sees it, and an in-memory table
-//! with the same semantics for property tests.
+//! The read-model table: the port the stream projector writes its views
+//! and sums through, with its contract, and an in-memory adapter
+//! ([`MemoryTable`]) for property tests. The DynamoDB adapter is
+//! `dynamodb::views::DynamoTable`; both pass [`conformance`].
 //!
 //! Three kinds of item:
 //!
@@ -16,14 +18,16 @@
 //! - **Parked records**: poison and the events waiting behind it, for
 //!   operators and the replay CLI.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
 
 use ledger_core::projection::dashboard::DayTotals;
 use ledger_core::{Currency, LocalDate, StreamId, StreamVersion, TenantId, Timestamp, VendorId};
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+
+pub mod conformance;
+mod memory;
+
+pub use memory::{MemoryState, MemoryTable};
 
 /// A view's key: the stream it folds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,7 +164,7 @@ impl Cost {
 }
 
 /// Why a write did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// Gates that did not hold: the index of each view in the write and
     /// what is stored now. Nothing was written.
@@ -169,18 +173,62 @@ pub enum WriteError {
     /// Anything else (throttled, unreachable, refused). Whether anything
     /// was written is unknown only in that the write is atomic: all or
     /// nothing.
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(#[from] TableError),
 }
 
-/// Why a read or a park did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TableError(pub String);
+/// Why a read, a write or a park did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The backend failed or refused; `context` says what the table was
+    /// doing.
+    #[error("{context}: {}", crate::error_chain(.source.as_ref()))]
+    Backend {
+        context: String,
+        #[source]
+        source: crate::BoxError,
+    },
+    /// An item is not one this port writes.
+    #[error("read-model item {0}")]
+    Corrupt(String),
+    /// The in-memory table's injected crash: every operation fails.
+    #[error("the table crashed (injected)")]
+    Crashed,
+}
 
-/// The read-model table. Implementations: [`MemoryTable`] and
-/// `DynamoTable`.
-pub trait Table: Send + Sync {
+impl TableError {
+    /// A backend failure while doing `context`.
+    pub fn backend(context: impl Into<String>, source: impl Into<crate::BoxError>) -> TableError {
+        TableError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The read-model table.
+///
+/// The contract every adapter MUST keep (the [`conformance`] suite checks
+/// it against [`MemoryTable`] and DynamoDB Local):
+///
+/// - `load` MUST return, in the order of `keys`, each key's stored view as
+///   last written (a strongly consistent read), and `None` for a key never
+///   written.
+/// - `write` MUST apply every view and every sum of a [`Write`], or none:
+///   when any view's stored version differs from its `expect` (`NONE`: the
+///   view must not exist), it MUST fail with [`WriteError::Conflict`]
+///   naming every such view (its index in `write.views`) with what is
+///   stored, and write nothing.
+/// - A sum MUST only ever be added to: two writes adding to one key store
+///   the total, whatever their order.
+/// - `park` MUST store each parked record under its stream key and version;
+///   parking one twice MUST store it once (the later record wins).
+/// - `parked_from` MUST return the lowest parked version of a stream key,
+///   and `None` when nothing of it is parked.
+/// - `scan` MUST return everything stored (views, sums, parked records) as
+///   a strongly consistent read: for audits, drift checks and tests, never
+///   a request's path.
+pub trait ViewTable: Send + Sync {
     /// The stored views of `keys`, in order (strongly consistent).
     fn load(
         &self,
@@ -196,218 +244,7 @@ pub trait Table: Send + Sync {
 
     /// Stores parked records; storing one twice stores it once.
     fn park(&self, parked: &[Parked]) -> impl Future<Output = Result<Cost, TableError>> + Send;
-}
 
-/// An in-memory table with the semantics of the DynamoDB one, and faults
-/// on demand: after a budget of operations, every operation fails, as if
-/// the process had died there.
-#[derive(Debug, Default)]
-pub struct MemoryTable {
-    state: Mutex<MemoryState>,
-}
-
-/// Everything a [`MemoryTable`] holds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MemoryState {
-    pub views: FxHashMap<ViewKey, StoredView>,
-    pub sums: BTreeMap<SumKey, Sum>,
-    pub parked: BTreeMap<(String, u64), Parked>,
-    /// Operations left before the table "crashes"; `None`: no limit.
-    pub budget: Option<u64>,
-    /// Writes that happened.
-    pub writes: u64,
-}
-
-impl MemoryTable {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Lets `ops` more operations succeed, then fails every one.
-    pub fn crash_after(&self, ops: u64) {
-        self.lock().budget = Some(ops);
-    }
-
-    /// Lifts the crash: a restarted process sees the same table.
-    pub fn recover(&self) {
-        self.lock().budget = None;
-    }
-
-    /// A copy of everything stored.
-    pub fn snapshot(&self) -> MemoryState {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        // A panic while holding the lock cannot leave the state half
-        // changed: every operation checks before it mutates.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn spend(state: &mut MemoryState) -> Result<(), String> {
-        match &mut state.budget {
-            Some(0) => Err("injected crash".into()),
-            Some(n) => {
-                *n -= 1;
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-}
-
-impl Table for MemoryTable {
-    async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
-        tokio::task::yield_now().await;
-        let mut state = self.lock();
-        Self::spend(&mut state).map_err(TableError)?;
-        Ok(keys.iter().map(|k| state.views.get(k).cloned()).collect())
-    }
-
-    async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
-        tokio::task::yield_now().await;
-        let mut state = self.lock();
-        Self::spend(&mut state).map_err(TableError)?;
-        Ok(state
-            .parked
-            .range((pk.to_owned(), 0)..=(pk.to_owned(), u64::MAX))
-            .next()
-            .map(|((_, v), _)| *v))
-    }
-
-    async fn write(&self, write: &Write) -> Result<Cost, WriteError> {
-        tokio::task::yield_now().await;
-        let mut state = self.lock();
-        Self::spend(&mut state).map_err(WriteError::Failed)?;
-        let conflicts: Vec<(usize, Option<StoredView>)> = write
-            .views
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| {
-                let stored = state.views.get(&w.key);
-                let holds = stored.map_or(StreamVersion::NONE, |s| s.version) == w.expect;
-                (!holds).then(|| (i, stored.cloned()))
-            })
-            .collect();
-        if !conflicts.is_empty() {
-            return Err(WriteError::Conflict(conflicts));
-        }
-        for w in &write.views {
-            state.views.insert(w.key, w.view.clone());
-        }
-        for s in &write.sums {
-            state
-                .sums
-                .entry(s.key)
-                .and_modify(|sum| sum.add(&s.add))
-                .or_insert(s.add);
-        }
-        state.writes += 1;
-        Ok(Cost::default())
-    }
-
-    async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
-        tokio::task::yield_now().await;
-        let mut state = self.lock();
-        Self::spend(&mut state).map_err(TableError)?;
-        for p in parked {
-            state.parked.insert((p.pk.clone(), p.version), p.clone());
-        }
-        Ok(Cost::default())
-    }
-}
-
-impl MemoryState {
-    /// How these read models differ from `fresh`, the same projections
-    /// folded from scratch: one line per difference, empty when they agree.
-    /// Tests assert convergence with it; the replay CLI reports drift.
-    pub fn drift(&self, fresh: &ledger_core::projection::ReadModels) -> Vec<String> {
-        use ledger_core::projection::credit::CreditView;
-        use ledger_core::projection::orders::OrderView;
-        use ledger_core::{EmployeeId, OrderId, StreamKind};
-
-        let mut out = Vec::new();
-        let (mut orders, mut accounts) = (0usize, 0usize);
-        for (key, stored) in &self.views {
-            let id = key.stream.id();
-            match key.stream.kind() {
-                StreamKind::Order => {
-                    orders += 1;
-                    let want = fresh.orders.get(key.tenant_id, OrderId::from_text(id));
-                    match OrderView::from_bytes(&stored.bytes) {
-                        Ok(got) if Some(&got) == want => {}
-                        Ok(got) => out.push(format!(
-                            "order {}|{id}: stored {got:?}, fresh fold {want:?}",
-                            key.tenant_id
-                        )),
-                        Err(e) => out.push(format!("order {}|{id}: {e}", key.tenant_id)),
-                    }
-                }
-                StreamKind::Credit => {
-                    accounts += 1;
-                    let want = fresh.credit.get(key.tenant_id, EmployeeId::from_text(id));
-                    match CreditView::from_bytes(&stored.bytes) {
-                        Ok(got) if Some(&got) == want => {}
-                        Ok(got) => out.push(format!(
-                            "credit {}|{id}: stored {got:?}, fresh fold {want:?}",
-                            key.tenant_id
-                        )),
-                        Err(e) => out.push(format!("credit {}|{id}: {e}", key.tenant_id)),
-                    }
-                }
-                kind => out.push(format!("a view of a {kind:?} stream: {}", key.stream)),
-            }
-            if stored.version.get() == 0 {
-                out.push(format!("view {} at version 0", key.stream));
-            }
-        }
-        if orders != fresh.orders.len() {
-            out.push(format!(
-                "{orders} order views stored, {} in the fresh fold",
-                fresh.orders.len()
-            ));
-        }
-        let tenants: std::collections::BTreeSet<TenantId> =
-            self.views.keys().map(|k| k.tenant_id).collect();
-        let fresh_accounts: usize = tenants
-            .iter()
-            .map(|t| fresh.credit.accounts(*t).count())
-            .sum();
-        if accounts != fresh_accounts {
-            out.push(format!(
-                "{accounts} credit views stored, {fresh_accounts} in the fresh fold"
-            ));
-        }
-        let mut want: BTreeMap<SumKey, Sum> = BTreeMap::new();
-        for ((tenant_id, vendor_id, date), totals) in fresh.dashboard.days() {
-            want.insert(
-                SumKey::Day {
-                    tenant_id,
-                    vendor_id,
-                    date,
-                },
-                Sum::Day(*totals),
-            );
-        }
-        for ((tenant_id, vendor_id, due_date), amount) in fresh.dashboard.receivables() {
-            want.insert(
-                SumKey::Due {
-                    tenant_id,
-                    vendor_id,
-                    due_date,
-                },
-                Sum::Due(amount),
-            );
-        }
-        for (key, sum) in &self.sums {
-            match want.remove(key) {
-                Some(w) if &w == sum => {}
-                w => out.push(format!("{key:?}: stored {sum:?}, fresh fold {w:?}")),
-            }
-        }
-        for (key, sum) in want {
-            out.push(format!("{key:?}: not stored, fresh fold {sum:?}"));
-        }
-        out
-    }
+    /// Everything stored.
+    fn scan(&self) -> impl Future<Output = Result<MemoryState, TableError>> + Send;
 }

@@ -2,15 +2,15 @@
 //! what only this adapter has to prove (streams past one 1 MB Query page,
 //! parallel Scan, the capacity it reports).
 
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use ledger_core::id::{StreamId, StreamVersion};
 use ledger_store::conformance::{stream_append, unique_tenant};
-use ledger_store::dynamodb::local::{DynamoLocal, unique_prefix};
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::{AppendRequest, EventStore, ReadModelStore, read_stream_all};
+use ledger_store::{AppendRequest, CheckpointStore, EventStore, read_stream_all};
 
 async fn fresh_store() -> (DynamoStore, ()) {
     let config = DynamoConfig {
-        endpoint: Some(DynamoLocal::shared().endpoint().to_owned()),
+        endpoint: Some(Emulator::shared(Kind::DynamoDb).endpoint().to_owned()),
         table_prefix: unique_prefix("store"),
     };
     let store = DynamoStore::create_and_connect(&config)

@@ -1,2 +1,3 @@
 mod dynamodb;
 mod sqlite;
+mod views;

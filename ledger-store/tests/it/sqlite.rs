@@ -5,8 +5,8 @@ use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::conformance::{stream_append, unique_tenant};
 use ledger_store::sqlite::{SCHEMA_VERSION, SqliteStore};
 use ledger_store::{
-    AppendError, AppendRequest, Checkpoint, EventStore, IdempotencyKey, IdempotencyWrite, Position,
-    READ_PAGE_RECORDS_MAX, ReadModelStore, StoreError, read_stream_all,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, EventStore, IdempotencyKey,
+    IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, StoreError, read_stream_all,
 };
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -268,7 +268,9 @@ async fn a_newer_schema_is_refused() {
         .expect("bump the schema version");
     drop(conn);
     match SqliteStore::open(&path) {
-        Err(StoreError::Backend(message)) => assert!(message.contains("schema version")),
+        Err(e @ StoreError::Backend { .. }) => {
+            assert!(e.to_string().contains("schema version"), "{e}")
+        }
         other => panic!("expected the newer schema to be refused, got {other:?}"),
     }
 }

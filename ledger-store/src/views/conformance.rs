@@ -1,0 +1,424 @@
+//! The read-model table's contract as checks, written once against
+//! [`ViewTable`]; `view_table_conformance_tests!` makes one test per check
+//! for an adapter. Every check works in a tenant of its own and reads back
+//! only that tenant's items, so the checks can share one long-lived table.
+
+use ledger_core::projection::dashboard::DayTotals;
+use ledger_core::{Currency, LocalDate, StreamId, StreamVersion, TenantId, Timestamp, VendorId};
+use rust_decimal::Decimal;
+
+use super::{
+    MemoryState, OrderIndex, Parked, StoredView, Sum, SumAdd, SumKey, ViewKey, ViewTable,
+    ViewWrite, Write, WriteError,
+};
+use crate::conformance::unique_tenant;
+
+/// Makes one `#[tokio::test]` per check for the table `$fresh().await`
+/// returns (with a guard that lives as long as the test).
+#[macro_export]
+macro_rules! view_table_conformance_tests {
+    ($fresh:path) => {
+        $crate::view_table_conformance_tests!(@each $fresh;
+            unwritten_views_load_as_none,
+            views_load_in_key_order_as_written,
+            a_gate_that_does_not_hold_writes_nothing,
+            a_moved_gate_is_reported_with_what_is_stored,
+            a_lone_view_is_gated_too,
+            sums_only_add,
+            a_large_write_is_all_or_nothing,
+            parking_twice_stores_once,
+        );
+    };
+    (@each $fresh:path; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (table, _guard) = $fresh().await;
+                $crate::views::conformance::$check(&table).await;
+            }
+        )*
+    };
+}
+
+fn order(tenant_id: TenantId, n: u32) -> ViewKey {
+    ViewKey {
+        tenant_id,
+        stream: StreamId::parse(&format!("order/O{n}")).expect("order stream"),
+    }
+}
+
+fn credit(tenant_id: TenantId, n: u32) -> ViewKey {
+    ViewKey {
+        tenant_id,
+        stream: StreamId::parse(&format!("credit/E{n}")).expect("credit stream"),
+    }
+}
+
+fn view(version: u64, fill: u8) -> StoredView {
+    StoredView {
+        version: StreamVersion::new(version),
+        bytes: vec![fill; 16 + version as usize],
+    }
+}
+
+/// A gated write of `key` from `expect` to `to`, with an order view's index
+/// for order streams.
+fn gated(key: ViewKey, expect: u64, to: StoredView) -> ViewWrite {
+    let index = (key.stream.kind() == ledger_core::StreamKind::Order).then(|| OrderIndex {
+        vendor_id: VendorId::parse("V1").expect("vendor"),
+        occurred_at: Timestamp::from_micros(1_767_225_600_000_000 + to.version.get() as i64),
+    });
+    ViewWrite {
+        key,
+        expect: StreamVersion::new(expect),
+        view: to,
+        index,
+    }
+}
+
+fn date_of(text: &str) -> LocalDate {
+    LocalDate::new(chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date"))
+}
+
+fn day(tenant_id: TenantId, date: &str) -> SumKey {
+    SumKey::Day {
+        tenant_id,
+        vendor_id: VendorId::parse("V1").expect("vendor"),
+        date: date_of(date),
+    }
+}
+
+fn due(tenant_id: TenantId, date: &str) -> SumKey {
+    SumKey::Due {
+        tenant_id,
+        vendor_id: VendorId::parse("V1").expect("vendor"),
+        due_date: date_of(date),
+    }
+}
+
+fn sale(gross_minor: i64) -> Sum {
+    let gross = Decimal::new(gross_minor, 2);
+    Sum::Day(DayTotals {
+        orders: 1,
+        gross,
+        commission: Decimal::new(gross_minor / 10, 2),
+        gross_cash: gross,
+        ..DayTotals::default()
+    })
+}
+
+fn add(key: SumKey, sum: Sum) -> SumAdd {
+    SumAdd {
+        key,
+        add: sum,
+        currency: Currency::from_code("PHP").ok(),
+    }
+}
+
+/// Everything the table holds of `tenant_id`.
+async fn state_of<T: ViewTable>(table: &T, tenant_id: TenantId) -> MemoryState {
+    let all = table.scan().await.expect("scan");
+    let parked_prefix = format!("{tenant_id}|");
+    let sum_tenant = |key: &SumKey| match key {
+        SumKey::Day { tenant_id, .. } | SumKey::Due { tenant_id, .. } => *tenant_id,
+    };
+    MemoryState {
+        views: all
+            .views
+            .into_iter()
+            .filter(|(k, _)| k.tenant_id == tenant_id)
+            .collect(),
+        sums: all
+            .sums
+            .into_iter()
+            .filter(|(k, _)| sum_tenant(k) == tenant_id)
+            .collect(),
+        parked: all
+            .parked
+            .into_iter()
+            .filter(|((pk, _), _)| pk.starts_with(&parked_prefix))
+            .collect(),
+        ..MemoryState::default()
+    }
+}
+
+async fn write_ok<T: ViewTable>(table: &T, write: Write) {
+    table.write(&write).await.expect("the write's gates hold");
+}
+
+/// A view never written loads as `None`, and the table holds nothing of
+/// the tenant.
+pub async fn unwritten_views_load_as_none<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-none");
+    let loaded = table
+        .load(&[order(tenant, 1), credit(tenant, 1)])
+        .await
+        .expect("load");
+    assert_eq!(loaded, vec![None, None]);
+    assert_eq!(state_of(table, tenant).await, MemoryState::default());
+    assert_eq!(
+        table
+            .parked_from(&format!("{tenant}|order/O1"))
+            .await
+            .expect("parked"),
+        None
+    );
+}
+
+/// `load` answers in the order of the keys asked, with each view's version
+/// and bytes as last written.
+pub async fn views_load_in_key_order_as_written<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-order");
+    let (a, b, c) = (order(tenant, 1), credit(tenant, 2), order(tenant, 3));
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 0, view(1, 1)), gated(b, 0, view(2, 2))],
+            sums: vec![add(day(tenant, "2026-01-01"), sale(100))],
+        },
+    )
+    .await;
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 1, view(3, 3))],
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    let loaded = table.load(&[c, b, a]).await.expect("load");
+    assert_eq!(loaded, vec![None, Some(view(2, 2)), Some(view(3, 3))]);
+}
+
+/// A write whose gate does not hold fails naming it, with what is stored,
+/// and writes nothing at all: not its other views, not its sums.
+pub async fn a_gate_that_does_not_hold_writes_nothing<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-gate");
+    let (a, b) = (order(tenant, 1), order(tenant, 2));
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 0, view(2, 1))],
+            sums: vec![add(day(tenant, "2026-01-01"), sale(100))],
+        },
+    )
+    .await;
+    let before = state_of(table, tenant).await;
+    let refused = Write {
+        // `b` is new and would be fine; `a` is at 2, not 1.
+        views: vec![gated(b, 0, view(1, 7)), gated(a, 1, view(3, 7))],
+        sums: vec![
+            add(day(tenant, "2026-01-01"), sale(500)),
+            add(due(tenant, "2026-02-01"), Sum::Due(Decimal::new(500, 2))),
+        ],
+    };
+    match table.write(&refused).await {
+        Err(WriteError::Conflict(conflicts)) => {
+            assert_eq!(conflicts, vec![(1, Some(view(2, 1)))]);
+        }
+        other => panic!("a gate that does not hold must conflict, got {other:?}"),
+    }
+    assert_eq!(state_of(table, tenant).await, before, "nothing was written");
+    // A new view's gate is that it does not exist: writing it again as new
+    // conflicts, naming it with what is stored.
+    match table
+        .write(&Write {
+            views: vec![gated(a, 0, view(1, 9))],
+            sums: Vec::new(),
+        })
+        .await
+    {
+        Err(WriteError::Conflict(conflicts)) => assert_eq!(conflicts, vec![(0, Some(view(2, 1)))]),
+        other => panic!("an existing view written as new must conflict, got {other:?}"),
+    }
+    assert_eq!(state_of(table, tenant).await, before, "nothing was written");
+}
+
+/// A writer that folded onto a version another writer has since moved past
+/// conflicts, and learns the stored view from the failure.
+pub async fn a_moved_gate_is_reported_with_what_is_stored<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-moved");
+    let a = order(tenant, 1);
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 0, view(1, 1))],
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 1, view(2, 2))],
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    let stale = Write {
+        views: vec![gated(a, 1, view(2, 9))],
+        sums: vec![add(day(tenant, "2026-01-02"), sale(100))],
+    };
+    match table.write(&stale).await {
+        Err(WriteError::Conflict(conflicts)) => assert_eq!(conflicts, vec![(0, Some(view(2, 2)))]),
+        other => panic!("a stale gate must conflict, got {other:?}"),
+    }
+    let state = state_of(table, tenant).await;
+    assert_eq!(state.views.get(&a), Some(&view(2, 2)));
+    assert!(state.sums.is_empty(), "the stale write's sum was not added");
+}
+
+/// A write of one view and no sums (a credit account's) is gated like any
+/// other, whatever shortcut an adapter takes for it.
+pub async fn a_lone_view_is_gated_too<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-lone");
+    let e = credit(tenant, 1);
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(e, 0, view(1, 1))],
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    for (expect, label) in [(0, "as new"), (2, "ahead of what is stored")] {
+        match table
+            .write(&Write {
+                views: vec![gated(e, expect, view(3, 3))],
+                sums: Vec::new(),
+            })
+            .await
+        {
+            Err(WriteError::Conflict(conflicts)) => {
+                assert_eq!(conflicts, vec![(0, Some(view(1, 1)))], "{label}");
+            }
+            other => panic!("a lone view written {label} must conflict, got {other:?}"),
+        }
+    }
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(e, 1, view(2, 2))],
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(
+        table.load(&[e]).await.expect("load"),
+        vec![Some(view(2, 2))]
+    );
+}
+
+/// Sums only ever add: writes adding to one key store their total, day sums
+/// and due sums alike.
+pub async fn sums_only_add<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-sums");
+    let (a, b) = (order(tenant, 1), order(tenant, 2));
+    let d = day(tenant, "2026-03-01");
+    let r = due(tenant, "2026-04-01");
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(a, 0, view(1, 1))],
+            sums: vec![
+                add(d, sale(1_050)),
+                add(r, Sum::Due(Decimal::new(1_050, 2))),
+            ],
+        },
+    )
+    .await;
+    write_ok(
+        table,
+        Write {
+            views: vec![gated(b, 0, view(1, 2))],
+            sums: vec![add(d, sale(250)), add(r, Sum::Due(Decimal::new(-1_050, 2)))],
+        },
+    )
+    .await;
+    let mut want = sale(1_050);
+    want.add(&sale(250));
+    let state = state_of(table, tenant).await;
+    assert_eq!(state.sums.get(&d), Some(&want));
+    assert_eq!(state.sums.get(&r), Some(&Sum::Due(Decimal::ZERO)));
+    let Some(Sum::Day(totals)) = state.sums.get(&d) else {
+        panic!("a day sum");
+    };
+    assert_eq!((totals.orders, totals.gross), (2, Decimal::new(1_300, 2)));
+}
+
+/// Views written in one write.
+const LARGE_WRITE_VIEWS: u32 = 40;
+
+/// A write of many views and sums lands whole, and one stale gate among
+/// them keeps every other item of it out.
+pub async fn a_large_write_is_all_or_nothing<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-large");
+    let keys: Vec<ViewKey> = (0..LARGE_WRITE_VIEWS).map(|n| order(tenant, n)).collect();
+    let dates: Vec<String> = (1..=28).map(|d| format!("2026-02-{d:02}")).collect();
+    let first = Write {
+        views: keys.iter().map(|k| gated(*k, 0, view(1, 1))).collect(),
+        sums: dates
+            .iter()
+            .map(|d| add(day(tenant, d), sale(100)))
+            .collect(),
+    };
+    write_ok(table, first).await;
+    let before = state_of(table, tenant).await;
+    assert_eq!(before.views.len(), LARGE_WRITE_VIEWS as usize);
+    assert_eq!(before.sums.len(), dates.len());
+    let mut second = Write {
+        views: keys.iter().map(|k| gated(*k, 1, view(2, 2))).collect(),
+        sums: dates
+            .iter()
+            .map(|d| add(day(tenant, d), sale(100)))
+            .collect(),
+    };
+    let last = second.views.len() - 1;
+    second.views[last].expect = StreamVersion::new(0);
+    match table.write(&second).await {
+        Err(WriteError::Conflict(conflicts)) => {
+            assert_eq!(conflicts, vec![(last, Some(view(1, 1)))])
+        }
+        other => panic!("one stale gate must fail the whole write, got {other:?}"),
+    }
+    assert_eq!(state_of(table, tenant).await, before, "nothing was written");
+}
+
+/// Parking a record twice stores it once, later fields winning, and
+/// `parked_from` is the lowest parked version of the stream.
+pub async fn parking_twice_stores_once<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-park");
+    let pk = format!("{tenant}|order/O1");
+    let parked = |version: u64, error: &str, behind: Option<u64>| Parked {
+        pk: pk.clone(),
+        version,
+        record: format!("seq-{version}"),
+        error: error.to_owned(),
+        behind,
+    };
+    table
+        .park(&[parked(5, "poison", None), parked(7, "behind 5", Some(5))])
+        .await
+        .expect("park");
+    table
+        .park(&[parked(3, "poison", None)])
+        .await
+        .expect("park");
+    table
+        .park(&[parked(3, "poison again", None)])
+        .await
+        .expect("park twice");
+    assert_eq!(table.parked_from(&pk).await.expect("parked"), Some(3));
+    let other = format!("{tenant}|order/O2");
+    assert_eq!(table.parked_from(&other).await.expect("parked"), None);
+    let state = state_of(table, tenant).await;
+    let stored: Vec<&Parked> = state.parked.values().collect();
+    assert_eq!(
+        stored,
+        vec![
+            &parked(3, "poison again", None),
+            &parked(5, "poison", None),
+            &parked(7, "behind 5", Some(5))
+        ]
+    );
+}

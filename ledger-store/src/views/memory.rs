@@ -1,0 +1,257 @@
+//! The in-memory read-model table: the port's semantics with faults on
+//! demand, for property tests, and the shape a scan of any table is read
+//! into ([`MemoryState`]) to compare with a fresh fold.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ledger_core::projection::ReadModels;
+use ledger_core::projection::credit::CreditView;
+use ledger_core::projection::orders::OrderView;
+use ledger_core::{EmployeeId, OrderId, StreamKind, StreamVersion, TenantId};
+use rustc_hash::FxHashMap;
+
+use super::{
+    Cost, Parked, StoredView, Sum, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
+};
+
+/// An in-memory table with the semantics of the DynamoDB one, and faults
+/// on demand: after a budget of operations, every operation fails, as if
+/// the process had died there.
+#[derive(Debug, Default)]
+pub struct MemoryTable {
+    state: Mutex<MemoryState>,
+}
+
+/// Everything a [`MemoryTable`] holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryState {
+    pub views: FxHashMap<ViewKey, StoredView>,
+    pub sums: BTreeMap<SumKey, Sum>,
+    pub parked: BTreeMap<(String, u64), Parked>,
+    /// Operations left before the table "crashes"; `None`: no limit.
+    pub budget: Option<u64>,
+    /// Writes that happened.
+    pub writes: u64,
+}
+
+impl MemoryTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets `ops` more operations succeed, then fails every one.
+    pub fn crash_after(&self, ops: u64) {
+        self.lock().budget = Some(ops);
+    }
+
+    /// Lifts the crash: a restarted process sees the same table.
+    pub fn recover(&self) {
+        self.lock().budget = None;
+    }
+
+    /// A copy of everything stored.
+    pub fn snapshot(&self) -> MemoryState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A panic while holding the lock cannot leave the state half
+        // changed: every operation checks before it mutates.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spend(state: &mut MemoryState) -> Result<(), TableError> {
+        match &mut state.budget {
+            Some(0) => Err(TableError::Crashed),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl ViewTable for MemoryTable {
+    async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        Ok(keys.iter().map(|k| state.views.get(k).cloned()).collect())
+    }
+
+    async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        Ok(state
+            .parked
+            .range((pk.to_owned(), 0)..=(pk.to_owned(), u64::MAX))
+            .next()
+            .map(|((_, v), _)| *v))
+    }
+
+    async fn write(&self, write: &Write) -> Result<Cost, WriteError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let conflicts: Vec<(usize, Option<StoredView>)> = write
+            .views
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let stored = state.views.get(&w.key);
+                let holds = stored.map_or(StreamVersion::NONE, |s| s.version) == w.expect;
+                (!holds).then(|| (i, stored.cloned()))
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(WriteError::Conflict(conflicts));
+        }
+        for w in &write.views {
+            state.views.insert(w.key, w.view.clone());
+        }
+        for s in &write.sums {
+            state
+                .sums
+                .entry(s.key)
+                .and_modify(|sum| sum.add(&s.add))
+                .or_insert(s.add);
+        }
+        state.writes += 1;
+        Ok(Cost::default())
+    }
+
+    async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        for p in parked {
+            state.parked.insert((p.pk.clone(), p.version), p.clone());
+        }
+        Ok(Cost::default())
+    }
+
+    async fn scan(&self) -> Result<MemoryState, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        Ok(state.clone())
+    }
+}
+
+impl MemoryState {
+    /// How these read models differ from `fresh`, the same projections
+    /// folded from scratch: one line per difference, empty when they agree.
+    /// Tests assert convergence with it; the replay CLI reports drift.
+    pub fn drift(&self, fresh: &ReadModels) -> Vec<String> {
+        let mut out = Vec::new();
+        self.views_drift(fresh, &mut out);
+        self.sums_drift(fresh, &mut out);
+        out
+    }
+
+    /// The views that differ from the fresh fold's, then the counts.
+    fn views_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+        let (mut orders, mut accounts) = (0usize, 0usize);
+        for (key, stored) in &self.views {
+            match key.stream.kind() {
+                StreamKind::Order => orders += 1,
+                StreamKind::Credit => accounts += 1,
+                _ => {}
+            }
+            out.extend(view_drift(key, stored, fresh));
+            if stored.version.get() == 0 {
+                out.push(format!("view {} at version 0", key.stream));
+            }
+        }
+        if orders != fresh.orders.len() {
+            out.push(format!(
+                "{orders} order views stored, {} in the fresh fold",
+                fresh.orders.len()
+            ));
+        }
+        let tenants: std::collections::BTreeSet<TenantId> =
+            self.views.keys().map(|k| k.tenant_id).collect();
+        let fresh_accounts: usize = tenants
+            .iter()
+            .map(|t| fresh.credit.accounts(*t).count())
+            .sum();
+        if accounts != fresh_accounts {
+            out.push(format!(
+                "{accounts} credit views stored, {fresh_accounts} in the fresh fold"
+            ));
+        }
+    }
+
+    /// The dashboard sums that differ from the fresh fold's.
+    fn sums_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+        let mut want = fresh_sums(fresh);
+        for (key, sum) in &self.sums {
+            match want.remove(key) {
+                Some(w) if &w == sum => {}
+                w => out.push(format!("{key:?}: stored {sum:?}, fresh fold {w:?}")),
+            }
+        }
+        for (key, sum) in want {
+            out.push(format!("{key:?}: not stored, fresh fold {sum:?}"));
+        }
+    }
+}
+
+/// How one stored view differs from the fresh fold's, if it does.
+fn view_drift(key: &ViewKey, stored: &StoredView, fresh: &ReadModels) -> Option<String> {
+    let id = key.stream.id();
+    match key.stream.kind() {
+        StreamKind::Order => {
+            let want = fresh.orders.get(key.tenant_id, OrderId::from_text(id));
+            match OrderView::from_bytes(&stored.bytes) {
+                Ok(got) if Some(&got) == want => None,
+                Ok(got) => Some(format!(
+                    "order {}|{id}: stored {got:?}, fresh fold {want:?}",
+                    key.tenant_id
+                )),
+                Err(e) => Some(format!("order {}|{id}: {e}", key.tenant_id)),
+            }
+        }
+        StreamKind::Credit => {
+            let want = fresh.credit.get(key.tenant_id, EmployeeId::from_text(id));
+            match CreditView::from_bytes(&stored.bytes) {
+                Ok(got) if Some(&got) == want => None,
+                Ok(got) => Some(format!(
+                    "credit {}|{id}: stored {got:?}, fresh fold {want:?}",
+                    key.tenant_id
+                )),
+                Err(e) => Some(format!("credit {}|{id}: {e}", key.tenant_id)),
+            }
+        }
+        kind => Some(format!("a view of a {kind:?} stream: {}", key.stream)),
+    }
+}
+
+/// Every dashboard sum of the fresh fold, by key.
+fn fresh_sums(fresh: &ReadModels) -> BTreeMap<SumKey, Sum> {
+    let mut want: BTreeMap<SumKey, Sum> = BTreeMap::new();
+    for ((tenant_id, vendor_id, date), totals) in fresh.dashboard.days() {
+        want.insert(
+            SumKey::Day {
+                tenant_id,
+                vendor_id,
+                date,
+            },
+            Sum::Day(*totals),
+        );
+    }
+    for ((tenant_id, vendor_id, due_date), amount) in fresh.dashboard.receivables() {
+        want.insert(
+            SumKey::Due {
+                tenant_id,
+                vendor_id,
+                due_date,
+            },
+            Sum::Due(amount),
+        );
+    }
+    want
+}

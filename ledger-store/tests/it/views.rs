@@ -1,0 +1,44 @@
+//! The read-model table's conformance suite, on the in-memory table and on
+//! DynamoDB Local.
+
+mod memory {
+    use ledger_store::views::MemoryTable;
+
+    async fn fresh_table() -> (MemoryTable, ()) {
+        (MemoryTable::new(), ())
+    }
+
+    ledger_store::view_table_conformance_tests!(fresh_table);
+}
+
+mod dynamodb {
+    use aws_local::emulator::{Emulator, Kind, unique_prefix};
+    use ledger_store::dynamodb::views::DynamoTable;
+    use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
+
+    /// One table per process, shared by every check (each in a tenant of
+    /// its own), as one deployment's table is shared by every tenant.
+    async fn fresh_table() -> (DynamoTable, ()) {
+        static CONFIG: tokio::sync::OnceCell<DynamoConfig> = tokio::sync::OnceCell::const_new();
+        let config = CONFIG
+            .get_or_init(|| async {
+                let endpoint = tokio::task::spawn_blocking(|| {
+                    Emulator::shared(Kind::DynamoDb).endpoint().to_owned()
+                })
+                .await
+                .expect("start DynamoDB Local");
+                let config = DynamoConfig {
+                    endpoint: Some(endpoint),
+                    table_prefix: unique_prefix("views"),
+                };
+                DynamoStore::create_and_connect(&config)
+                    .await
+                    .expect("create tables on DynamoDB Local");
+                config
+            })
+            .await;
+        (DynamoTable::connect(config).await, ())
+    }
+
+    ledger_store::view_table_conformance_tests!(fresh_table);
+}

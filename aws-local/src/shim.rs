@@ -317,10 +317,7 @@ impl ShimState {
             copies.push((index, entry));
         }
         for window in copies.chunks_mut(faults.reorder_window.max(1)) {
-            // Fisher-Yates.
-            for i in (1..window.len()).rev() {
-                window.swap(i, rng.below(i as u64 + 1) as usize);
-            }
+            rng.shuffle(window);
         }
         (copies, held.into_iter().chain(unwritable).min())
     }

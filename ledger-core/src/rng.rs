@@ -34,6 +34,14 @@ impl SplitMix64 {
         self.below(100) < percent
     }
 
+    /// Shuffles `items` in place (Fisher-Yates), the same way for a seed.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+
     /// True with probability `p` (clamped to 0..=1).
     pub fn chance(&mut self, p: f64) -> bool {
         // 53 random bits make a uniform float in [0, 1).
@@ -68,5 +76,21 @@ mod tests {
             (2_000..3_000).contains(&hits),
             "{hits} of 10,000 at p = 0.25"
         );
+    }
+
+    #[test]
+    fn a_shuffle_is_a_permutation_fixed_by_the_seed() {
+        let shuffled = |seed| {
+            let mut items: Vec<u32> = (0..50).collect();
+            SplitMix64::new(seed).shuffle(&mut items);
+            items
+        };
+        let once = shuffled(3);
+        assert_eq!(once, shuffled(3));
+        assert_ne!(once, shuffled(4));
+        assert_ne!(once, (0..50).collect::<Vec<_>>());
+        let mut sorted = once.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
     }
 }

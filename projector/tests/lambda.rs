@@ -36,6 +36,7 @@ use ledger_core::event::{Payment, Tender};
 use ledger_core::memory::{Command, MemoryLedger};
 use ledger_core::policy::ReplenishMode;
 use ledger_core::projection::ReadModels;
+use ledger_core::rng::SplitMix64;
 use ledger_core::sale::{IssueRefund, LineInput, ReceivePayment, RecordSale, SaleCommand};
 use ledger_core::tenant::ConfigureTenant;
 use ledger_core::text::{Name, Reason};
@@ -996,29 +997,6 @@ fn hash(text: &str) -> u128 {
         })
 }
 
-/// SplitMix64, for a shuffle that is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Logs.
 // ---------------------------------------------------------------------------
@@ -1180,10 +1158,10 @@ async fn kinesis_function_converges_from_shuffled_duplicated_batches() {
     let mut function = Function::start(KINESIS_BIN, &api, &config);
 
     let all = changes(&log, kinesis_seq, 2_000);
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     let mut delivered: Vec<Change> = all.clone();
     for _ in 0..all.len() / 3 {
-        delivered.push(all[rng.below(all.len())].clone());
+        delivered.push(all[rng.below(all.len() as u64) as usize].clone());
     }
     rng.shuffle(&mut delivered);
     let junk_seq = kinesis_seq(9_999);

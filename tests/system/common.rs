@@ -16,23 +16,6 @@ use serde_json::{Value, json};
 
 pub const ZONE: &str = "Asia/Manila";
 
-/// SplitMix64, so a failing run can be told apart from a lucky one by seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// One answer: status, `Tally-Position`, JSON body (or `Null`).
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -19,7 +19,8 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use tally::server::{Server, ServerConfig, StoreConfig};
 
-use crate::common::{self, Http, Rng};
+use crate::common::{self, Http};
+use ledger_core::rng::SplitMix64;
 
 const TASKS: usize = 64;
 const REQUESTS: usize = 640;
@@ -110,7 +111,7 @@ async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(backend: 
     for task in 0..TASKS {
         let (http, cashier, employees) = (http.clone(), cashier.clone(), employees.clone());
         tasks.spawn(async move {
-            let mut rng = Rng(SEED ^ task as u64);
+            let mut rng = SplitMix64::new(SEED ^ task as u64);
             let mut results = Vec::new();
             for n in (task..REQUESTS).step_by(TASKS) {
                 let employee = employees[rng.below(EMPLOYEES as u64) as usize].clone();

@@ -19,7 +19,8 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::common::{self, Http, Rng};
+use crate::common::{self, Http};
+use ledger_core::rng::SplitMix64;
 
 const TENANT: &str = "sys-durability";
 const EMPLOYEES: usize = 20;
@@ -218,7 +219,7 @@ impl Load {
             let (http, cashier, employees) = (http.clone(), cashier.to_owned(), employees.to_vec());
             let (stop, acked, prefix) = (stop.clone(), acked.clone(), prefix.to_owned());
             tasks.spawn(async move {
-                let mut rng = Rng(seed ^ (task as u64 + 1));
+                let mut rng = SplitMix64::new(seed ^ (task as u64 + 1));
                 let mut seen = Vec::new();
                 for n in 0.. {
                     if stop.load(Ordering::Relaxed) {

@@ -21,7 +21,7 @@ use projector::plan::{Limits, pk_of};
 use projector::record::ChangeRecord;
 use tally_sim::{SimConfig, simulate};
 
-use crate::common::Rng;
+use ledger_core::rng::SplitMix64;
 
 /// A small day of trade: every event kind, several vendors and accounts.
 fn log(seed: u64, tenant: &str) -> Vec<Vec<u8>> {
@@ -83,7 +83,7 @@ async fn deliver<T: ViewTable>(
     records: Vec<ChangeRecord>,
     seed: u64,
 ) -> (Cost, u32) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut pending = records;
     let mut cost = Cost::default();
     let mut rounds = 0;

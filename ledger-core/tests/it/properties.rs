@@ -37,6 +37,7 @@ use ledger_core::projection::orders::{OrderChange, OrderView};
 use ledger_core::projection::{
     ActivityLog, Changes, CreditBalances, OrderViews, Outcome, ReadModels, VendorDailyTotals,
 };
+use ledger_core::rng::SplitMix64;
 use ledger_core::sale::{
     IssueRefund, LineInput, OrderStatus, ReceivePayment, RecordSale, SaleCommand,
 };
@@ -1430,40 +1431,22 @@ impl Sim {
 // Helpers over logs.
 // ---------------------------------------------------------------------------
 
-/// SplitMix64: a tiny deterministic generator for delivery schedules, so a
-/// schedule is a pure function of a seed that proptest picks and prints.
-struct SplitMix(u64);
+/// Delivery schedules draw from ledger-core's SplitMix64, so a schedule is
+/// a pure function of a seed that proptest picks and prints.
+fn one_in(rng: &mut SplitMix64, n: u64) -> bool {
+    rng.next_u64().is_multiple_of(n)
+}
 
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
+fn below(rng: &mut SplitMix64, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 /// Merges two tenants' logs at random, keeping each log's own commit order.
-fn interleave(a: Vec<Vec<u8>>, b: Vec<Vec<u8>>, rng: &mut SplitMix) -> Vec<Vec<u8>> {
+fn interleave(a: Vec<Vec<u8>>, b: Vec<Vec<u8>>, rng: &mut SplitMix64) -> Vec<Vec<u8>> {
     let (mut a, mut b) = (VecDeque::from(a), VecDeque::from(b));
     let mut out = Vec::with_capacity(a.len() + b.len());
     while !a.is_empty() || !b.is_empty() {
-        let from_a = b.is_empty() || (!a.is_empty() && rng.one_in(2));
+        let from_a = b.is_empty() || (!a.is_empty() && one_in(rng, 2));
         out.extend(if from_a { a.pop_front() } else { b.pop_front() });
     }
     out
@@ -1475,7 +1458,7 @@ fn two_tenant_log(
     second: &Scenario,
     seed: u64,
 ) -> Result<Vec<Vec<u8>>, TestCaseError> {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     Ok(interleave(
         log_of("t1", first)?,
         log_of("t2", second)?,
@@ -1536,32 +1519,32 @@ fn posting_sums(envelope: &Envelope) -> BTreeMap<Currency, Decimal> {
 /// A schedule the transports allow: streams interleaved arbitrarily, each
 /// stream in its own order, and any delivered record redelivered any number
 /// of times later.
-fn transport_schedule(log: &[Envelope], rng: &mut SplitMix) -> Vec<usize> {
+fn transport_schedule(log: &[Envelope], rng: &mut SplitMix64) -> Vec<usize> {
     let mut streams: Vec<VecDeque<usize>> = positions_by_stream(log)
         .into_values()
         .map(VecDeque::from)
         .collect();
     let mut out: Vec<usize> = Vec::with_capacity(log.len() * 5 / 4);
     while !streams.is_empty() {
-        let s = rng.below(streams.len());
+        let s = below(rng, streams.len());
         out.extend(streams[s].pop_front());
         if streams[s].is_empty() {
             streams.swap_remove(s);
         }
-        while rng.one_in(5) {
-            out.push(out[rng.below(out.len())]);
+        while one_in(rng, 5) {
+            out.push(out[below(rng, out.len())]);
         }
     }
     out
 }
 
 /// A harsher schedule: any order at all, with duplicates anywhere.
-fn shuffled_schedule(len: usize, rng: &mut SplitMix) -> Vec<usize> {
+fn shuffled_schedule(len: usize, rng: &mut SplitMix64) -> Vec<usize> {
     let mut out: Vec<usize> = (0..len).collect();
     rng.shuffle(&mut out);
     for _ in 0..len / 4 {
-        let at = rng.below(out.len() + 1);
-        let copy = rng.below(len);
+        let at = below(rng, out.len() + 1);
+        let copy = below(rng, len);
         out.insert(at, copy);
     }
     out
@@ -1723,7 +1706,7 @@ fn fold_in_commit_order<P: Projection>(log: &[Envelope]) -> Result<P, TestCaseEr
 fn deliver<P: Projection>(
     log: &[Envelope],
     schedule: &[usize],
-    rng: &mut SplitMix,
+    rng: &mut SplitMix64,
     mut apply: impl FnMut(&mut P, &Envelope) -> Result<Outcome, TestCaseError>,
 ) -> Result<P, TestCaseError> {
     let mut projection = P::default();
@@ -1774,7 +1757,7 @@ fn deliver<P: Projection>(
 fn check_projection<P: Projection>(log: &[Envelope], seed: u64) -> Result<P, TestCaseError> {
     let tenants = tenants_of(log);
     let reference: P = fold_in_commit_order(log)?;
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
 
     let schedule = transport_schedule(log, &mut rng);
     let incremental = deliver::<P>(log, &schedule, &mut rng, |p, e| Ok(p.apply_one(e)))?;
@@ -2217,12 +2200,12 @@ proptest! {
     ) {
         let records = two_tenant_log(&first, &second, seed)?;
         let log = decode_all(&records)?;
-        let mut rng = SplitMix(seed ^ 0x5EED);
-        let all: ReadModels = check_projection(&log, rng.next())?;
-        let orders: OrderViews = check_projection(&log, rng.next())?;
-        let credit: CreditBalances = check_projection(&log, rng.next())?;
-        let activity: ActivityLog = check_projection(&log, rng.next())?;
-        let dashboard: VendorDailyTotals = check_projection(&log, rng.next())?;
+        let mut rng = SplitMix64::new(seed ^ 0x5EED);
+        let all: ReadModels = check_projection(&log, rng.next_u64())?;
+        let orders: OrderViews = check_projection(&log, rng.next_u64())?;
+        let credit: CreditBalances = check_projection(&log, rng.next_u64())?;
+        let activity: ActivityLog = check_projection(&log, rng.next_u64())?;
+        let dashboard: VendorDailyTotals = check_projection(&log, rng.next_u64())?;
         // Fed together or alone, the projections agree.
         prop_assert_eq!(&all.orders, &orders);
         prop_assert_eq!(&all.credit, &credit);

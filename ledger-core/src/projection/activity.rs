@@ -4,7 +4,7 @@ use bincode::error::DecodeError;
 use serde::Serialize;
 
 use super::bytes::{Reader, Writer};
-use super::{Outcome, Sink, StreamGate};
+use super::gate::{Outcome, Sink, StreamGate};
 use crate::envelope::{Actor, Envelope};
 use crate::event::EventType;
 use crate::id::{StreamId, StreamKind, StreamVersion, TenantId, UserId, VendorId};
@@ -66,7 +66,7 @@ impl Eq for ActivityLog {}
 
 impl ActivityLog {
     pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
-        self.apply_into(envelope, &mut super::Discard)
+        self.apply_into(envelope, &mut super::gate::Discard)
     }
 
     pub fn apply_into(

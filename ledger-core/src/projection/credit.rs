@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::bytes::{Reader, Writer};
-use super::{Outcome, Sink, admit};
+use super::gate::{Outcome, Sink, admit};
 use crate::envelope::Envelope;
 use crate::event::{CreditAccountOpened, Event};
 use crate::id::{EmployeeId, OrderId, RefundId, StreamKind, StreamVersion, TenantId};
@@ -81,7 +81,7 @@ pub struct CreditBalances {
 
 impl CreditBalances {
     pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
-        self.apply_into(envelope, &mut super::Discard)
+        self.apply_into(envelope, &mut super::gate::Discard)
     }
 
     pub fn apply_into(

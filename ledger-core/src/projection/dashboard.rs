@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::bytes::{Reader, Writer};
-use super::{Outcome, Sink, StreamGate};
+use super::gate::{Outcome, Sink, StreamGate};
 use crate::envelope::Envelope;
 use crate::event::{Event, Payment};
 use crate::id::{StreamKind, TenantId, VendorId};
@@ -219,7 +219,7 @@ pub struct VendorDailyTotals {
 
 impl VendorDailyTotals {
     pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
-        self.apply_into(envelope, &mut super::Discard)
+        self.apply_into(envelope, &mut super::gate::Discard)
     }
 
     pub fn apply_into(

@@ -17,99 +17,19 @@ pub mod activity;
 mod bytes;
 pub mod credit;
 pub mod dashboard;
+mod gate;
 pub mod orders;
 pub mod snapshot;
 
-use rustc_hash::FxHashMap;
-
 use crate::envelope::Envelope;
-use crate::id::{StreamId, StreamKind, StreamVersion, TenantId};
+use crate::id::StreamKind;
 
 pub use activity::ActivityLog;
 pub use credit::CreditBalances;
 pub use dashboard::VendorDailyTotals;
+pub use gate::{Discard, Outcome, Sink, StreamGate, admit};
 pub use orders::OrderViews;
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError, VIEW_FORMAT_VERSION};
-
-/// What `apply` did with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The event was the next of its stream and is now reflected.
-    Applied,
-    /// The event was applied before; nothing changed.
-    Duplicate,
-    /// An earlier event of the stream is missing; nothing changed.
-    Gap {
-        expected: StreamVersion,
-        got: StreamVersion,
-    },
-}
-
-/// The gate rule, given the last version applied for the event's stream.
-pub fn admit(last_applied: StreamVersion, got: StreamVersion) -> Outcome {
-    let expected = last_applied.next();
-    if got == expected {
-        Outcome::Applied
-    } else if got < expected {
-        Outcome::Duplicate
-    } else {
-        Outcome::Gap { expected, got }
-    }
-}
-
-/// Where a projection sends the changes it makes. Changes are built lazily,
-/// so a fold that discards them pays nothing for them.
-pub trait Sink<T> {
-    fn emit(&mut self, make: impl FnOnce() -> T);
-}
-
-impl<T> Sink<T> for Vec<T> {
-    fn emit(&mut self, make: impl FnOnce() -> T) {
-        self.push(make());
-    }
-}
-
-/// A sink that keeps nothing.
-pub struct Discard;
-
-impl<T> Sink<T> for Discard {
-    fn emit(&mut self, _: impl FnOnce() -> T) {}
-}
-
-/// The last version applied, per stream, for projections whose keys gather
-/// many streams (a dashboard bucket, the activity log).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamGate {
-    applied: FxHashMap<(TenantId, StreamId), StreamVersion>,
-}
-
-impl StreamGate {
-    /// Admits the event if it is the next of its stream, and records it.
-    pub fn admit(&mut self, envelope: &Envelope) -> Outcome {
-        use std::collections::hash_map::Entry;
-        let key = (envelope.tenant_id(), envelope.stream());
-        let version = envelope.version();
-        // A stream is recorded only once an event of it is applied: a gap
-        // must leave no trace, or the gate's state (and its snapshot) would
-        // depend on what was refused, and refused events would grow it.
-        match self.applied.entry(key) {
-            Entry::Occupied(mut last) => {
-                let outcome = admit(*last.get(), version);
-                if outcome == Outcome::Applied {
-                    last.insert(version);
-                }
-                outcome
-            }
-            Entry::Vacant(slot) => {
-                let outcome = admit(StreamVersion::NONE, version);
-                if outcome == Outcome::Applied {
-                    slot.insert(version);
-                }
-                outcome
-            }
-        }
-    }
-}
 
 /// Every projection, fed together: the in-process read side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

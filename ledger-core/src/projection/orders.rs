@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::bytes::{Reader, Writer};
-use super::{Outcome, Sink, admit};
+use super::gate::{Outcome, Sink, admit};
 use crate::envelope::{Envelope, Header};
 use crate::event::{Event, Line, Payment, RefundIssued, SaleRecorded};
 use crate::id::{OrderId, RefundId, StreamKind, StreamVersion, TenantId, VendorId};
@@ -68,7 +68,7 @@ pub struct OrderViews {
 
 impl OrderViews {
     pub fn apply(&mut self, envelope: &Envelope) -> Outcome {
-        self.apply_into(envelope, &mut super::Discard)
+        self.apply_into(envelope, &mut super::gate::Discard)
     }
 
     pub fn apply_into(

@@ -317,16 +317,20 @@ pub async fn idempotent_replay<S: EventStore>(store: &S) {
     let check = "idempotent_replay";
     let tenant = unique_tenant("replay");
     let StoredKey {
-        key,
         original,
         stored,
         streams: [s1, s2],
+        ..
     } = store_checkout_key(store, check, tenant).await;
-    let replay = expect_key_exists(store.append(original.clone()).await, check);
-    assert_eq!(
-        replay, stored,
-        "{check}: a replay must get the stored record"
-    );
+    let replayed = (original.clone(), &[(s1, 1), (s2, 1)][..]);
+    assert_answered_from_key(
+        store,
+        check,
+        replayed,
+        &stored,
+        "a replay must get the stored record",
+    )
+    .await;
 
     // The streams move on; the replay must still find its record.
     append_ok(
@@ -335,18 +339,15 @@ pub async fn idempotent_replay<S: EventStore>(store: &S) {
         check,
     )
     .await;
-    let before = store.head();
-    let replay = expect_key_exists(store.append(original).await, check);
-    assert_eq!(
-        replay, stored,
-        "{check}: the key must be checked before versions"
-    );
-    assert_wrote_nothing(store, check, tenant, before, &[(s1, 2), (s2, 1)], None).await;
-    assert_eq!(
-        key_record(store, tenant, &key).await,
-        Some(stored),
-        "{check}: a replay must not change the stored record"
-    );
+    let replayed = (original, &[(s1, 2), (s2, 1)][..]);
+    assert_answered_from_key(
+        store,
+        check,
+        replayed,
+        &stored,
+        "the key must be checked before versions",
+    )
+    .await;
 }
 
 /// A different request under a stored key gets the original's record, and
@@ -361,7 +362,6 @@ pub async fn key_reused<S: EventStore>(store: &S) {
         ..
     } = store_checkout_key(store, check, tenant).await;
     let s3 = vendor("r3");
-    let before = store.head();
     let different = request(
         tenant,
         vec![stream_append(tenant, s3, StreamVersion::NONE, 1)],
@@ -371,25 +371,15 @@ pub async fn key_reused<S: EventStore>(store: &S) {
             response: b"other".to_vec(),
         }),
     );
-    let replay = expect_key_exists(store.append(different).await, check);
-    assert_eq!(
-        replay, stored,
-        "{check}: a different request under a stored key must get the stored record"
-    );
-    assert_wrote_nothing(
+    let streams = [(s1, 1), (s2, 1), (s3, 0)];
+    assert_answered_from_key(
         store,
         check,
-        tenant,
-        before,
-        &[(s1, 1), (s2, 1), (s3, 0)],
-        None,
+        (different, &streams[..]),
+        &stored,
+        "a different request under a stored key must get the stored record",
     )
     .await;
-    assert_eq!(
-        key_record(store, tenant, &key).await,
-        Some(stored),
-        "{check}: a replay must not change the stored record"
-    );
 }
 
 /// Keys are scoped by tenant: the same key in another tenant is another key.
@@ -1706,6 +1696,34 @@ fn expect_conflict(
              (expected {expected}, actual {actual}), got {other:?}"
         ),
     }
+}
+
+/// Appends `request` under a key already stored, as `stored`: the store
+/// MUST answer with the stored record (`why` says which rule that is),
+/// write nothing (`streams` keep their lengths) and leave the record as it
+/// was.
+async fn assert_answered_from_key<S: EventStore>(
+    store: &S,
+    check: &str,
+    (request, streams): (AppendRequest, &[(StreamId, usize)]),
+    stored: &IdempotencyRecord,
+    why: &str,
+) {
+    let tenant = request.tenant_id;
+    let key = request
+        .idempotency
+        .as_ref()
+        .map(|i| i.key.clone())
+        .expect("a keyed request");
+    let before = store.head();
+    let replay = expect_key_exists(store.append(request).await, check);
+    assert_eq!(&replay, stored, "{check}: {why}");
+    assert_wrote_nothing(store, check, tenant, before, streams, None).await;
+    assert_eq!(
+        key_record(store, tenant, &key).await.as_ref(),
+        Some(stored),
+        "{check}: a replay must not change the stored record"
+    );
 }
 
 fn expect_key_exists(result: Result<Committed, AppendError>, check: &str) -> IdempotencyRecord {

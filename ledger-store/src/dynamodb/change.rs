@@ -254,4 +254,31 @@ mod tests {
         let sample: serde_json::Value = serde_json::from_str(SERVICE_SAMPLE).expect("sample");
         assert_eq!(written, sample);
     }
+
+    /// Only the event name, the keys and the new image decide what a record
+    /// is: one without the fields a projection does not need still reads.
+    #[test]
+    fn a_change_record_without_its_descriptive_fields_still_reads() {
+        let minimal = r#"{"eventName":"INSERT","dynamodb":{"Keys":{"pk":{"S":"t|order/O1"},"v":{"N":"2"}},"NewImage":{"pk":{"S":"t|order/O1"},"v":{"N":"2"},"b":{"B":"BQY="}}}}"#;
+        let parsed: DynamoChangeRecord = serde_json::from_str(minimal).expect("reads");
+        assert_eq!(parsed.dynamodb.approximate_creation_date_time_ms, None);
+        assert_eq!(
+            parsed.change(),
+            Change::Event {
+                pk: "t|order/O1".into(),
+                version: 2,
+                bytes: vec![5, 6]
+            }
+        );
+        let no_keys = r#"{"eventName":"INSERT","dynamodb":{}}"#;
+        let parsed: DynamoChangeRecord = serde_json::from_str(no_keys).expect("reads");
+        assert!(matches!(
+            parsed.change(),
+            Change::Malformed {
+                pk: None,
+                version: None,
+                ..
+            }
+        ));
+    }
 }

@@ -93,9 +93,8 @@ impl Server {
         }
         let key = LocalKey::load_or_create(&config.data_dir).context("loading the token key")?;
         let verifier: Arc<dyn Verifier> = Arc::new(key.verifier());
-        let service = CommandService::open(store.clone())
-            .await
-            .context("loading the command side's state")?;
+        // Reads nothing: every command loads the heads it needs.
+        let service = CommandService::new(store.clone());
         let projector = LiveProjector::start(store.clone(), store.clone())
             .await
             .context("starting the projector")?;
@@ -253,6 +252,7 @@ async fn seed_demo(store: &Store) -> anyhow::Result<()> {
     let tenant_id = config.tenant_id;
     let (ledger, stats) = simulate(config);
     let mut request = AppendRequest {
+        heads: Vec::new(),
         tenant_id,
         streams: Vec::new(),
         idempotency: None,
@@ -270,6 +270,7 @@ async fn seed_demo(store: &Store) -> anyhow::Result<()> {
                 .append(std::mem::replace(
                     &mut request,
                     AppendRequest {
+                        heads: Vec::new(),
                         tenant_id,
                         streams: Vec::new(),
                         idempotency: None,

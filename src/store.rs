@@ -9,7 +9,7 @@ use ledger_store::dynamodb::DynamoStore;
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{
     AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, Record, StoreError,
+    IdempotencyRecord, Position, Record, StoreError, StoredHead,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,14 @@ impl EventStore for Store {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         on_adapter!(self, s => s.read_stream(tenant_id, stream, after, limit).await)
+    }
+
+    async fn load_heads(
+        &self,
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> Result<Vec<Option<StoredHead>>, StoreError> {
+        on_adapter!(self, s => s.load_heads(tenant_id, streams).await)
     }
 
     async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {

@@ -1,40 +1,67 @@
 //! The command handler: load, decide, seal, append, remember.
 //!
-//! One instance serves every tenant over any [`EventStore`]. For each
-//! command it finds the streams the command writes and reads
-//! ([`Aggregates::touches`]), locks them (writes exclusively, reads shared),
-//! decides with ledger-core on the folded state, seals the events onto the
-//! streams' heads, and appends them with their expected versions together
-//! with the idempotency record, all in one atomic append.
+//! One instance serves every tenant over any [`EventStore`], and any number
+//! of instances may serve one store (Lambdas over one DynamoDB table): the
+//! handler holds no state of the log. For each command it finds the
+//! streams the command writes and reads ([`Aggregates::touches`]), locks
+//! them within this process (writes exclusively, reads shared), loads their
+//! heads in one round trip ([`EventStore::load_heads`]), decides with
+//! ledger-core on them, seals the events, and appends them with the heads
+//! they move and the idempotency record, all in one atomic append
+//! conditioned on the heads it read. The store judges: a head or a version
+//! that moved since it was read is a conflict, after which the command is
+//! loaded and decided again, a bounded number of times.
 //!
-//! The folded state of each tenant is cached in memory and advanced by this
-//! handler's own appends. The cache is never trusted blindly: every append
-//! carries the versions the decision was made against, so a stale cache can
-//! only cost a [`AppendError::VersionConflict`], after which the stream is
-//! re-read from the store and the command decided again, a bounded number
-//! of times. The locks make conflicts between this process's own commands
-//! impossible, so concurrent checkouts on one employee queue instead of
-//! failing, and the credit balance checked by `decide` is the one the
-//! append extends: credit can never be overdrawn.
-
-use std::sync::{Arc, Mutex};
+//! What a command reads and what it may miss:
+//!
+//! - Every head is read fresh for every command (a consistent read, no
+//!   cache), so a vendor suspension or a settings change acknowledged
+//!   before a command is received is seen by it. A command racing one
+//!   (neither acknowledged before the other was received) may be decided
+//!   either side of it; streams only read are not conditioned on, which
+//!   costs nothing.
+//! - The tenant's currency cannot change once an amount is recorded, and
+//!   that fact lives in the tenant head: the first command that records an
+//!   amount writes the tenant head, conditioned on its tag, in its own
+//!   append. So a currency change and a first sale cannot both win, on any
+//!   number of instances: no sale is decided in another currency than the
+//!   tenant's. That costs one head write once per tenant.
+//! - An order stream gets its head from its second event on: a checkout's
+//!   sale is the order's whole state, the append's condition that its
+//!   version is new proves the order did not exist, and a head would cost
+//!   every checkout another item write. A payment or refund of an order
+//!   without a head reads the order's stream (one or two events).
+//! - A head missing where the stream has events (written by a bulk import,
+//!   or a database from before heads), behind its stream, or of a format
+//!   this build does not read, is rebuilt from the stream and written back
+//!   with the next append that touches it.
+//!
+//! The locks make conflicts between this process's own commands rare, so
+//! concurrent checkouts on one employee queue instead of retrying; they
+//! are never what keeps credit from being overdrawn: the store's condition
+//! on the credit head is.
 
 use ledger_core::codec::{self, Sealed};
 use ledger_core::envelope::{Actor, Envelope};
-use ledger_core::id::{CommandId, EventId, StreamId, TenantId};
+use ledger_core::head::StreamHead;
+use ledger_core::id::{CommandId, EventId, StreamId, StreamKind, TenantId};
 use ledger_core::memory::{Aggregates, Command, SealContext, Touches};
 use ledger_core::rejection::Rejection;
 use ledger_core::time::Timestamp;
 use ledger_store::{
-    AppendError, AppendRequest, EventStore, IdempotencyKey, IdempotencyRecord, IdempotencyWrite,
-    Position, READ_PAGE_RECORDS_MAX, StoreError, StreamAppend,
+    AppendError, AppendRequest, EventStore, HeadWrite, IdempotencyKey, IdempotencyRecord,
+    IdempotencyWrite, Position, StoreError, StoredHead, StreamAppend,
 };
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
 use std::hash::{Hash as _, Hasher as _};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Most times one command is decided again after a version conflict.
-pub const COMMAND_ATTEMPTS_MAX: usize = 4;
+/// Most times one command is loaded and decided again after a conflict.
+pub const COMMAND_ATTEMPTS_MAX: usize = 6;
+/// Most times one attempt loads heads while the streams a command touches
+/// grow (a payment learns its order's vendor and credit account from the
+/// order's head).
+const LOAD_ROUNDS_MAX: usize = 3;
 /// Stream lock stripes; two streams sharing a stripe only queue, never deadlock.
 const LOCK_STRIPES: usize = 4096;
 
@@ -90,39 +117,57 @@ pub enum ExecuteError {
 
 pub struct CommandService<S> {
     store: S,
-    tenants: Mutex<FxHashMap<TenantId, Arc<Mutex<Aggregates>>>>,
     locks: StreamLocks,
 }
 
-impl<S: EventStore> CommandService<S> {
-    /// Folds the whole log into the per-tenant state, then serves commands.
-    ///
-    /// # Errors
-    /// The store's, or a record that does not decode.
-    pub async fn open(store: S) -> Result<Self, ExecuteError> {
-        let mut tenants: FxHashMap<TenantId, Aggregates> = FxHashMap::default();
-        let mut after = Position::ZERO;
-        loop {
-            let page = store.read_log(after, READ_PAGE_RECORDS_MAX).await?;
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            for record in &page {
-                let envelope = decode(&record.bytes)?;
-                tenants
-                    .entry(envelope.tenant_id())
-                    .or_insert_with(|| Aggregates::new(envelope.tenant_id()))
-                    .evolve(&envelope);
-            }
+/// A stream as one attempt loaded it.
+#[derive(Debug, Clone)]
+struct Loaded {
+    head: StreamHead,
+    /// The stored head's tag (0: none stored), which the append names.
+    etag: u64,
+    /// No head was stored and the stream was not read: taken as empty, which
+    /// only an append creating the stream proves.
+    assumed: bool,
+    /// The stored head is missing, behind or unreadable where the stream
+    /// has events: the append writes the one rebuilt from the stream.
+    repaired: bool,
+}
+
+/// The state one attempt decides on: the heads of the streams it touches.
+struct Attempt {
+    aggregates: Aggregates,
+    streams: Vec<Loaded>,
+}
+
+impl Attempt {
+    fn new(tenant_id: TenantId) -> Self {
+        Self {
+            aggregates: Aggregates::new(tenant_id),
+            streams: Vec::new(),
         }
-        let tenants = tenants
-            .into_iter()
-            .map(|(id, a)| (id, Arc::new(Mutex::new(a))))
-            .collect();
-        Ok(Self {
+    }
+
+    fn get(&self, stream: StreamId) -> Option<&Loaded> {
+        self.streams.iter().find(|l| l.head.stream == stream)
+    }
+
+    fn assumed(&self) -> Vec<StreamId> {
+        self.streams
+            .iter()
+            .filter(|l| l.assumed)
+            .map(|l| l.head.stream)
+            .collect()
+    }
+}
+
+impl<S: EventStore> CommandService<S> {
+    /// A handler over `store`. It reads nothing until the first command.
+    pub fn new(store: S) -> Self {
+        Self {
             store,
-            tenants: Mutex::new(tenants),
             locks: StreamLocks::new(),
-        })
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -151,17 +196,51 @@ impl<S: EventStore> CommandService<S> {
         // atomically, before versions, and hands back the stored record, so
         // a replay costs a decision but a first request (the common case)
         // costs no extra read.
-        let aggregates = self.aggregates(caller.tenant_id);
+        let tenant_id = caller.tenant_id;
+        // Streams to read from the store beyond their heads: those that
+        // conflicted, and those a rejection was decided on unread.
+        let mut read: Vec<StreamId> = Vec::new();
         for _ in 0..COMMAND_ATTEMPTS_MAX {
-            let touches = lock(&aggregates).touches(command);
-            let _guards = self.locks.acquire(caller.tenant_id, &touches).await;
-            if lock(&aggregates).touches(command) != touches {
-                // A payment or refund raced the sale that creates its order.
-                continue;
+            let mut attempt = Attempt::new(tenant_id);
+            let mut touches = attempt.aggregates.touches(command);
+            let mut guards = self.locks.acquire(tenant_id, &touches).await;
+            for round in 0.. {
+                self.load(&mut attempt, &touches, &read).await?;
+                let now_touches = attempt.aggregates.touches(command);
+                if now_touches == touches || round + 1 == LOAD_ROUNDS_MAX {
+                    break;
+                }
+                // A payment or refund learnt its order's streams: lock them
+                // all, in order, and load again under the locks.
+                drop(guards);
+                touches = now_touches;
+                guards = self.locks.acquire(tenant_id, &touches).await;
+                attempt = Attempt::new(tenant_id);
             }
-            let (decision, streams) = decide_and_seal(&aggregates, caller, command, now);
+            let (decision, sealed) = decide_and_seal(&attempt.aggregates, caller, command, now);
+            if let Decision::Rejected(_) = decision {
+                let assumed = attempt.assumed();
+                if !assumed.is_empty() {
+                    // Decided on streams taken as empty: read them first.
+                    read.extend(assumed);
+                    continue;
+                }
+            }
             let response = render(&decision);
-            if streams.is_empty() && idempotency.is_none() {
+            let request = AppendRequest {
+                tenant_id,
+                heads: heads_to_write(&attempt, &sealed)?,
+                streams: appends(&attempt, sealed),
+                idempotency: idempotency.as_ref().map(|i| IdempotencyWrite {
+                    key: i.key.clone(),
+                    request_hash: i.request_hash,
+                    response: response.clone(),
+                }),
+            };
+            if request.streams.is_empty()
+                && request.heads.is_empty()
+                && request.idempotency.is_none()
+            {
                 // Nothing to write and nothing to remember.
                 return Ok(Executed {
                     response,
@@ -169,80 +248,129 @@ impl<S: EventStore> CommandService<S> {
                     decision: Some(decision),
                 });
             }
-            let decided = Decided {
-                touches,
-                decision,
-                streams,
-                response,
-            };
-            let appended = self.append(&aggregates, caller, decided, idempotency.as_ref());
-            if let Some(executed) = appended.await? {
-                return Ok(executed);
+            let appended = self.store.append(request).await;
+            drop(guards);
+            match appended {
+                Ok(committed) => {
+                    return Ok(Executed {
+                        response,
+                        position: committed.position,
+                        decision: Some(decision),
+                    });
+                }
+                Err(
+                    AppendError::VersionConflict { stream, .. }
+                    | AppendError::HeadConflict { stream, .. },
+                ) => {
+                    tracing::debug!(%stream, "conflict; loading the command's streams again");
+                    read.push(stream);
+                }
+                Err(AppendError::KeyExists(record)) => {
+                    let idem = idempotency.as_ref().expect("only keyed appends store keys");
+                    return replay(*record, idem);
+                }
+                Err(AppendError::Invalid(why)) => {
+                    panic!("the command handler built an invalid append: {why}")
+                }
+                Err(AppendError::Store(e)) => return Err(e.into()),
             }
         }
         Err(ExecuteError::Conflict)
     }
 
-    /// Appends a decision (with the idempotency record) and folds it into
-    /// the cache: `None` when a stream moved underneath it, which is then
-    /// re-read for the command to be decided again.
-    async fn append(
+    /// The decision state of `streams` as stored now, for a query that
+    /// needs it (a tenant's settings, an order's vendor).
+    ///
+    /// # Errors
+    /// The store's, or a stored event that does not decode.
+    pub async fn aggregates(
         &self,
-        aggregates: &Mutex<Aggregates>,
-        caller: Caller,
-        decided: Decided,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Option<Executed>, ExecuteError> {
-        let Decided {
-            touches,
-            decision,
-            streams,
-            response,
-        } = decided;
-        let request = AppendRequest {
-            tenant_id: caller.tenant_id,
-            streams,
-            idempotency: idempotency.map(|i| IdempotencyWrite {
-                key: i.key.clone(),
-                request_hash: i.request_hash,
-                response: response.clone(),
-            }),
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> Result<Aggregates, ExecuteError> {
+        let mut attempt = Attempt::new(tenant_id);
+        let touches = Touches {
+            writes: Vec::new(),
+            reads: streams.to_vec(),
         };
-        match self.store.append(request).await {
-            Ok(committed) => {
-                if let Decision::Accepted(envelopes) = &decision {
-                    let mut state = lock(aggregates);
-                    envelopes.iter().for_each(|e| state.evolve(e));
-                }
-                Ok(Some(Executed {
-                    response,
-                    position: committed.position,
-                    decision: Some(decision),
-                }))
-            }
-            Err(AppendError::VersionConflict { stream, .. }) => {
-                tracing::debug!(%stream, "version conflict; re-reading the stream");
-                self.refresh(aggregates, caller.tenant_id, stream).await?;
-                Ok(None)
-            }
-            Err(AppendError::KeyExists(record)) => {
-                let idem = idempotency.expect("only keyed appends store keys");
-                replay(*record, idem).map(Some)
-            }
-            Err(AppendError::Invalid(why)) => {
-                panic!("the command handler built an invalid append: {why}")
-            }
-            Err(AppendError::Store(e)) => {
-                // The append may have landed after all; re-read what
-                // this command wrote so the cache cannot go stale.
-                for stream in touches.writes {
-                    self.refresh(aggregates, caller.tenant_id, stream).await?;
-                }
-                Err(e.into())
-            }
-        }
+        self.load(&mut attempt, &touches, &[]).await?;
+        Ok(attempt.aggregates)
     }
 
+    /// Loads the heads of the streams `touches` names that `attempt` lacks,
+    /// in one round trip, reading a stream beyond its head where it must
+    /// be: it is in `read`, its head is unreadable, or it has no head and
+    /// the command only reads it.
+    async fn load(
+        &self,
+        attempt: &mut Attempt,
+        touches: &Touches,
+        read: &[StreamId],
+    ) -> Result<(), ExecuteError> {
+        let tenant_id = attempt.aggregates.tenant_id();
+        let mut wanted: Vec<StreamId> = Vec::new();
+        for &stream in touches.writes.iter().chain(&touches.reads) {
+            if attempt.get(stream).is_none() && !wanted.contains(&stream) {
+                wanted.push(stream);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let stored = self.store.load_heads(tenant_id, &wanted).await?;
+        for (stream, stored) in wanted.into_iter().zip(stored) {
+            let written = touches.writes.contains(&stream);
+            let loaded = self
+                .load_one(tenant_id, stream, stored, written, read.contains(&stream))
+                .await?;
+            attempt.aggregates.restore(loaded.head.clone());
+            attempt.streams.push(loaded);
+        }
+        Ok(())
+    }
+
+    async fn load_one(
+        &self,
+        tenant_id: TenantId,
+        stream: StreamId,
+        stored: Option<StoredHead>,
+        written: bool,
+        must_read: bool,
+    ) -> Result<Loaded, ExecuteError> {
+        let etag = stored.as_ref().map_or(0, |s| s.etag);
+        let decoded = stored.as_ref().and_then(|s| {
+            StreamHead::from_bytes(&s.bytes)
+                .inspect_err(|e| tracing::warn!(%stream, error = %e, "rebuilding a stream head"))
+                .ok()
+                .filter(|h| h.stream == stream && h.version == s.version)
+        });
+        let unreadable = stored.is_some() && decoded.is_none();
+        let mut head = decoded.unwrap_or_else(|| StreamHead::empty(stream));
+        let read = must_read || unreadable || (stored.is_none() && !written);
+        let mut moved = false;
+        if read {
+            let records =
+                ledger_store::read_stream_all(&self.store, tenant_id, stream, head.version).await?;
+            for record in &records {
+                head.evolve(&decode(&record.bytes)?)
+                    .map_err(|e| ExecuteError::Corrupt(e.to_string()))?;
+            }
+            moved = !records.is_empty();
+            if moved && stored.is_none() && stream.kind() == StreamKind::Tenant {
+                // Whether an amount was ever recorded is a fact of the whole
+                // tenant, which its stream alone does not hold: a tenant
+                // head rebuilt without one assumes it was, so that a
+                // currency change is refused rather than wrongly allowed.
+                head.mark_amounts_recorded();
+            }
+        }
+        Ok(Loaded {
+            head,
+            etag,
+            assumed: !read && stored.is_none(),
+            repaired: unreadable || moved,
+        })
+    }
     /// The stored answer for `idempotency`'s key, if the key was used.
     ///
     /// # Errors
@@ -275,6 +403,7 @@ impl<S: EventStore> CommandService<S> {
         response: Vec<u8>,
     ) -> Result<Executed, ExecuteError> {
         let request = AppendRequest {
+            heads: Vec::new(),
             tenant_id: caller.tenant_id,
             streams: Vec::new(),
             idempotency: Some(IdempotencyWrite {
@@ -294,64 +423,14 @@ impl<S: EventStore> CommandService<S> {
             Err(e) => panic!("an idempotency-only append failed: {e}"),
         }
     }
-
-    /// A read of the command side's state, e.g. to route a query.
-    pub fn with_aggregates<T>(
-        &self,
-        tenant_id: TenantId,
-        read: impl FnOnce(&Aggregates) -> T,
-    ) -> T {
-        read(&lock(&self.aggregates(tenant_id)))
-    }
-
-    fn aggregates(&self, tenant_id: TenantId) -> Arc<Mutex<Aggregates>> {
-        let mut tenants = self.tenants.lock().expect("tenant map lock poisoned");
-        tenants
-            .entry(tenant_id)
-            .or_insert_with(|| Arc::new(Mutex::new(Aggregates::new(tenant_id))))
-            .clone()
-    }
-
-    /// Folds in whatever the store holds of `stream` beyond the cached head.
-    async fn refresh(
-        &self,
-        aggregates: &Mutex<Aggregates>,
-        tenant_id: TenantId,
-        stream: StreamId,
-    ) -> Result<(), ExecuteError> {
-        let after = lock(aggregates).head(stream).version;
-        let records = ledger_store::read_stream_all(&self.store, tenant_id, stream, after).await?;
-        let envelopes = records
-            .iter()
-            .map(|r| decode(&r.bytes))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut state = lock(aggregates);
-        for envelope in envelopes {
-            // Another refresh may have folded some of these in meanwhile.
-            if envelope.version() > state.head(stream).version {
-                state.evolve(&envelope);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One attempt's decision, sealed and rendered, with the streams it was
-/// decided on.
-struct Decided {
-    touches: Touches,
-    decision: Decision,
-    streams: Vec<StreamAppend>,
-    response: Vec<u8>,
 }
 
 fn decide_and_seal(
-    aggregates: &Mutex<Aggregates>,
+    state: &Aggregates,
     caller: Caller,
     command: &Command,
     now: Timestamp,
-) -> (Decision, Vec<StreamAppend>) {
-    let state = lock(aggregates);
+) -> (Decision, Vec<Sealed>) {
     let sealed = state.decide(command).and_then(|decided| {
         let context = SealContext {
             command_id: CommandId::from_u128(uuid::Uuid::new_v4().as_u128()),
@@ -365,17 +444,72 @@ fn decide_and_seal(
     match sealed {
         Err(rejection) => (Decision::Rejected(rejection), Vec::new()),
         Ok(sealed) => {
-            let streams = sealed
-                .iter()
-                .map(|s| StreamAppend {
-                    stream: s.envelope.stream(),
-                    expected: state.head(s.envelope.stream()).version,
-                    events: vec![s.clone()],
-                })
-                .collect();
-            let envelopes = sealed.into_iter().map(|Sealed { envelope, .. }| envelope);
-            (Decision::Accepted(envelopes.collect()), streams)
+            let envelopes = sealed.iter().map(|s| s.envelope.clone()).collect();
+            (Decision::Accepted(envelopes), sealed)
         }
+    }
+}
+
+/// One stream append per sealed event (a decision writes each stream once),
+/// at the version its head was loaded at.
+fn appends(attempt: &Attempt, sealed: Vec<Sealed>) -> Vec<StreamAppend> {
+    sealed
+        .into_iter()
+        .map(|s| StreamAppend {
+            stream: s.envelope.stream(),
+            expected: attempt
+                .get(s.envelope.stream())
+                .map_or_else(Default::default, |l| l.head.version),
+            events: vec![s],
+        })
+        .collect()
+}
+
+/// The heads an append writes: each stream it appends to, moved by its
+/// event (but an order it creates: see the module notes); the tenant's,
+/// when the command records the tenant's first amount; and every head
+/// rebuilt from its stream.
+fn heads_to_write(attempt: &Attempt, sealed: &[Sealed]) -> Result<Vec<HeadWrite>, ExecuteError> {
+    let mut heads = Vec::new();
+    for s in sealed {
+        let stream = s.envelope.stream();
+        let loaded = attempt
+            .get(stream)
+            .ok_or_else(|| ExecuteError::Corrupt(format!("{stream} was decided unloaded")))?;
+        if stream.kind() == StreamKind::Order && loaded.head.version.get() == 0 {
+            continue;
+        }
+        let mut head = loaded.head.clone();
+        head.evolve(&s.envelope)
+            .map_err(|e| ExecuteError::Corrupt(e.to_string()))?;
+        heads.push(head_write(head, loaded.etag));
+    }
+    let records_amount = sealed.iter().any(|s| s.envelope.event.currency().is_some());
+    for loaded in &attempt.streams {
+        let stream = loaded.head.stream;
+        if heads.iter().any(|h: &HeadWrite| h.stream == stream) {
+            continue;
+        }
+        let mut head = loaded.head.clone();
+        let flips = stream.kind() == StreamKind::Tenant
+            && records_amount
+            && !attempt.aggregates.amounts_recorded();
+        if flips {
+            head.mark_amounts_recorded();
+        }
+        if flips || loaded.repaired {
+            heads.push(head_write(head, loaded.etag));
+        }
+    }
+    Ok(heads)
+}
+
+fn head_write(head: StreamHead, expected_etag: u64) -> HeadWrite {
+    HeadWrite {
+        stream: head.stream,
+        expected_etag,
+        version: head.version,
+        bytes: head.to_bytes(),
     }
 }
 
@@ -392,10 +526,6 @@ fn replay(record: IdempotencyRecord, idem: &Idempotency) -> Result<Executed, Exe
 
 fn decode(bytes: &[u8]) -> Result<Envelope, ExecuteError> {
     codec::decode(bytes).map_err(|e| ExecuteError::Corrupt(e.to_string()))
-}
-
-fn lock(aggregates: &Mutex<Aggregates>) -> std::sync::MutexGuard<'_, Aggregates> {
-    aggregates.lock().expect("aggregates lock poisoned")
 }
 
 /// Striped reader-writer locks over (tenant, stream).

@@ -3,6 +3,8 @@
 //! - [`decider`] and one module per aggregate ([`tenant`], [`vendor`],
 //!   [`credit`], [`sale`]) decide commands into [`event::Event`]s.
 //! - [`envelope`] and [`codec`] turn events into hash-chained bytes and back.
+//! - [`head`] keeps one stream's folded decision state at its version, as
+//!   bytes, so a command handler loads a few heads instead of a whole log.
 //! - [`posting`] maps every event to double-entry postings.
 //! - [`projection`] folds events into read models, incrementally and idempotently.
 //! - [`audit`] verifies a log: chains, versions, postings, invariants.
@@ -16,6 +18,7 @@ pub mod credit;
 pub mod decider;
 pub mod envelope;
 pub mod event;
+pub mod head;
 pub mod id;
 pub mod limits;
 pub mod memory;

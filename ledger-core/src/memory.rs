@@ -10,17 +10,18 @@
 use rustc_hash::FxHashMap;
 
 use crate::codec::{self, Sealed};
-use crate::credit::{Credit, CreditCommand, CreditContext, CreditState, evolve_account};
+use crate::credit::{Credit, CreditCommand, CreditContext, CreditState};
 use crate::decider::Decider;
 use crate::envelope::{Actor, Envelope, Hash, Header};
 use crate::event::{Event, Payment};
+use crate::head::{HeadState, StreamHead};
 use crate::id::{
     CommandId, EmployeeId, EventId, OrderId, StreamId, StreamKind, StreamVersion, TenantId,
     VendorId,
 };
 use crate::rejection::Rejection;
-use crate::sale::{OrderState, Sale, SaleCommand, SaleContext, evolve_order};
-use crate::tenant::{ConfigureTenant, Tenant, TenantContext, TenantState, evolve_settings};
+use crate::sale::{OrderState, Sale, SaleCommand, SaleContext};
+use crate::tenant::{ConfigureTenant, Tenant, TenantContext, TenantState};
 use crate::time::Timestamp;
 use crate::vendor::{Vendor, VendorCommand, VendorState};
 
@@ -255,27 +256,131 @@ impl Aggregates {
             version: envelope.version(),
             hash: envelope.hash,
         };
+        let mut state = self.take_state(stream);
+        state.evolve(&envelope.event);
+        self.put_state(stream, state);
+        self.amounts_recorded |= envelope.event.currency().is_some();
+    }
+
+    /// Whether any event of the tenant folded (or restored) so far records
+    /// an amount: what locks the tenant's currency.
+    pub fn amounts_recorded(&self) -> bool {
+        self.amounts_recorded
+    }
+
+    /// `stream`'s head as folded so far: its state, version and hash. The
+    /// tenant stream's head carries [`Aggregates::amounts_recorded`].
+    ///
+    /// # Panics
+    /// For the tenant stream of another tenant.
+    pub fn stream_head(&self, stream: StreamId) -> StreamHead {
+        self.assert_own(stream);
         let id = stream.id();
-        let e = &envelope.event;
+        let state = match stream.kind() {
+            StreamKind::Tenant => HeadState::Tenant(TenantContext {
+                settings: self.tenant,
+                amounts_recorded: self.amounts_recorded,
+            }),
+            StreamKind::Vendor => HeadState::Vendor(
+                self.vendors
+                    .get(&VendorId::from_text(id))
+                    .cloned()
+                    .flatten(),
+            ),
+            StreamKind::Credit => HeadState::Credit(
+                self.credit
+                    .get(&EmployeeId::from_text(id))
+                    .cloned()
+                    .flatten(),
+            ),
+            StreamKind::Order => {
+                HeadState::Order(self.orders.get(&OrderId::from_text(id)).cloned().flatten())
+            }
+        };
+        let Head { version, hash } = self.head(stream);
+        StreamHead {
+            stream,
+            version,
+            hash,
+            state,
+        }
+    }
+
+    /// Installs a head: its stream's state, version and hash, as if the
+    /// stream had been folded up to it. Restoring the tenant head also sets
+    /// [`Aggregates::amounts_recorded`] from it. A fresh `Aggregates` with
+    /// the heads of the streams a command touches restored decides and seals
+    /// that command exactly as the fully folded one. For a payment or refund
+    /// the credit stream comes from the order: restore the order head before
+    /// asking [`Aggregates::touches`] for the rest.
+    ///
+    /// # Panics
+    /// For a head whose state is not of its stream's kind, or the tenant
+    /// head of another tenant.
+    pub fn restore(&mut self, head: StreamHead) {
+        assert_eq!(
+            head.state.kind(),
+            head.stream.kind(),
+            "{} restored with another kind's state",
+            head.stream
+        );
+        self.assert_own(head.stream);
+        self.heads.insert(
+            head.stream,
+            Head {
+                version: head.version,
+                hash: head.hash,
+            },
+        );
+        self.put_state(head.stream, head.state);
+    }
+
+    /// Takes `stream`'s state out of its map, to fold it and put it back.
+    fn take_state(&mut self, stream: StreamId) -> HeadState {
+        let id = stream.id();
         match stream.kind() {
-            StreamKind::Tenant => self.tenant = evolve_settings(self.tenant, e),
+            StreamKind::Tenant => HeadState::Tenant(TenantContext {
+                settings: self.tenant,
+                amounts_recorded: self.amounts_recorded,
+            }),
             StreamKind::Vendor => {
-                let key = VendorId::from_text(id);
-                let state = self.vendors.remove(&key).flatten();
-                self.vendors.insert(key, Vendor::evolve(state, e));
+                HeadState::Vendor(self.vendors.remove(&VendorId::from_text(id)).flatten())
             }
             StreamKind::Credit => {
-                let key = EmployeeId::from_text(id);
-                let state = self.credit.remove(&key).flatten();
-                self.credit.insert(key, evolve_account(state, e));
+                HeadState::Credit(self.credit.remove(&EmployeeId::from_text(id)).flatten())
             }
             StreamKind::Order => {
-                let key = OrderId::from_text(id);
-                let state = self.orders.remove(&key).flatten();
-                self.orders.insert(key, evolve_order(state, e));
+                HeadState::Order(self.orders.remove(&OrderId::from_text(id)).flatten())
             }
         }
-        self.amounts_recorded |= e.currency().is_some();
+    }
+
+    /// Puts `stream`'s state, of `stream`'s kind, in its place.
+    fn put_state(&mut self, stream: StreamId, state: HeadState) {
+        let id = stream.id();
+        match state {
+            HeadState::Tenant(t) => {
+                self.tenant = t.settings;
+                self.amounts_recorded = t.amounts_recorded;
+            }
+            HeadState::Vendor(v) => {
+                self.vendors.insert(VendorId::from_text(id), v);
+            }
+            HeadState::Credit(c) => {
+                self.credit.insert(EmployeeId::from_text(id), c);
+            }
+            HeadState::Order(o) => {
+                self.orders.insert(OrderId::from_text(id), o);
+            }
+        }
+    }
+
+    fn assert_own(&self, stream: StreamId) {
+        assert!(
+            stream.kind() != StreamKind::Tenant || stream == StreamId::tenant(self.tenant_id),
+            "{stream} is not the stream of tenant {}",
+            self.tenant_id
+        );
     }
 
     /// The vendor and credit account a sale command reads besides its order:

@@ -147,6 +147,7 @@ impl Checkouts {
         appender.version = appender.version.next();
         appender.prev_hash = spent.envelope.hash;
         AppendRequest {
+            heads: Vec::new(),
             tenant_id: self.tenant,
             streams: vec![
                 StreamAppend {

@@ -105,6 +105,7 @@ impl<S: EventStore> Subject<S> {
                 let append = stream_append(tenant, stream.stream, stream.version, count);
                 store
                     .append(AppendRequest {
+                        heads: Vec::new(),
                         tenant_id: tenant,
                         streams: vec![append],
                         idempotency: None,
@@ -142,6 +143,7 @@ impl<S: EventStore> Subject<S> {
         let append = stream_append(self.tenant, stream.stream, stream.version, 1);
         stream.version = stream.version.next();
         AppendRequest {
+            heads: Vec::new(),
             tenant_id: self.tenant,
             streams: vec![append],
             idempotency: Some(idempotency),
@@ -158,6 +160,7 @@ impl<S: EventStore> Subject<S> {
         let credit = stream_append(self.tenant, stream.stream, stream.version, 1);
         stream.version = stream.version.next();
         AppendRequest {
+            heads: Vec::new(),
             tenant_id: self.tenant,
             streams: vec![order, credit],
             idempotency: Some(idempotency),

@@ -24,6 +24,12 @@ use ledger_core::text::{Name, Reason};
 use ledger_core::{Actor, CommissionRate, Currency, Hash, Header, Role, TimeZone, Timestamp};
 use tokio::task::JoinSet;
 
+mod heads;
+pub use heads::{
+    HEAD_RACE_ROUNDS, HEAD_RACERS, concurrent_heads, heads_alone, heads_ride_with_events,
+    invalid_heads, stale_heads_write_nothing,
+};
+
 use crate::{
     APPEND_EVENTS_MAX, APPEND_STREAMS_MAX, AppendError, AppendRequest, Checkpoint, CheckpointStore,
     Committed, EventStore, IDEMPOTENCY_RESPONSE_BYTES_MAX, IdempotencyKey, IdempotencyRecord,
@@ -88,6 +94,11 @@ where
         many_streams(store),
         follow_reaches_head(store),
         invalid_requests(store),
+        heads_ride_with_events(store),
+        stale_heads_write_nothing(store),
+        heads_alone(store),
+        concurrent_heads(store),
+        invalid_heads(store),
         invalid_keyed_requests(store),
         requests_at_the_limits(store),
         checkpoints(store),
@@ -125,6 +136,11 @@ macro_rules! conformance_tests {
             requests_at_the_limits,
             checkpoints,
             checkpoint_names,
+            heads_ride_with_events,
+            stale_heads_write_nothing,
+            heads_alone,
+            concurrent_heads,
+            invalid_heads,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -513,6 +529,7 @@ pub async fn rejection_replayed<S: EventStore>(store: &S) {
     let replay = expect_key_exists(
         store
             .append(AppendRequest {
+                heads: Vec::new(),
                 tenant_id: tenant,
                 streams: Vec::new(),
                 idempotency: Some(IdempotencyWrite {
@@ -569,6 +586,7 @@ async fn remember_rejection<S: EventStore>(store: &S, check: &str, tenant: Tenan
     let committed = append_ok(
         store,
         AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             streams: Vec::new(),
             idempotency: Some(write.clone()),
@@ -1613,6 +1631,7 @@ fn request(
     idempotency: Option<IdempotencyWrite>,
 ) -> AppendRequest {
     AppendRequest {
+        heads: Vec::new(),
         tenant_id: tenant,
         streams,
         idempotency,

@@ -42,6 +42,12 @@ pub const VERSION_MAX: u64 = i64::MAX as u64;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 /// Largest stored idempotent response, in bytes.
 pub const IDEMPOTENCY_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Largest stored stream head, in bytes: ledger-core's heads stay far below
+/// (an order's head holds its refunds, at most a hundred), and with it the
+/// largest append still fits one DynamoDB transaction (4 MB).
+pub const HEAD_BYTES_MAX: usize = 64 * 1024;
+/// Most actions one append may take on DynamoDB (`TransactWriteItems`).
+pub const APPEND_ACTIONS_MAX: usize = 100;
 
 /// A commit position in the whole log: 1 for the first record ever appended,
 /// strictly increasing in commit order. `Position::ZERO` is "before the first".
@@ -132,12 +138,37 @@ pub struct IdempotencyRecord {
     pub position: Position,
 }
 
-/// One command's write: events on one or more streams and its idempotency
-/// record, all or nothing.
+/// A stream head as stored: ledger-core's `StreamHead` bytes, folded up to
+/// `version`, and the tag the next write of the head must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHead {
+    pub version: StreamVersion,
+    /// Moves by one at every write of the head (the first write stores 1).
+    pub etag: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// A stream head to write with an append: it replaces the stored head only
+/// if that one still has `expected_etag` (0: no head is stored), and is
+/// stored with `expected_etag + 1`. A head is derived state, so a request
+/// may carry one for a stream it appends to (at the stream's new version)
+/// or alone (a head rebuilt from its stream, or the tenant's head marking
+/// that amounts were recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadWrite {
+    pub stream: StreamId,
+    pub expected_etag: u64,
+    pub version: StreamVersion,
+    pub bytes: Vec<u8>,
+}
+
+/// One command's write: events on one or more streams, their heads and its
+/// idempotency record, all or nothing.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
     pub tenant_id: TenantId,
     pub streams: Vec<StreamAppend>,
+    pub heads: Vec<HeadWrite>,
     pub idempotency: Option<IdempotencyWrite>,
 }
 
@@ -164,6 +195,15 @@ pub enum AppendError {
         stream: StreamId,
         expected: StreamVersion,
         actual: StreamVersion,
+    },
+    /// A stream's stored head is not the one the request expects (another
+    /// command wrote it since it was read), or a head written alone would
+    /// run ahead of its stream. Nothing was written.
+    #[error("the head of stream {stream} has tag {actual}, not {expected}")]
+    HeadConflict {
+        stream: StreamId,
+        expected: u64,
+        actual: u64,
     },
     /// The idempotency key is already stored (possibly by a concurrent
     /// request); here is what it holds.
@@ -234,6 +274,16 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// - `append` MUST fail with [`AppendError::VersionConflict`], naming the
 ///   stream, when any stream of the request is not at its `expected`
 ///   version; nothing of the request is written then.
+/// - `append` MUST fail with [`AppendError::HeadConflict`], naming the
+///   stream, when a head it writes is not stored with its `expected_etag`
+///   (0: none stored), when the head stored for a stream it appends to is
+///   not at the version the append expects, or when a head written without
+///   events of its stream has a version its stream has not reached; nothing
+///   is written then. (So a head never runs ahead of its stream, and a
+///   stream appended with its head needs no other check of its version.)
+///   Each head written is stored with `expected_etag + 1`. `load_heads`
+///   MUST return every head as last written, `None` for a stream whose
+///   head was never written.
 /// - `append` MUST fail with [`AppendError::KeyExists`], carrying the stored
 ///   record, when the request's idempotency key is already stored for the
 ///   tenant, and MUST check that before versions, so a replay whose streams
@@ -243,10 +293,14 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 ///   from `expected + 1`, whose event bytes are longer than ledger-core's
 ///   `EVENT_BYTES_MAX`, that holds a stream twice or a stream without
 ///   events, that has more than [`APPEND_EVENTS_MAX`] events or
-///   [`APPEND_STREAMS_MAX`] streams, whose idempotent response is longer than
-///   [`IDEMPOTENCY_RESPONSE_BYTES_MAX`], or that has neither events nor an
-///   idempotency record. These rules need only the request, so they are
-///   checked before anything stored (`Invalid` wins over `KeyExists`).
+///   [`APPEND_STREAMS_MAX`] streams (counting those it writes only a head
+///   of), whose idempotent response is longer than
+///   [`IDEMPOTENCY_RESPONSE_BYTES_MAX`], that writes a stream's head twice,
+///   at a version other than its stream's new one, or longer than
+///   [`HEAD_BYTES_MAX`], that needs more than [`APPEND_ACTIONS_MAX`]
+///   actions, or that has neither events, heads nor an idempotency record.
+///   These rules need only the request, so they are checked before
+///   anything stored (`Invalid` wins over `KeyExists`).
 /// - Once `append` returns `Ok`, the write MUST be durable and visible to
 ///   every read that starts afterwards (read-after-write).
 /// - Positions MUST be unique, strictly increasing in commit order, and every
@@ -281,6 +335,14 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
 
+    /// The stored heads of `streams`, in order (`None` where none is
+    /// stored), in one round trip and strongly consistent.
+    fn load_heads(
+        &self,
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<Vec<Option<StoredHead>>, StoreError>> + Send;
+
     /// The whole log's records with positions after `after`, in commit order.
     fn read_log(
         &self,
@@ -298,11 +360,20 @@ pub trait EventStore: Send + Sync + 'static {
 /// The shape rules of [`EventStore::append`], which need only the request.
 pub(crate) fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
     let invalid = |why| Err(AppendError::Invalid(why));
-    if request.streams.is_empty() && request.idempotency.is_none() {
-        return invalid("an append needs events or an idempotency record");
+    if request.streams.is_empty() && request.heads.is_empty() && request.idempotency.is_none() {
+        return invalid("an append needs events, heads or an idempotency record");
     }
-    if request.streams.len() > APPEND_STREAMS_MAX {
+    let heads_alone = request
+        .heads
+        .iter()
+        .filter(|h| !request.streams.iter().any(|s| s.stream == h.stream))
+        .count();
+    if request.streams.len() + heads_alone > APPEND_STREAMS_MAX {
         return invalid("too many streams in one append");
+    }
+    check_heads(request)?;
+    if append_actions(request) > APPEND_ACTIONS_MAX {
+        return invalid("too many actions in one append");
     }
     if request.event_count() > APPEND_EVENTS_MAX {
         return invalid("too many events in one append");
@@ -341,6 +412,53 @@ pub(crate) fn check_shape(request: &AppendRequest) -> Result<(), AppendError> {
             }
             if sealed.bytes.len() > ledger_core::limits::EVENT_BYTES_MAX {
                 return invalid("an event's bytes are past the codec's bound");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The actions a request takes on DynamoDB: each event; per stream
+/// appended, its head or a check of its version, and both for a stream at
+/// a version above zero with no head stored yet; per head written alone,
+/// the head and a check that its stream reached its version; the key.
+pub fn append_actions(request: &AppendRequest) -> usize {
+    let per_stream: usize = request
+        .streams
+        .iter()
+        .map(|append| {
+            let head = request.heads.iter().find(|h| h.stream == append.stream);
+            let check = append.expected.get() > 0 && head.is_none_or(|h| h.expected_etag == 0);
+            append.events.len() + usize::from(head.is_some()) + usize::from(check)
+        })
+        .sum();
+    let alone = request
+        .heads
+        .iter()
+        .filter(|h| !request.streams.iter().any(|s| s.stream == h.stream))
+        .map(|h| 1 + usize::from(h.version.get() > 0))
+        .sum::<usize>();
+    per_stream + alone + usize::from(request.idempotency.is_some())
+}
+
+/// The shape rules of a request's heads.
+fn check_heads(request: &AppendRequest) -> Result<(), AppendError> {
+    let invalid = |why| Err(AppendError::Invalid(why));
+    for (i, head) in request.heads.iter().enumerate() {
+        if request.heads[..i].iter().any(|h| h.stream == head.stream) {
+            return invalid("a stream's head appears twice in one append");
+        }
+        if head.bytes.len() > HEAD_BYTES_MAX {
+            return invalid("a head's bytes are past the store's bound");
+        }
+        if head.expected_etag == u64::MAX || head.version.get() > VERSION_MAX {
+            return invalid("a head's tag or version is out of range");
+        }
+        let appended = request.streams.iter().find(|s| s.stream == head.stream);
+        if let Some(append) = appended {
+            let new_version = append.expected.get() + append.events.len() as u64;
+            if head.version.get() != new_version {
+                return invalid("a head must be at its stream's new version");
             }
         }
     }

@@ -130,8 +130,9 @@ async fn checkouts_cost_what_the_table_design_says() {
     );
     assert_eq!(
         credit, 8.0,
-        "a credit checkout writes the sale, the credit spend and the key, and checks the \
-         credit stream's version: four items under 1 KB, 2 WCU each"
+        "a credit checkout writes the sale, the credit spend, the credit head (whose \
+         condition replaces a check of the stream's version) and the key: four items \
+         under 1 KB, 2 WCU each"
     );
     assert!(credit <= CREDIT_CHECKOUT_WCU_MAX);
     assert!(

@@ -6,5 +6,6 @@ mod common;
 mod concurrency;
 mod cost;
 mod durability;
+mod instances;
 mod load;
 mod streams;

@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ledger_core::codec;
 use ledger_core::envelope::Role;
-use ledger_core::id::{EmployeeId, OrderId, StreamId, StreamVersion, UserId, VendorId};
+use ledger_core::id::{EmployeeId, OrderId, StreamId, StreamVersion, TenantId, UserId, VendorId};
 use ledger_core::projection::activity::{ActivityFilter, PAGE_ACTIVITY_MAX};
 use ledger_core::projection::credit::PAGE_STATEMENT_MAX;
 use ledger_core::projection::dashboard::{Dashboard, DashboardQuery, DayTotals, Granularity};
 use ledger_core::projection::orders::{OrderListQuery, PAGE_ORDERS_MAX};
+use ledger_core::tenant::TenantSettings;
 use ledger_core::time::{LocalDate, Timestamp};
 use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX};
 use rust_decimal::Decimal;
@@ -23,6 +24,7 @@ use super::app::{App, AppState};
 use super::extract::{Auth, Params, path_id};
 use super::handler::{json_at, now, require};
 use super::problem::Problem;
+use super::writes::problem_of;
 use crate::auth::Principal;
 
 /// A page size when the client names none.
@@ -135,7 +137,10 @@ fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
 }
 
 /// Waits for `min_position`, then answers with the projected position.
-async fn visible<S: EventStore>(app: &App<S>, min_position: Option<u64>) -> Result<u64, Problem> {
+pub(super) async fn visible<S: EventStore>(
+    app: &App<S>,
+    min_position: Option<u64>,
+) -> Result<u64, Problem> {
     if let Some(p) = min_position
         && !app.read_side.wait_for(Position(p), READ_WAIT_MAX).await
     {
@@ -167,7 +172,7 @@ pub async fn tenant<S: EventStore>(
     State(app): State<AppState<S>>,
     Auth(p): Auth,
 ) -> Result<Response, Problem> {
-    let settings = app.service.with_aggregates(p.tenant_id, |a| a.settings());
+    let settings = settings_of(&app, p.tenant_id).await?;
     let settings = settings.ok_or_else(|| Problem::not_found("tenant settings"))?;
     Ok(axum::Json(json!({
         "tenant_id": p.tenant_id,
@@ -175,6 +180,19 @@ pub async fn tenant<S: EventStore>(
         "time_zone": settings.time_zone,
     }))
     .into_response())
+}
+
+/// The tenant's settings, from its head.
+async fn settings_of<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+) -> Result<Option<TenantSettings>, Problem> {
+    let state = app
+        .service
+        .aggregates(tenant_id, &[StreamId::tenant(tenant_id)])
+        .await
+        .map_err(problem_of)?;
+    Ok(state.settings())
 }
 
 /// The vendor a vendor-scoped read is about: the caller's own, or for
@@ -198,7 +216,7 @@ pub async fn dashboard<S: EventStore>(
     require(&p, &[Role::Admin, Role::Vendor])?;
     let vendor_id = vendor_scope(&p, q.vendor_id)?;
     let projected = visible(&app, q.min_position).await?;
-    let settings = app.service.with_aggregates(p.tenant_id, |a| a.settings());
+    let settings = settings_of(&app, p.tenant_id).await?;
     let settings = settings.ok_or_else(|| {
         Problem::new(
             StatusCode::CONFLICT,

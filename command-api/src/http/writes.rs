@@ -275,7 +275,7 @@ async fn execute<S: EventStore>(
         .map_err(problem_of)
 }
 
-fn problem_of(error: ExecuteError) -> Problem {
+pub(super) fn problem_of(error: ExecuteError) -> Problem {
     match error {
         ExecuteError::KeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -559,7 +559,7 @@ async fn batch_sale<S: EventStore>(
 
 /// The order a payment or refund addresses. Another vendor may own it:
 /// outside the caller's vendor it does not exist.
-fn addressed_order<S: EventStore>(
+async fn addressed_order<S: EventStore>(
     app: &App<S>,
     p: &Principal,
     id: &str,
@@ -568,9 +568,12 @@ fn addressed_order<S: EventStore>(
     if p.has(Role::Admin) {
         return Ok(order_id);
     }
-    let vendor = app.service.with_aggregates(p.tenant_id, |a| {
-        a.order_state(order_id).map(|o| o.vendor_id)
-    });
+    let state = app
+        .service
+        .aggregates(p.tenant_id, &[StreamId::order(order_id)])
+        .await
+        .map_err(problem_of)?;
+    let vendor = state.order_state(order_id).map(|o| o.vendor_id);
     match vendor {
         Some(v) if p.vendor_id == Some(v) => Ok(order_id),
         _ => Err(Problem::new(
@@ -589,7 +592,7 @@ pub async fn receive_payment<S: EventStore>(
     body: Body<PaymentRequest>,
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
-    let order_id = addressed_order(&app, &p, &id)?;
+    let order_id = addressed_order(&app, &p, &id).await?;
     let hash = hash_of(&format!("/v1/orders/{id}/payments"), &body.value);
     let command = Command::Sale(SaleCommand::ReceivePayment(ReceivePayment {
         order_id,
@@ -608,7 +611,7 @@ pub async fn issue_refund<S: EventStore>(
     body: Body<RefundRequest>,
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor])?;
-    let order_id = addressed_order(&app, &p, &id)?;
+    let order_id = addressed_order(&app, &p, &id).await?;
     let hash = hash_of(&format!("/v1/orders/{id}/refunds"), &body.value);
     let command = Command::Sale(SaleCommand::Refund(IssueRefund {
         order_id,
@@ -644,7 +647,19 @@ pub async fn replenish<S: EventStore>(
         return Ok(respond(&app, p.tenant_id, &replayed).await);
     }
     let period = body.value.period;
-    let employees = app.service.with_aggregates(p.tenant_id, |a| a.employees());
+    // Every account the credit projection lists once it has caught up with
+    // the log as the request found it: so every account whose opening was
+    // acknowledged before this request.
+    super::reads::visible(&app, Some(app.store().head().0)).await?;
+    let employees: Vec<EmployeeId> = app.read_side.read(|m| {
+        let mut ids: Vec<EmployeeId> = m
+            .credit
+            .accounts(p.tenant_id)
+            .map(|v| v.employee_id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    });
     let (mut replenished, mut unchanged, mut skipped) = (Vec::new(), 0u64, Vec::new());
     for employee_id in employees {
         let command = Command::Credit(CreditCommand::Replenish(ReplenishCredit {

@@ -2,7 +2,8 @@
 //! [`Writer`] and [`Reader`], bincode 2 in its standard configuration, keeping
 //! the layout rules `snapshot` describes (maps sorted by key, a tenant id in
 //! full once and then by its index, no reservation beyond the bytes left).
-//! `snapshot` frames their bytes as a snapshot or a stored view.
+//! `snapshot` frames their bytes as a snapshot or a stored view, and
+//! [`crate::head`] as a stream head.
 
 use std::hash::Hash;
 
@@ -15,8 +16,8 @@ use crate::id::TenantId;
 
 const CONFIG: bincode::config::Configuration = bincode::config::standard();
 
-/// Builds a snapshot's or a stored view's body.
-pub(super) struct Writer {
+/// Builds a snapshot's, a stored view's or a stream head's body.
+pub(crate) struct Writer {
     bytes: Vec<u8>,
     /// Each tenant id written so far, and its index.
     tenants: FxHashMap<TenantId, u64>,
@@ -25,7 +26,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// A writer that appends to `prefix` (a header the caller fills in).
-    pub(super) fn new(prefix: Vec<u8>) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>) -> Self {
         Self {
             bytes: prefix,
             tenants: FxHashMap::default(),
@@ -34,12 +35,12 @@ impl Writer {
     }
 
     /// The prefix and everything written after it.
-    pub(super) fn into_bytes(self) -> Vec<u8> {
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
 
     /// Writes a domain value in its bincode form.
-    pub(super) fn put<T: Encode + ?Sized>(&mut self, value: &T) {
+    pub(crate) fn put<T: Encode + ?Sized>(&mut self, value: &T) {
         // Writing to a Vec cannot fail, and every domain value encodes: the
         // one fallible encoding, Money's mantissa into an i64, is in range
         // for any amount the domain admits.
@@ -48,13 +49,13 @@ impl Writer {
     }
 
     /// A collection's length.
-    pub(super) fn count(&mut self, len: usize) {
+    pub(crate) fn count(&mut self, len: usize) {
         self.put(&(len as u64));
     }
 
     /// A tenant id: its index if it was written before, else the next index
     /// followed by the id itself.
-    pub(super) fn tenant(&mut self, tenant_id: TenantId) {
+    pub(crate) fn tenant(&mut self, tenant_id: TenantId) {
         // Maps are written sorted, so runs of one tenant are the rule: the
         // last tenant is checked before hashing.
         let index = match self.last_tenant {
@@ -76,12 +77,12 @@ impl Writer {
 
     /// A decimal as its scale and signed mantissa: a few bytes for sums of
     /// amounts, and the scale survives (`0` and `0.00` serialize differently).
-    pub(super) fn decimal(&mut self, d: Decimal) {
+    pub(crate) fn decimal(&mut self, d: Decimal) {
         self.put(&(d.scale() as u8));
         self.put(&d.mantissa());
     }
 
-    pub(super) fn option<T>(&mut self, value: Option<&T>, write: impl FnOnce(&mut Self, &T)) {
+    pub(crate) fn option<T>(&mut self, value: Option<&T>, write: impl FnOnce(&mut Self, &T)) {
         match value {
             None => self.put(&0u8),
             Some(v) => {
@@ -91,7 +92,7 @@ impl Writer {
         }
     }
 
-    pub(super) fn seq<T>(&mut self, items: &[T], mut write: impl FnMut(&mut Self, &T)) {
+    pub(crate) fn seq<T>(&mut self, items: &[T], mut write: impl FnMut(&mut Self, &T)) {
         self.count(items.len());
         for item in items {
             write(self, item);
@@ -99,7 +100,7 @@ impl Writer {
     }
 
     /// A map's entries, sorted by key so equal maps give equal bytes.
-    pub(super) fn map<K: Ord, V>(
+    pub(crate) fn map<K: Ord, V>(
         &mut self,
         map: &FxHashMap<K, V>,
         mut write: impl FnMut(&mut Self, &K, &V),
@@ -113,14 +114,14 @@ impl Writer {
     }
 }
 
-/// Reads a snapshot's or a stored view's body.
-pub(super) struct Reader<'a> {
+/// Reads a snapshot's, a stored view's or a stream head's body.
+pub(crate) struct Reader<'a> {
     rest: &'a [u8],
     tenants: Vec<TenantId>,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(body: &'a [u8]) -> Self {
+    pub(crate) fn new(body: &'a [u8]) -> Self {
         Self {
             rest: body,
             tenants: Vec::new(),
@@ -128,13 +129,13 @@ impl<'a> Reader<'a> {
     }
 
     /// How many bytes are left unread.
-    pub(super) fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.rest.len()
     }
 
     /// Reads a domain value from its bincode form. Only for values whose
     /// decoder allocates nothing: bounded text goes through [`Reader::text`].
-    pub(super) fn get<T: Decode<()>>(&mut self) -> Result<T, DecodeError> {
+    pub(crate) fn get<T: Decode<()>>(&mut self) -> Result<T, DecodeError> {
         let (value, read) = bincode::decode_from_slice(self.rest, CONFIG)?;
         self.rest = &self.rest[read..];
         Ok(value)
@@ -143,7 +144,7 @@ impl<'a> Reader<'a> {
     /// A collection's length. Every element takes at least one byte, so a
     /// length beyond the bytes left is corrupt; refusing it keeps a corrupt
     /// length from reserving memory the input could never fill.
-    pub(super) fn count(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self) -> Result<usize, DecodeError> {
         let len: u64 = self.get()?;
         usize::try_from(len)
             .ok()
@@ -151,7 +152,7 @@ impl<'a> Reader<'a> {
             .ok_or(DecodeError::Other("collection longer than the bytes left"))
     }
 
-    pub(super) fn tenant(&mut self) -> Result<TenantId, DecodeError> {
+    pub(crate) fn tenant(&mut self) -> Result<TenantId, DecodeError> {
         let index: u64 = self.get()?;
         let known = self.tenants.len() as u64;
         if index < known {
@@ -166,7 +167,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(super) fn decimal(&mut self) -> Result<Decimal, DecodeError> {
+    pub(crate) fn decimal(&mut self) -> Result<Decimal, DecodeError> {
         let scale: u8 = self.get()?;
         let mantissa: i128 = self.get()?;
         Decimal::try_from_i128_with_scale(mantissa, u32::from(scale))
@@ -176,7 +177,7 @@ impl<'a> Reader<'a> {
     /// Bounded text (a name, a reason): its length is checked against
     /// `max_len` before the text is read, since the text decoder reserves
     /// whatever length it reads.
-    pub(super) fn text<T: Decode<()>>(&mut self, max_len: usize) -> Result<T, DecodeError> {
+    pub(crate) fn text<T: Decode<()>>(&mut self, max_len: usize) -> Result<T, DecodeError> {
         let (len, _): (u64, usize) = bincode::decode_from_slice(self.rest, CONFIG)?;
         if len > max_len as u64 {
             return Err(DecodeError::Other("text longer than its bound"));
@@ -184,7 +185,7 @@ impl<'a> Reader<'a> {
         self.get()
     }
 
-    pub(super) fn option<T>(
+    pub(crate) fn option<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<Option<T>, DecodeError> {
@@ -196,7 +197,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A sequence of at most `max_len` items.
-    pub(super) fn seq<T>(
+    pub(crate) fn seq<T>(
         &mut self,
         max_len: usize,
         mut read: impl FnMut(&mut Self) -> Result<T, DecodeError>,
@@ -213,7 +214,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A map's entries; a key that appears twice is corrupt.
-    pub(super) fn map<K: Eq + Hash, V>(
+    pub(crate) fn map<K: Eq + Hash, V>(
         &mut self,
         mut read: impl FnMut(&mut Self) -> Result<(K, V), DecodeError>,
     ) -> Result<FxHashMap<K, V>, DecodeError> {

@@ -14,7 +14,7 @@
 //! instead of rewriting whole states.
 
 pub mod activity;
-mod bytes;
+pub(crate) mod bytes;
 pub mod credit;
 pub mod dashboard;
 mod gate;

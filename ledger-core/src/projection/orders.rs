@@ -330,7 +330,7 @@ impl OrderView {
 
 /// The snapshot's tags for order statuses. Tags are part of the format: add
 /// new ones, never renumber.
-fn status_tag(status: OrderStatus) -> u8 {
+pub(crate) fn status_tag(status: OrderStatus) -> u8 {
     match status {
         OrderStatus::Pending => 0,
         OrderStatus::Paid => 1,
@@ -339,7 +339,7 @@ fn status_tag(status: OrderStatus) -> u8 {
     }
 }
 
-fn status_from_tag(tag: u8) -> Result<OrderStatus, DecodeError> {
+pub(crate) fn status_from_tag(tag: u8) -> Result<OrderStatus, DecodeError> {
     Ok(match tag {
         0 => OrderStatus::Pending,
         1 => OrderStatus::Paid,

@@ -417,7 +417,7 @@ fn golden_dir() -> PathBuf {
 }
 
 #[allow(clippy::disallowed_methods)] // The bless switch is an environment variable.
-fn blessing() -> bool {
+pub(crate) fn blessing() -> bool {
     std::env::var("TALLY_BLESS").is_ok_and(|v| v == "1")
 }
 
@@ -443,11 +443,12 @@ fn committed(golden: &Golden) -> Result<Vec<u8>, String> {
 /// Writes `path` unless it exists, atomically: several tests may bless the
 /// same fixture at once, and none may see it half written or overwrite it.
 #[allow(clippy::disallowed_methods)] // Tests read and bless committed files.
-fn create_new(path: &Path, bytes: &[u8]) {
+pub(crate) fn create_new(path: &Path, bytes: &[u8]) {
     static TEMPS: AtomicUsize = AtomicUsize::new(0);
     let n = TEMPS.fetch_add(1, Ordering::Relaxed);
     let temp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(golden_dir()).expect("fixtures folder");
+    std::fs::create_dir_all(path.parent().expect("a fixture is in a folder"))
+        .expect("fixtures folder");
     std::fs::write(&temp, bytes).expect("write temporary fixture");
     // A hard link, unlike a rename, fails rather than replace an existing file.
     match std::fs::hard_link(&temp, path) {

@@ -63,7 +63,7 @@ const CASES: u32 = 2000;
 /// XorShift instead of the default ChaCha: in a debug build, drawing the
 /// random numbers for a scenario with ChaCha cost several times more than
 /// running it, and these tests need no cryptographic generator.
-fn config() -> ProptestConfig {
+pub(crate) fn config() -> ProptestConfig {
     ProptestConfig {
         cases: CASES,
         rng_algorithm: RngAlgorithm::XorShift,
@@ -356,7 +356,7 @@ struct Step {
 }
 
 #[derive(Debug, Clone)]
-struct Scenario {
+pub(crate) struct Scenario {
     currency: TenantCurrency,
     vendors: Vec<u16>,
     accounts: Vec<PolicySpec>,
@@ -709,7 +709,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// A tenant's command sequence with `steps` steps after its setup.
-fn scenarios(steps: std::ops::Range<usize>) -> impl Strategy<Value = Scenario> {
+pub(crate) fn scenarios(steps: std::ops::Range<usize>) -> impl Strategy<Value = Scenario> {
     (
         tenant_currency(),
         prop::collection::vec(basis_points(), 1..=4),
@@ -742,23 +742,23 @@ enum Intent {
 }
 
 /// One executed command, as an observer sees it.
-struct Executed<'a> {
-    command: &'a Command,
+pub(crate) struct Executed<'a> {
+    pub(crate) command: &'a Command,
     intent: Intent,
     records_before: usize,
-    result: &'a Result<Vec<Envelope>, Rejection>,
-    ledger: &'a MemoryLedger,
+    pub(crate) result: &'a Result<Vec<Envelope>, Rejection>,
+    pub(crate) ledger: &'a MemoryLedger,
 }
 
 impl Executed<'_> {
     /// The records this command appended.
-    fn appended(&self) -> &[Vec<u8>] {
+    pub(crate) fn appended(&self) -> &[Vec<u8>] {
         &self.ledger.records()[self.records_before..]
     }
 }
 
 /// Called after every command; a property's checks go here.
-trait Observer: FnMut(&Executed<'_>) -> Result<(), TestCaseError> {}
+pub(crate) trait Observer: FnMut(&Executed<'_>) -> Result<(), TestCaseError> {}
 impl<F: FnMut(&Executed<'_>) -> Result<(), TestCaseError>> Observer for F {}
 
 fn ignore(_: &Executed<'_>) -> Result<(), TestCaseError> {
@@ -769,7 +769,7 @@ const START: &str = "2026-01-01T00:00:00Z";
 
 /// A tenant's ledger and the simulated clock, plus what the log holds so far
 /// (learned from the events the commands produced), which steps index into.
-struct Sim {
+pub(crate) struct Sim {
     ledger: MemoryLedger,
     /// The tenant's settings in force.
     currency: Currency,
@@ -789,7 +789,7 @@ struct Sim {
 }
 
 /// Runs `scenario` for `tenant`, calling `observe` after every command.
-fn simulate(
+pub(crate) fn simulate(
     tenant: &str,
     scenario: &Scenario,
     observe: &mut impl Observer,
@@ -857,7 +857,7 @@ fn simulate(
 }
 
 /// The records of a scenario's log.
-fn log_of(tenant: &str, scenario: &Scenario) -> Result<Vec<Vec<u8>>, TestCaseError> {
+pub(crate) fn log_of(tenant: &str, scenario: &Scenario) -> Result<Vec<Vec<u8>>, TestCaseError> {
     Ok(simulate(tenant, scenario, &mut ignore)?
         .ledger
         .into_records())
@@ -1466,7 +1466,7 @@ fn two_tenant_log(
     ))
 }
 
-fn decode_all(records: &[Vec<u8>]) -> Result<Vec<Envelope>, TestCaseError> {
+pub(crate) fn decode_all(records: &[Vec<u8>]) -> Result<Vec<Envelope>, TestCaseError> {
     records
         .iter()
         .enumerate()

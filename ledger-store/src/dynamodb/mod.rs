@@ -54,9 +54,9 @@ pub use log::STREAM_WAIT_MAX;
 pub use schema::create_tables;
 
 use crate::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
-    check_shape,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, HeadWrite,
+    IdempotencyKey, IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record,
+    StoreError, StoredHead, check_shape,
 };
 use item::{BYTES, PK, SORT, VERSION, binary, event_pk, number, string};
 use schema::backend;
@@ -70,9 +70,10 @@ pub const TRANSACT_BYTES_MAX: usize = 4_000_000;
 // action limit, and its events (each at most EVENT_BYTES_MAX, which
 // `check_shape` enforces) and response within the size limit. So the
 // adapter needs no limit checks of its own.
-const _: () = assert!(crate::APPEND_EVENTS_MAX + crate::APPEND_STREAMS_MAX < TRANSACT_ACTIONS_MAX);
+const _: () = assert!(crate::APPEND_ACTIONS_MAX <= TRANSACT_ACTIONS_MAX);
 const _: () = assert!(
     crate::APPEND_EVENTS_MAX * ledger_core::limits::EVENT_BYTES_MAX
+        + crate::APPEND_STREAMS_MAX * crate::HEAD_BYTES_MAX
         + crate::IDEMPOTENCY_RESPONSE_BYTES_MAX
         < TRANSACT_BYTES_MAX
 );
@@ -94,6 +95,10 @@ const RESPONSE: &str = "r";
 const LAST_STREAM: &str = "ls";
 const LAST_VERSION: &str = "lv";
 const HEAD_AT_WRITE: &str = "p";
+/// A head item's stream version.
+const HEAD_VERSION: &str = "hv";
+/// A head item's tag, moved by one at every write.
+const HEAD_ETAG: &str = "e";
 const POSITION: &str = "pos";
 const GENERATION: &str = "gen";
 const CHUNKS: &str = "n";
@@ -344,6 +349,7 @@ impl DynamoStore {
     async fn transact(
         &self,
         request: &AppendRequest,
+        kinds: &[Action],
         actions: Vec<TransactWriteItem>,
         computed_wcu: u64,
     ) -> Result<(), AppendError> {
@@ -380,7 +386,7 @@ impl DynamoStore {
                 return Err(backend("TransactWriteItems", error).into());
             };
             let reasons = cancelled.cancellation_reasons();
-            match self.cancelled(request, reasons).await? {
+            match self.cancelled(request, kinds, reasons).await? {
                 Some(refusal) => return Err(refusal),
                 None if attempt < TRANSACT_ATTEMPTS_MAX => {
                     tokio::time::sleep(backoff(attempt)).await;
@@ -404,16 +410,30 @@ impl DynamoStore {
     async fn cancelled(
         &self,
         request: &AppendRequest,
+        kinds: &[Action],
         reasons: &[aws_sdk_dynamodb::types::CancellationReason],
     ) -> Result<Option<AppendError>, AppendError> {
         let codes: Vec<Option<&str>> = reasons.iter().map(|r| r.code()).collect();
-        match classify(request, &codes) {
+        match classify(kinds, &codes) {
             Cancellation::KeyExists => {
                 let stored = reasons[0].item().ok_or_else(|| {
                     StoreError::Corrupt("a refused key came back without its record".to_owned())
                 })?;
                 let record = self.idempotency_record(request.tenant_id, stored).await?;
                 Ok(Some(AppendError::KeyExists(Box::new(record))))
+            }
+            Cancellation::HeadConflict(index, at) => {
+                let head = &request.heads[index];
+                let stored = reasons.get(at).and_then(|r| r.item());
+                let actual = match stored {
+                    Some(item) => number(item, HEAD_ETAG).map_err(StoreError::from)?,
+                    None => self.head_etag(request.tenant_id, head.stream).await?,
+                };
+                Ok(Some(AppendError::HeadConflict {
+                    stream: head.stream,
+                    expected: head.expected_etag,
+                    actual,
+                }))
             }
             Cancellation::Conflict(index) => {
                 let append = &request.streams[index];
@@ -436,6 +456,25 @@ impl DynamoStore {
                 ),
             )
             .into()),
+        }
+    }
+
+    /// The stored tag of a stream's head, 0 when it has none.
+    async fn head_etag(&self, tenant_id: TenantId, stream: StreamId) -> Result<u64, StoreError> {
+        let got = self
+            .inner
+            .db
+            .get_item()
+            .table_name(&self.inner.events)
+            .key(PK, AttributeValue::S(event_pk(tenant_id, stream)))
+            .key(VERSION, AttributeValue::N("0".to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        match got.item {
+            Some(item) => Ok(number(&item, HEAD_ETAG)?),
+            None => Ok(0),
         }
     }
 
@@ -500,28 +539,186 @@ impl DynamoStore {
     /// recorded in an idempotency item without events.
     fn actions(&self, request: &AppendRequest) -> Result<Actions, AppendError> {
         let head = self.inner.log.head();
-        let mut actions = Vec::with_capacity(request.event_count() + request.streams.len() + 1);
-        let mut wcu = 0u64;
+        let mut out = Actions {
+            actions: Vec::with_capacity(crate::append_actions(request)),
+            kinds: Vec::with_capacity(crate::append_actions(request)),
+            wcu: 0,
+            head,
+        };
         if let Some(idempotency) = &request.idempotency {
             let item = idempotency_item(request, idempotency, head);
-            wcu += transact_wcu(item_size(&item));
+            let wcu = transact_wcu(item_size(&item));
             // The stored record comes back when the key exists.
-            actions.push(put_new(&self.inner.events, item, true)?);
+            out.push(Action::Key, put_new(&self.inner.events, item, true)?, wcu);
         }
-        for append in &request.streams {
+        for (n, append) in request.streams.iter().enumerate() {
             let pk = event_pk(request.tenant_id, append.stream);
-            if append.expected.get() > 0 {
-                let (check, check_wcu) = self.version_check(&pk, append.expected)?;
-                wcu += check_wcu;
-                actions.push(check);
+            let head = request.heads.iter().position(|h| h.stream == append.stream);
+            if let Some(h) = head {
+                let (put, wcu) = self.head_put(&pk, &request.heads[h], Some(append.expected))?;
+                out.push(Action::Head(h), put, wcu);
+            }
+            // A stored head at the expected version proves the stream is
+            // there; without one, a check of the expected version's item.
+            let proven = head.is_some_and(|h| request.heads[h].expected_etag > 0);
+            if append.expected.get() > 0 && !proven {
+                let (check, wcu) = self.version_check(&pk, append.expected)?;
+                out.push(Action::Stream(n), check, wcu);
             }
             for sealed in &append.events {
                 let item = item::event_item(request.tenant_id, &pk, sealed);
-                wcu += transact_wcu(item_size(&item));
-                actions.push(put_new(&self.inner.events, item, false)?);
+                let wcu = transact_wcu(item_size(&item));
+                out.push(
+                    Action::Stream(n),
+                    put_new(&self.inner.events, item, false)?,
+                    wcu,
+                );
             }
         }
-        Ok(Actions { actions, wcu, head })
+        for (h, write) in request.heads.iter().enumerate() {
+            if request.streams.iter().any(|s| s.stream == write.stream) {
+                continue;
+            }
+            let pk = event_pk(request.tenant_id, write.stream);
+            let (put, wcu) = self.head_put(&pk, write, None)?;
+            out.push(Action::Head(h), put, wcu);
+            if write.version.get() > 0 {
+                let (check, wcu) = self.version_check(&pk, write.version)?;
+                out.push(Action::Head(h), check, wcu);
+            }
+        }
+        debug_assert_eq!(out.actions.len(), crate::append_actions(request));
+        Ok(out)
+    }
+
+    /// A head's `Put`, conditioned on the stored head's tag (and, for a
+    /// stream appended at `expected`, on its version), handing back the
+    /// stored head when refused; and its WCU by the formula.
+    fn head_put(
+        &self,
+        pk: &str,
+        head: &HeadWrite,
+        expected: Option<StreamVersion>,
+    ) -> Result<(TransactWriteItem, u64), StoreError> {
+        let item = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(pk.to_owned())),
+            (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
+            (
+                HEAD_VERSION.to_owned(),
+                AttributeValue::N(head.version.to_string()),
+            ),
+            (
+                HEAD_ETAG.to_owned(),
+                AttributeValue::N((head.expected_etag + 1).to_string()),
+            ),
+            (
+                BYTES.to_owned(),
+                AttributeValue::B(Blob::new(head.bytes.clone())),
+            ),
+        ]);
+        let wcu = transact_wcu(item_size(&item));
+        let mut put = Put::builder()
+            .table_name(&self.inner.events)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        put = if head.expected_etag == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put = put
+                .expression_attribute_names("#e", HEAD_ETAG)
+                .expression_attribute_values(
+                    ":e",
+                    AttributeValue::N(head.expected_etag.to_string()),
+                );
+            match expected {
+                Some(version) => put
+                    .condition_expression("#e = :e AND #hv = :hv")
+                    .expression_attribute_names("#hv", HEAD_VERSION)
+                    .expression_attribute_values(":hv", AttributeValue::N(version.to_string())),
+                None => put.condition_expression("#e = :e"),
+            }
+        };
+        let put = put
+            .build()
+            .map_err(|e| StoreError::backend("building a head's Put", e))?;
+        Ok((TransactWriteItem::builder().put(put).build(), wcu))
+    }
+
+    /// The stored heads of `streams`, by consistent `BatchGetItem`s of at
+    /// most [`BATCH_GET_KEYS_MAX`] keys (one for any command), following
+    /// unprocessed keys with backoff.
+    async fn batch_heads(
+        &self,
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> Result<Vec<Option<StoredHead>>, StoreError> {
+        let mut out = vec![None; streams.len()];
+        for chunk in streams.chunks(BATCH_GET_KEYS_MAX) {
+            let keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|stream| {
+                    HashMap::from([
+                        (
+                            PK.to_owned(),
+                            AttributeValue::S(event_pk(tenant_id, *stream)),
+                        ),
+                        (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
+                    ])
+                })
+                .collect();
+            let mut pending = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::backend("building a BatchGetItem", e))?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                attempt += 1;
+                let got = self
+                    .inner
+                    .db
+                    .batch_get_item()
+                    .request_items(&self.inner.events, request)
+                    .send()
+                    .await
+                    .map_err(|e| backend("BatchGetItem", e))?;
+                for item in got
+                    .responses()
+                    .and_then(|r| r.get(&self.inner.events))
+                    .into_iter()
+                    .flatten()
+                {
+                    let (_, stream) = item::parse_pk(string(item, PK)?)
+                        .map_err(|e| StoreError::Corrupt(format!("head item: {e}")))?;
+                    let head = StoredHead {
+                        version: StreamVersion::new(number(item, HEAD_VERSION)?),
+                        etag: number(item, HEAD_ETAG)?,
+                        bytes: binary(item, BYTES)?.to_vec(),
+                    };
+                    for (i, s) in streams.iter().enumerate() {
+                        if *s == stream {
+                            out[i] = Some(head.clone());
+                        }
+                    }
+                }
+                pending = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.inner.events))
+                    .filter(|k| !k.keys().is_empty());
+                if pending.is_some() {
+                    if attempt >= TRANSACT_ATTEMPTS_MAX {
+                        return Err(StoreError::backend(
+                            "loading heads",
+                            format!("BatchGetItem left keys unprocessed {attempt} times"),
+                        ));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A `ConditionCheck` that the stream `pk` holds its `expected`
@@ -610,11 +807,31 @@ impl DynamoStore {
     }
 }
 
+/// What one action of an append's transaction is for, so that its
+/// cancellation reason can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The idempotency record.
+    Key,
+    /// An event of, or the version check of, the request's stream `n`.
+    Stream(usize),
+    /// The head `n` of the request, or the check that its stream reached
+    /// its version.
+    Head(usize),
+}
+
+/// Most keys of one `BatchGetItem` (the service's limit).
+pub const BATCH_GET_KEYS_MAX: usize = 100;
+
 /// What a cancelled transaction's reasons say.
 #[derive(Debug, PartialEq, Eq)]
 enum Cancellation {
     /// The idempotency record exists.
     KeyExists,
+    /// The request's head at this index is not stored as it expects (or
+    /// would run ahead of its stream); the second index is the action's,
+    /// whose reason may carry the stored head.
+    HeadConflict(usize, usize),
     /// The stream at this index of the request is not at its expected
     /// version (an event's version exists, or the expected one does not).
     Conflict(usize),
@@ -624,25 +841,23 @@ enum Cancellation {
     Failed,
 }
 
-/// Reads the reasons, one per action, in the order [`DynamoStore::actions`]
-/// builds them: the idempotency record first, then per stream its version
-/// check (when expected > 0) and its events. A failed key wins, as the port
-/// requires; then the first stream whose actions failed.
-fn classify(request: &AppendRequest, codes: &[Option<&str>]) -> Cancellation {
+/// Reads the reasons, one per action, against what each action is for
+/// (`kinds`, as [`DynamoStore::actions`] built them). A failed key wins, as
+/// the port requires; then the first action that failed its condition.
+fn classify(kinds: &[Action], codes: &[Option<&str>]) -> Cancellation {
     let failed = |i: usize| codes.get(i).copied().flatten() == Some("ConditionalCheckFailed");
-    let mut index = 0;
-    if request.idempotency.is_some() {
-        if failed(0) {
-            return Cancellation::KeyExists;
-        }
-        index = 1;
+    if kinds
+        .iter()
+        .enumerate()
+        .any(|(i, k)| *k == Action::Key && failed(i))
+    {
+        return Cancellation::KeyExists;
     }
-    for (n, append) in request.streams.iter().enumerate() {
-        let actions = append.events.len() + usize::from(append.expected.get() > 0);
-        if (index..index + actions).any(failed) {
-            return Cancellation::Conflict(n);
-        }
-        index += actions;
+    let first = kinds.iter().enumerate().find(|(i, _)| failed(*i));
+    match first {
+        Some((at, Action::Head(n))) => return Cancellation::HeadConflict(*n, at),
+        Some((_, Action::Stream(n))) => return Cancellation::Conflict(*n),
+        _ => {}
     }
     let transient = codes.iter().flatten().all(|code| {
         matches!(
@@ -735,8 +950,17 @@ fn put_new(
 
 struct Actions {
     actions: Vec<TransactWriteItem>,
+    kinds: Vec<Action>,
     wcu: u64,
     head: Position,
+}
+
+impl Actions {
+    fn push(&mut self, kind: Action, action: TransactWriteItem, wcu: u64) {
+        self.kinds.push(kind);
+        self.actions.push(action);
+        self.wcu += wcu;
+    }
 }
 
 /// The one SDK configuration of every AWS client of the workspace (DynamoDB,
@@ -770,8 +994,13 @@ pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams:
 impl EventStore for DynamoStore {
     async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
         check_shape(&request)?;
-        let Actions { actions, wcu, head } = self.actions(&request)?;
-        self.transact(&request, actions, wcu).await?;
+        let Actions {
+            actions,
+            kinds,
+            wcu,
+            head,
+        } = self.actions(&request)?;
+        self.transact(&request, &kinds, actions, wcu).await?;
         let position = match last_event(&request) {
             Some((stream, version)) => {
                 self.inner
@@ -853,6 +1082,14 @@ impl EventStore for DynamoStore {
             }
         }
         Ok(records)
+    }
+
+    async fn load_heads(
+        &self,
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> Result<Vec<Option<StoredHead>>, StoreError> {
+        self.batch_heads(tenant_id, streams).await
     }
 
     async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
@@ -1145,6 +1382,7 @@ mod tests {
         let vendor = StreamId::parse("vendor/V1").unwrap();
         let credit = StreamId::parse("credit/E1").unwrap();
         AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             // A new stream (no version check) and one at version 4 (a check).
             streams: vec![
@@ -1162,6 +1400,13 @@ mod tests {
     #[test]
     fn cancellation_reasons_map_to_the_port_s_errors() {
         let request = credit_checkout();
+        let kinds = [
+            Action::Key,
+            Action::Stream(0),
+            Action::Stream(1),
+            Action::Stream(1),
+        ];
+        assert_eq!(crate::append_actions(&request), kinds.len());
         let ok = Some("None");
         let cond = Some("ConditionalCheckFailed");
         // Actions: key, vendor event, credit check, credit event.
@@ -1186,7 +1431,7 @@ mod tests {
             ),
         ];
         for (codes, expected) in cases {
-            assert_eq!(classify(&request, &codes), expected, "{codes:?}");
+            assert_eq!(classify(&kinds, &codes), expected, "{codes:?}");
         }
     }
 

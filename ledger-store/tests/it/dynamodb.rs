@@ -52,6 +52,7 @@ async fn a_stream_over_one_megabyte_loads_completely() {
         version = StreamVersion::new(version.get() + 20);
         store
             .append(AppendRequest {
+                heads: Vec::new(),
                 tenant_id: tenant,
                 streams: vec![append],
                 idempotency: None,
@@ -99,6 +100,7 @@ async fn parallel_scan_returns_every_event_once() {
         let append = stream_append(tenant, stream, StreamVersion::NONE, 3);
         let committed = store
             .append(AppendRequest {
+                heads: Vec::new(),
                 tenant_id: tenant,
                 streams: vec![append.clone()],
                 idempotency: Some(ledger_store::IdempotencyWrite {
@@ -132,6 +134,7 @@ async fn capacity_is_counted_both_ways() {
     let stream = StreamId::parse("credit/E1").unwrap();
     store
         .append(AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             streams: vec![stream_append(tenant, stream, StreamVersion::NONE, 1)],
             idempotency: None,
@@ -147,6 +150,7 @@ async fn capacity_is_counted_both_ways() {
     );
     store
         .append(AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             streams: vec![stream_append(tenant, stream, StreamVersion::new(1), 2)],
             idempotency: None,

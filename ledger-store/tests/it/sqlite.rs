@@ -50,6 +50,7 @@ fn single(
     key: Option<&IdempotencyKey>,
 ) -> AppendRequest {
     AppendRequest {
+        heads: Vec::new(),
         tenant_id: tenant,
         streams: vec![stream_append(tenant, stream, expected, count)],
         idempotency: key.map(|key| IdempotencyWrite {
@@ -143,6 +144,7 @@ async fn head_is_current_when_append_returns_and_positions_have_no_gaps() {
     let mut expected = 0;
     for n in 0..10 {
         let request = AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             streams: vec![
                 stream_append(tenant, a, v(n), 1),
@@ -273,6 +275,82 @@ async fn a_newer_schema_is_refused() {
         }
         other => panic!("expected the newer schema to be refused, got {other:?}"),
     }
+}
+
+/// A database of schema version 1 (before heads): what that version's
+/// code created, written here as it was.
+const SCHEMA_V1: &str = "
+    CREATE TABLE events (
+        position INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, stream TEXT NOT NULL,
+        version INTEGER NOT NULL, event_type INTEGER NOT NULL, recorded_at INTEGER NOT NULL,
+        record BLOB NOT NULL, UNIQUE (tenant_id, stream, version)
+    );
+    CREATE TABLE idempotency (
+        tenant_id TEXT NOT NULL, key TEXT NOT NULL, request_hash BLOB NOT NULL,
+        response BLOB NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (tenant_id, key)
+    ) WITHOUT ROWID;
+    PRAGMA user_version = 1;
+";
+
+#[tokio::test]
+async fn a_version_1_database_gains_heads_and_keeps_its_events() {
+    let dir = TempDir::new().expect("temporary directory");
+    let path = dir.path().join(DB_FILE);
+    let tenant = unique_tenant("migrate");
+    let a = stream("vendor/a");
+    let appended = stream_append(tenant, a, v(0), 2);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute_batch(SCHEMA_V1).expect("the version 1 schema");
+        for (n, sealed) in appended.events.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    n as i64 + 1,
+                    tenant.as_str(),
+                    a.to_string(),
+                    sealed.envelope.version().get() as i64,
+                    sealed.envelope.event.event_type().tag(),
+                    0_i64,
+                    &sealed.bytes
+                ],
+            )
+            .expect("a version 1 event");
+        }
+    }
+    let store = SqliteStore::open(&path).expect("open a version 1 database");
+    let records = read_stream_all(&store, tenant, a, v(0))
+        .await
+        .expect("read");
+    assert_eq!(records.len(), 2, "the events written before heads remain");
+    assert_eq!(
+        store.load_heads(tenant, &[a]).await.expect("heads"),
+        vec![None]
+    );
+    let head = ledger_store::HeadWrite {
+        stream: a,
+        expected_etag: 0,
+        version: v(2),
+        bytes: b"rebuilt".to_vec(),
+    };
+    store
+        .append(AppendRequest {
+            tenant_id: tenant,
+            streams: Vec::new(),
+            heads: vec![head],
+            idempotency: None,
+        })
+        .await
+        .map(|_| ())
+        .unwrap_or_else(|e| panic!("a head rebuilt after the migration: {e:?}"));
+    let heads = store.load_heads(tenant, &[a]).await.expect("heads");
+    assert_eq!(heads[0].as_ref().map(|h| h.etag), Some(1));
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version");
+    assert_eq!(version, SCHEMA_VERSION, "the schema moved to this build's");
 }
 
 #[tokio::test]

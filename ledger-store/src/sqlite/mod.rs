@@ -32,11 +32,11 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use crate::{
     AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
     IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
-    check_shape,
+    StoredHead, check_shape,
 };
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Most appends one group commit takes. Bounds
 /// the transaction, and so the latency of the batch's first request, when
 /// the queue is deep.
@@ -97,6 +97,20 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Stream heads (schema version 2): derived state, written in the same
+/// transaction as their stream's events. A database of version 1 gains the
+/// table empty; heads are rebuilt from their streams as commands need them.
+const HEADS_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS heads (
+        tenant_id TEXT    NOT NULL,
+        stream    TEXT    NOT NULL,
+        version   INTEGER NOT NULL,
+        etag      INTEGER NOT NULL,
+        bytes     BLOB    NOT NULL,
+        PRIMARY KEY (tenant_id, stream)
+    ) WITHOUT ROWID;
+";
+
 /// Checkpoints live in a database file of their own, beside the log's:
 /// a projection's state runs to tens of megabytes, and writing it inside
 /// the log's database would hold the log's one write lock (and every
@@ -137,6 +151,11 @@ const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position
 const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
 const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
      WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";
+const SQL_HEAD_ETAG: &str = "SELECT etag, version FROM heads WHERE tenant_id = ?1 AND stream = ?2";
+const SQL_UPSERT_HEAD: &str = "INSERT INTO heads (tenant_id, stream, version, etag, bytes) \
+     VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (tenant_id, stream) DO UPDATE SET \
+     version = excluded.version, etag = excluded.etag, bytes = excluded.bytes";
 const SQL_READ_LOG: &str = "SELECT position, tenant_id, stream, version, record FROM events \
      WHERE position > ?1 ORDER BY position LIMIT ?2";
 
@@ -162,6 +181,8 @@ pub struct GroupCommitStats {
 struct Inner {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    head_loads: Option<mpsc::Sender<HeadLoad>>,
+    head_reader: Option<JoinHandle<()>>,
     head: Arc<watch::Sender<Position>>,
     stats: Arc<Stats>,
     readers: Readers,
@@ -185,6 +206,10 @@ impl Drop for Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        drop(self.head_loads.take());
+        if let Some(reader) = self.head_reader.take() {
+            let _ = reader.join();
+        }
         drop(self.jobs.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -219,6 +244,12 @@ impl SqliteStore {
         readers.put(first);
         let checkpoints = Arc::new(Mutex::new(open_checkpoints(&checkpoint_path(path))?));
 
+        let head_conn = open_reader(&readers.path)?;
+        let (head_loads, loads) = mpsc::channel();
+        let head_reader = std::thread::Builder::new()
+            .name("ledger-store-heads".into())
+            .spawn(move || read_heads(&head_conn, &loads))
+            .map_err(|e| StoreError::backend("starting the head reader thread", e))?;
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ledger-store-writer".into())
@@ -228,6 +259,8 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 jobs: Some(jobs),
                 writer: Some(thread),
+                head_loads: Some(head_loads),
+                head_reader: Some(head_reader),
                 head,
                 stats,
                 readers,
@@ -348,6 +381,29 @@ impl EventStore for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn load_heads(
+        &self,
+        tenant_id: TenantId,
+        streams: &[StreamId],
+    ) -> Result<Vec<Option<StoredHead>>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let load = HeadLoad {
+            tenant_id,
+            streams: streams.to_vec(),
+            reply,
+        };
+        self.inner
+            .head_loads
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(load)
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
@@ -499,6 +555,9 @@ struct State {
     /// it. Fx hashing, as in ledger-core's aggregates: it is probed several
     /// times per append, and it is bounded and emptied when full.
     heads: FxHashMap<(TenantId, StreamId), StreamVersion>,
+    /// Stored heads' tags and versions as of the open transaction, kept
+    /// like `heads` (a stream without a stored head is not cached).
+    tags: FxHashMap<(TenantId, StreamId), (u64, StreamVersion)>,
     /// The last committed position.
     head: u64,
     /// The next position to hand out within the current batch.
@@ -519,6 +578,8 @@ struct Statements<'conn> {
     stream_head: CachedStatement<'conn>,
     insert_key: CachedStatement<'conn>,
     insert_event: CachedStatement<'conn>,
+    head_etag: CachedStatement<'conn>,
+    upsert_head: CachedStatement<'conn>,
 }
 
 impl Writer {
@@ -535,6 +596,7 @@ impl Writer {
             conn,
             state: State {
                 heads: FxHashMap::default(),
+                tags: FxHashMap::default(),
                 head,
                 next: head + 1,
                 data_version,
@@ -599,6 +661,7 @@ impl Writer {
                 // caches may have taken in its writes: start over from the
                 // database.
                 state.heads.clear();
+                state.tags.clear();
                 state.fresh = false;
                 state.next = state.head + 1;
                 let message = e.to_string();
@@ -621,18 +684,22 @@ impl Writer {
             .query_row([], |row| row.get(0))?;
         if data_version != state.data_version || !state.fresh {
             state.heads.clear();
+            state.tags.clear();
             state.head = log_head(conn)?;
             state.next = state.head + 1;
             state.data_version = data_version;
             state.fresh = true;
         }
-        if state.heads.len() > HEAD_CACHE_STREAMS_MAX {
+        if state.heads.len() + state.tags.len() > HEAD_CACHE_STREAMS_MAX {
             state.heads.clear();
+            state.tags.clear();
         }
         let mut statements = Statements {
             stream_head: conn.prepare_cached(SQL_STREAM_HEAD)?,
             insert_key: conn.prepare_cached(SQL_INSERT_KEY)?,
             insert_event: conn.prepare_cached(SQL_INSERT_EVENT)?,
+            head_etag: conn.prepare_cached(SQL_HEAD_ETAG)?,
+            upsert_head: conn.prepare_cached(SQL_UPSERT_HEAD)?,
         };
         for job in batch {
             let Job::Append { request, .. } = job;
@@ -659,7 +726,11 @@ impl State {
         // The key is checked before versions (a replay whose streams moved on
         // must find its record), but the common case is a new key whose
         // versions hold: then one insert both checks and stores it.
-        if let Some(conflict) = self.version_conflict(&mut statements.stream_head, request)? {
+        let conflict = match self.version_conflict(&mut statements.stream_head, request)? {
+            Some(conflict) => Some(conflict),
+            None => self.head_conflict(statements, request)?,
+        };
+        if let Some(conflict) = conflict {
             if let Some(idempotency) = &request.idempotency
                 && let Some(record) = select_key(conn, tenant, idempotency.key.clone())?
             {
@@ -682,6 +753,7 @@ impl State {
             }
         }
         self.next = self.insert_events(&mut statements.insert_event, request, first)?;
+        self.write_heads(&mut statements.upsert_head, request)?;
         Ok(Ok(Committed {
             position: Position(position),
         }))
@@ -705,6 +777,91 @@ impl State {
             }
         }
         Ok(None)
+    }
+
+    /// The conflict of the first head whose stored tag is not the one the
+    /// request expects, or that would run ahead of its stream, if any.
+    fn head_conflict(
+        &mut self,
+        statements: &mut Statements<'_>,
+        request: &AppendRequest,
+    ) -> rusqlite::Result<Option<AppendError>> {
+        let tenant = request.tenant_id;
+        for head in &request.heads {
+            let stored = self.stored_tag(&mut statements.head_etag, tenant, head.stream)?;
+            let actual = stored.map_or(0, |(etag, _)| etag);
+            let appended = request.streams.iter().find(|s| s.stream == head.stream);
+            let misplaced = match appended {
+                // The stored head must be the one the append extends.
+                Some(append) => stored.is_some_and(|(_, v)| v != append.expected),
+                // A head alone must not run ahead of its stream.
+                None => {
+                    self.stream_head(&mut statements.stream_head, tenant, head.stream)?
+                        < head.version
+                }
+            };
+            if actual != head.expected_etag || misplaced {
+                return Ok(Some(AppendError::HeadConflict {
+                    stream: head.stream,
+                    expected: head.expected_etag,
+                    actual,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A stream's stored head tag and version as of the transaction so far.
+    fn stored_tag(
+        &mut self,
+        statement: &mut CachedStatement<'_>,
+        tenant: TenantId,
+        stream: StreamId,
+    ) -> rusqlite::Result<Option<(u64, StreamVersion)>> {
+        if let Some(&tag) = self.tags.get(&(tenant, stream)) {
+            return Ok(Some(tag));
+        }
+        write_stream_text(&mut self.stream_text, stream);
+        let stored: Option<(i64, i64)> = statement
+            .query_row(params![tenant.as_str(), self.stream_text.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        // Negative values are never written; read one as "none stored"
+        // and let the next write's condition fail.
+        let tag = stored.map(|(e, v)| {
+            (
+                u64::try_from(e).unwrap_or(0),
+                StreamVersion::new(u64::try_from(v).unwrap_or(0)),
+            )
+        });
+        if let Some(tag) = tag {
+            self.tags.insert((tenant, stream), tag);
+        }
+        Ok(tag)
+    }
+
+    /// Stores the request's heads, each with its next tag.
+    fn write_heads(
+        &mut self,
+        upsert_head: &mut CachedStatement<'_>,
+        request: &AppendRequest,
+    ) -> rusqlite::Result<()> {
+        for head in &request.heads {
+            write_stream_text(&mut self.stream_text, head.stream);
+            upsert_head.execute(params![
+                request.tenant_id.as_str(),
+                self.stream_text.as_str(),
+                to_sql_int(head.version.get()),
+                to_sql_int(head.expected_etag + 1),
+                &head.bytes,
+            ])?;
+            self.tags.insert(
+                (request.tenant_id, head.stream),
+                (head.expected_etag + 1, head.version),
+            );
+        }
+        Ok(())
     }
 
     /// Writes the request's events at the positions from `first` on and
@@ -767,6 +924,102 @@ impl State {
         }
         Ok(version)
     }
+}
+
+/// A command's head load, queued for the head reader.
+struct HeadLoad {
+    tenant_id: TenantId,
+    streams: Vec<StreamId>,
+    reply: oneshot::Sender<Result<Vec<Option<StoredHead>>, StoreError>>,
+}
+
+/// Most head loads one read transaction of the head reader answers.
+pub const HEAD_LOADS_PER_READ_MAX: usize = 256;
+
+/// The head reader thread: answers every queued load in one read
+/// transaction, as the writer commits every queued append in one. A read
+/// transaction of a connection begins by dropping its page cache if the
+/// database changed since its last one, which under constant appends is
+/// every time: per load, that and the hand-offs to and from a blocking
+/// thread measured costlier than the lookups themselves. Every load in a
+/// batch was queued before the transaction's snapshot, so it sees every
+/// append acknowledged before it was asked.
+fn read_heads(conn: &Connection, queue: &mpsc::Receiver<HeadLoad>) {
+    let mut batch = Vec::with_capacity(HEAD_LOADS_PER_READ_MAX);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < HEAD_LOADS_PER_READ_MAX {
+            match queue.try_recv() {
+                Ok(load) => batch.push(load),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN").map_err(|e| e.to_string());
+        for load in batch.drain(..) {
+            let result = match &began {
+                Ok(()) => select_heads(conn, load.tenant_id, &load.streams),
+                Err(e) => Err(StoreError::backend("loading heads", e.clone())),
+            };
+            let _ = load.reply.send(result);
+        }
+        if began.is_ok() {
+            let _ = conn.execute_batch("COMMIT");
+        }
+    }
+}
+
+/// The stored heads of `streams`, in order.
+fn select_heads(
+    conn: &Connection,
+    tenant_id: TenantId,
+    streams: &[StreamId],
+) -> Result<Vec<Option<StoredHead>>, StoreError> {
+    let mut out = vec![None; streams.len()];
+    // One statement per chunk (one in practice: a command touches
+    // a handful of streams); a chunk's statement stays cached.
+    for (chunk_at, chunk) in streams.chunks(HEADS_PER_STATEMENT).enumerate() {
+        let texts: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        let mut statement = conn
+            .prepare_cached(&select_heads_sql(chunk.len()))
+            .map_err(backend)?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() + 1);
+        let tenant = tenant_id.as_str();
+        values.push(&tenant);
+        values.extend(texts.iter().map(|t| t as &dyn rusqlite::ToSql));
+        let mut rows = statement.query(values.as_slice()).map_err(backend)?;
+        while let Some(row) = rows.next().map_err(backend)? {
+            let stream: String = row.get(0).map_err(backend)?;
+            let head = StoredHead {
+                version: StreamVersion::new(to_u64(row.get(1).map_err(backend)?, "head version")?),
+                etag: to_u64(row.get(2).map_err(backend)?, "head tag")?,
+                bytes: row.get(3).map_err(backend)?,
+            };
+            for (i, text) in texts.iter().enumerate() {
+                if *text == stream {
+                    out[chunk_at * HEADS_PER_STATEMENT + i] = Some(head.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Streams whose heads one statement reads.
+const HEADS_PER_STATEMENT: usize = 16;
+
+/// The statement reading the heads of `n` streams of one tenant.
+fn select_heads_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "SELECT stream, version, etag, bytes FROM heads WHERE tenant_id = ?1 AND stream IN (",
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("?{}", i + 2));
+    }
+    sql.push(')');
+    sql
 }
 
 /// A stream's stored text, into a buffer reused so that the append path
@@ -869,7 +1122,14 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
     let migrated = match schema_version(conn).map_err(backend)? {
         0 => conn
-            .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .execute_batch(&format!(
+                "{SCHEMA} {HEADS_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(backend),
+        1 => conn
+            .execute_batch(&format!(
+                "{HEADS_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
             .map_err(backend),
         SCHEMA_VERSION => Ok(()),
         newer => Err(StoreError::backend(
@@ -1049,6 +1309,7 @@ mod tests {
         key: Option<&str>,
     ) -> (Job, oneshot::Receiver<AppendReply>) {
         let request = AppendRequest {
+            heads: Vec::new(),
             tenant_id: tenant,
             streams: streams
                 .iter()

@@ -110,6 +110,37 @@ impl ViewTable for Probe {
     async fn scan(&self) -> Result<MemoryState, TableError> {
         self.table.scan().await
     }
+
+    async fn orders(
+        &self,
+        query: &ledger_core::projection::orders::OrderListQuery,
+    ) -> Result<Vec<ledger_store::views::OrderRow>, TableError> {
+        self.table.orders(query).await
+    }
+
+    async fn day_sums(
+        &self,
+        range: &ledger_store::views::DayRange,
+    ) -> Result<Vec<ledger_store::views::DayRow>, TableError> {
+        self.table.day_sums(range).await
+    }
+
+    async fn due_sums(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        vendor_id: Option<ledger_core::VendorId>,
+    ) -> Result<Vec<ledger_store::views::DueRow>, TableError> {
+        self.table.due_sums(tenant_id, vendor_id).await
+    }
+
+    async fn credit_views(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        after: Option<ledger_core::EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(ledger_core::EmployeeId, StoredView)>, TableError> {
+        self.table.credit_views(tenant_id, after, limit).await
+    }
 }
 
 /// How hostile the transport is.

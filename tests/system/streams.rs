@@ -192,6 +192,41 @@ impl<T: ViewTable> ViewTable for Crashing<T> {
     async fn scan(&self) -> Result<ledger_store::views::MemoryState, TableError> {
         self.inner.scan().await
     }
+
+    async fn orders(
+        &self,
+        query: &ledger_core::projection::orders::OrderListQuery,
+    ) -> Result<Vec<ledger_store::views::OrderRow>, TableError> {
+        self.spend()?;
+        self.inner.orders(query).await
+    }
+
+    async fn day_sums(
+        &self,
+        range: &ledger_store::views::DayRange,
+    ) -> Result<Vec<ledger_store::views::DayRow>, TableError> {
+        self.spend()?;
+        self.inner.day_sums(range).await
+    }
+
+    async fn due_sums(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        vendor_id: Option<ledger_core::VendorId>,
+    ) -> Result<Vec<ledger_store::views::DueRow>, TableError> {
+        self.spend()?;
+        self.inner.due_sums(tenant_id, vendor_id).await
+    }
+
+    async fn credit_views(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        after: Option<ledger_core::EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(ledger_core::EmployeeId, StoredView)>, TableError> {
+        self.spend()?;
+        self.inner.credit_views(tenant_id, after, limit).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,19 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | order view | `tenant\|order/ID` | `view` | `v`, `b` (view bytes), `vendor` = `tenant\|VENDOR`, `at` (µs, 20 digits), `order` |
-//! | credit view | `tenant\|credit/ID` | `view` | `v`, `b` |
-//! | day sums | `tenant\|vendor/ID\|days` | local date | one number per total, `cur` |
-//! | due sums | `tenant\|vendor/ID\|due` | due date | `amount`, `cur` |
+//! | order view | `tenant\|order/ID` | `view` | `v`, `b` (view bytes), `vendor` = `tenant\|VENDOR`, `listing` = `tenant\|orders`, `rank` = `at\|ID` (µs, 20 digits) |
+//! | credit view | `tenant\|credit/ID` | `view` | `v`, `b`, `listing` = `tenant\|credit`, `rank` = `ID` |
+//! | day sums | `tenant\|vendor/ID\|days` | local date | one number per total, `cur`, `listing` = `tenant\|days`, `rank` = `date\|VENDOR` |
+//! | due sums | `tenant\|vendor/ID\|due` | due date | `amount`, `cur`, `listing` = `tenant\|due`, `rank` = `date\|VENDOR` |
 //! | parked | `parked\|tenant\|stream` | version (20 digits) | `record`, `error`, `behind` |
+//!
+//! Two indexes answer the listings, both projecting every attribute so a
+//! page is one `Query`: `listing` (`listing`, `rank`) holds a tenant's
+//! order views by time, its credit views by employee and its sums by date
+//! then vendor; `vendor-time` (`vendor`, `rank`) one vendor's order views
+//! by time. One vendor's sums are a range of the table itself. Index reads
+//! are eventually consistent: a listing may trail the last write by the
+//! index's propagation, which read-your-writes waits out.
 //!
 //! A view write is a `Put` conditioned on the version it was folded onto
 //! (`v = :expect`, or `attribute_not_exists(pk)` for a new view) that
@@ -19,16 +27,18 @@
 //! plain conditional `PutItem`, half the cost of a transaction. Views are
 //! loaded with a consistent `BatchGetItem`.
 //!
-//! Cost per event (AWS's formula; items under 1 KB; `cargo test --test
-//! system streams -- --nocapture` prints the measured figures): an order
-//! view write is 2 WCU (inside a transaction), shared by the order events
-//! of one stream in a batch; a dashboard sum is 2 WCU per distinct day or
-//! due date per transaction, shared by every order event of that day in
-//! it; a credit view is 1 WCU (a single conditional `PutItem`), shared by
-//! the credit events of one account in a batch; a parked record is 1 WCU.
-//! Reads: 1 RCU per view loaded (a consistent read of up to 4 KB). A cash
-//! checkout (one order event) costs at most 4 WCU to project and about 3 in
-//! practice; a credit checkout adds 1.
+//! Cost per event (AWS's formula, index writes at the standard rate of 1
+//! WCU per KB; items under 1 KB; `cargo test --test system streams --
+//! --nocapture` prints the measured figures): an order view write is 2 WCU
+//! inside a transaction plus 2 for its two indexes, shared by the order
+//! events of one stream in a batch; a dashboard sum is 2 WCU plus 1 for
+//! its index per distinct day or due date per transaction, shared by every
+//! order event of that day in it; a credit view is 1 WCU (a single
+//! conditional `PutItem`) plus 1 for its index, shared by the credit events
+//! of one account in a batch; a parked record is 1 WCU. Reads: 1 RCU per
+//! view loaded (a consistent read of up to 4 KB); a listing page is 0.5
+//! RCU per 4 KB read from its index. A cash checkout (one order event)
+//! costs at most 7 WCU to project; a credit checkout adds 2.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -41,19 +51,26 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use ledger_core::projection::dashboard::DayTotals;
-use ledger_core::{LocalDate, StreamId, StreamVersion, TenantId, VendorId};
+use ledger_core::projection::orders::OrderListQuery;
+use ledger_core::{
+    EmployeeId, LocalDate, OrderId, StreamId, StreamKind, StreamVersion, TenantId, Timestamp,
+    VendorId,
+};
 use rust_decimal::Decimal;
 
 use crate::views::{
-    Cost, MemoryState, Parked, StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable,
-    ViewWrite, Write, WriteError,
+    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, ViewWrite, Write, WriteError,
 };
 
 const VIEW_SK: &str = "view";
 const VIEW_BYTES: &str = "b";
 const VENDOR: &str = "vendor";
-const AT: &str = "at";
-const ORDER: &str = "order";
+/// What an item is listed under in the `listing` index, and its place there.
+const LISTING: &str = "listing";
+const RANK: &str = "rank";
+/// The indexes (`schemas/dynamodb/read-models.json`).
+const VENDOR_TIME: &str = "vendor-time";
 const CURRENCY: &str = "cur";
 const DUE_AMOUNT: &str = "amount";
 const PARKED_PREFIX: &str = "parked|";
@@ -179,18 +196,55 @@ fn view_item(w: &ViewWrite) -> HashMap<String, AttributeValue> {
             AttributeValue::B(w.view.bytes.clone().into()),
         ),
     ]);
+    let tenant = w.key.tenant_id;
     if let Some(index) = &w.index {
         item.insert(
             VENDOR.to_owned(),
-            s(format!("{}|{}", w.key.tenant_id, index.vendor_id)),
+            s(format!("{tenant}|{}", index.vendor_id)),
         );
+        item.insert(LISTING.to_owned(), s(format!("{tenant}|orders")));
         item.insert(
-            AT.to_owned(),
-            s(padded(index.occurred_at.as_micros().max(0) as u64)),
+            RANK.to_owned(),
+            s(format!(
+                "{}|{}",
+                padded(index.occurred_at.as_micros().max(0) as u64),
+                w.key.stream.id()
+            )),
         );
-        item.insert(ORDER.to_owned(), s(w.key.stream.id().to_string()));
+    } else if w.key.stream.kind() == StreamKind::Credit {
+        item.insert(LISTING.to_owned(), s(format!("{tenant}|credit")));
+        item.insert(RANK.to_owned(), s(w.key.stream.id().to_string()));
     }
     item
+}
+
+/// Indexes a view item is written to: an order view's two, a credit
+/// view's one.
+fn view_indexes(w: &ViewWrite) -> u64 {
+    if w.index.is_some() {
+        2
+    } else {
+        u64::from(w.key.stream.kind() == StreamKind::Credit)
+    }
+}
+
+/// Where a sum is listed: the tenant's days or dues, by date then vendor.
+fn sum_listing(key: &SumKey) -> (String, String) {
+    match key {
+        SumKey::Day {
+            tenant_id,
+            vendor_id,
+            date,
+        } => (format!("{tenant_id}|days"), format!("{date}|{vendor_id}")),
+        SumKey::Due {
+            tenant_id,
+            vendor_id,
+            due_date,
+        } => (
+            format!("{tenant_id}|due"),
+            format!("{due_date}|{vendor_id}"),
+        ),
+    }
 }
 
 /// The condition of a view's gate and its values.
@@ -256,17 +310,27 @@ fn sum_update(table: &str, add: &SumAdd) -> (Update, usize) {
         values.insert(format!(":f{i}"), AttributeValue::N(value.clone()));
         adds.push(format!("#f{i} :f{i}"));
     }
-    let mut expression = format!("ADD {}", adds.join(", "));
+    let (listing, rank) = sum_listing(&add.key);
+    names.insert("#listing".to_owned(), LISTING.to_owned());
+    names.insert("#rank".to_owned(), RANK.to_owned());
+    values.insert(":listing".to_owned(), s(listing.clone()));
+    values.insert(":rank".to_owned(), s(rank.clone()));
+    let mut expression = format!(
+        "ADD {} SET #listing = :listing, #rank = :rank",
+        adds.join(", ")
+    );
     if let Some(currency) = add.currency {
         names.insert("#cur".to_owned(), CURRENCY.to_owned());
         values.insert(":cur".to_owned(), s(currency.code()));
-        expression.push_str(" SET #cur = :cur");
+        expression.push_str(", #cur = :cur");
     }
     // The item as it stands after the update (its billed size): the key,
     // every total, and the currency when the sum carries one.
     let mut sized: HashMap<String, AttributeValue> = HashMap::from([
         (PK.to_owned(), s(pk.clone())),
         (SORT.to_owned(), s(sk.clone())),
+        (LISTING.to_owned(), s(listing)),
+        (RANK.to_owned(), s(rank)),
     ]);
     if let Some(currency) = add.currency {
         sized.insert(CURRENCY.to_owned(), s(currency.code()));
@@ -304,6 +368,171 @@ fn stored_view(item: &HashMap<String, AttributeValue>) -> Option<StoredView> {
 impl ViewTable for DynamoTable {
     /// A consistent, paged `Scan`; an item that is not one the projector
     /// writes fails it.
+    async fn orders(&self, query: &OrderListQuery) -> Result<Vec<OrderRow>, TableError> {
+        let limit = query.limit.min(QUERY_ROWS_MAX);
+        let from = padded(query.from.as_micros().max(0) as u64);
+        // Every rank of an instant sorts above the instant alone, so the
+        // bare instant bounds a range exclusively from above.
+        let (until, cursor) = match query.cursor {
+            Some((at, order)) if at < query.until => (
+                format!("{}|{order}", padded(at.as_micros().max(0) as u64)),
+                true,
+            ),
+            _ => (padded(query.until.as_micros().max(0) as u64), false),
+        };
+        if limit == 0 || until <= from {
+            return Ok(Vec::new());
+        }
+        let (index, hash) = match query.vendor_id {
+            Some(vendor) => (
+                VENDOR_TIME,
+                (VENDOR, format!("{}|{vendor}", query.tenant_id)),
+            ),
+            None => (LISTING, (LISTING, format!("{}|orders", query.tenant_id))),
+        };
+        let items = self
+            .query(Listing {
+                index: Some(index),
+                hash,
+                range: Range::Between(from, until.clone()),
+                newest_first: true,
+                limit,
+                // The cursor's own row is the upper bound, inclusive.
+                skip: cursor.then_some(until),
+            })
+            .await?;
+        items.iter().map(order_row).collect()
+    }
+
+    async fn day_sums(&self, range: &DayRange) -> Result<Vec<DayRow>, TableError> {
+        if range.to < range.from {
+            return Ok(Vec::new());
+        }
+        let (from, to) = (range.from.to_string(), range.to.to_string());
+        let listing = match range.vendor_id {
+            Some(vendor_id) => {
+                let key = SumKey::Day {
+                    tenant_id: range.tenant_id,
+                    vendor_id,
+                    date: range.from,
+                };
+                Listing {
+                    index: None,
+                    hash: (PK, sum_key(&key).0),
+                    range: Range::Between(from, to),
+                    newest_first: false,
+                    limit: usize::MAX,
+                    skip: None,
+                }
+            }
+            // `~` sorts above every byte of an identifier.
+            None => Listing {
+                index: Some(LISTING),
+                hash: (LISTING, format!("{}|days", range.tenant_id)),
+                range: Range::Between(from, format!("{to}|~")),
+                newest_first: false,
+                limit: usize::MAX,
+                skip: None,
+            },
+        };
+        let mut rows = Vec::new();
+        for item in self.query(listing).await? {
+            match sum_of(&item)? {
+                Some((
+                    SumKey::Day {
+                        vendor_id, date, ..
+                    },
+                    Sum::Day(totals),
+                )) => rows.push(DayRow {
+                    vendor_id,
+                    date,
+                    totals,
+                }),
+                _ => return Err(corrupt(&item, "not a day sum")),
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn due_sums(
+        &self,
+        tenant_id: TenantId,
+        vendor_id: Option<VendorId>,
+    ) -> Result<Vec<DueRow>, TableError> {
+        let listing = match vendor_id {
+            Some(vendor_id) => Listing {
+                index: None,
+                hash: (
+                    PK,
+                    format!("{tenant_id}|{}|due", StreamId::vendor(vendor_id)),
+                ),
+                range: Range::All,
+                newest_first: false,
+                limit: usize::MAX,
+                skip: None,
+            },
+            None => Listing {
+                index: Some(LISTING),
+                hash: (LISTING, format!("{tenant_id}|due")),
+                range: Range::All,
+                newest_first: false,
+                limit: usize::MAX,
+                skip: None,
+            },
+        };
+        let mut rows = Vec::new();
+        for item in self.query(listing).await? {
+            match sum_of(&item)? {
+                Some((
+                    SumKey::Due {
+                        vendor_id,
+                        due_date,
+                        ..
+                    },
+                    Sum::Due(amount),
+                )) => rows.push(DueRow {
+                    vendor_id,
+                    due_date,
+                    amount,
+                }),
+                _ => return Err(corrupt(&item, "not a due sum")),
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn credit_views(
+        &self,
+        tenant_id: TenantId,
+        after: Option<EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(EmployeeId, StoredView)>, TableError> {
+        let limit = limit.min(QUERY_ROWS_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(Listing {
+                index: Some(LISTING),
+                hash: (LISTING, format!("{tenant_id}|credit")),
+                range: after.map_or(Range::All, |a| Range::Above(a.to_string())),
+                newest_first: false,
+                limit,
+                skip: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let (key, view) = Item::of(item)?.view()?;
+                if key.tenant_id != tenant_id || key.stream.kind() != StreamKind::Credit {
+                    return Err(corrupt(item, "not a credit view of the tenant"));
+                }
+                Ok((EmployeeId::from_text(key.stream.id()), view))
+            })
+            .collect()
+    }
+
     async fn scan(&self) -> Result<MemoryState, TableError> {
         self.scan_where(None).await
     }
@@ -458,7 +687,8 @@ impl DynamoTable {
         let mut actions = Vec::with_capacity(write.actions());
         for w in &write.views {
             let item = view_item(w);
-            let wcu = transact_wcu(item_size(&item)) as f64;
+            let size = item_size(&item);
+            let wcu = (transact_wcu(size) + view_indexes(w) * write_wcu(size)) as f64;
             if w.index.is_some() {
                 cost.orders += wcu;
             } else {
@@ -479,7 +709,7 @@ impl DynamoTable {
         }
         for add in &write.sums {
             let (update, size) = sum_update(&self.table, add);
-            cost.dashboard += transact_wcu(size) as f64;
+            cost.dashboard += (transact_wcu(size) + write_wcu(size)) as f64;
             actions.push(TransactWriteItem::builder().update(update).build());
         }
         Ok((actions, cost))
@@ -534,7 +764,7 @@ impl DynamoTable {
     /// One view alone: a conditional `PutItem`.
     async fn put_view(&self, w: &ViewWrite) -> Result<Cost, WriteError> {
         let item = view_item(w);
-        let wcu = write_wcu(item_size(&item)) as f64;
+        let wcu = ((1 + view_indexes(w)) * write_wcu(item_size(&item))) as f64;
         let (condition, value) = gate(w);
         let result = self
             .db
@@ -636,6 +866,9 @@ fn read_item(
     }
     if sk == VIEW_SK {
         let (key, view) = item.view()?;
+        if let Some(index) = item.order_index()? {
+            state.indexes.insert(key, index);
+        }
         state.views.insert(key, view);
         return Ok(());
     }
@@ -659,7 +892,36 @@ struct Item<'a> {
     sk: &'a str,
 }
 
-impl Item<'_> {
+impl<'a> Item<'a> {
+    /// An item read back, with its key.
+    fn of(item: &'a HashMap<String, AttributeValue>) -> Result<Item<'a>, TableError> {
+        match (text(item, PK), text(item, SORT)) {
+            (Some(pk), Some(sk)) => Ok(Item { item, pk, sk }),
+            _ => Err(TableError::Corrupt("an item without its key".to_owned())),
+        }
+    }
+
+    /// An order view's index, from its `vendor` and `rank`; `None` for
+    /// a view without them (a credit view).
+    fn order_index(&self) -> Result<Option<OrderIndex>, TableError> {
+        let Some(vendor) = self.text(VENDOR) else {
+            return Ok(None);
+        };
+        let vendor_id = vendor
+            .split_once('|')
+            .and_then(|(_, v)| VendorId::parse(v).ok())
+            .ok_or_else(|| self.bad("vendor"))?;
+        let at: i64 = self
+            .text(RANK)
+            .and_then(|r| r.split_once('|'))
+            .and_then(|(at, _)| at.parse().ok())
+            .ok_or_else(|| self.bad("rank"))?;
+        Ok(Some(OrderIndex {
+            vendor_id,
+            occurred_at: Timestamp::from_micros(at),
+        }))
+    }
+
     fn bad(&self, why: &str) -> TableError {
         TableError::Corrupt(format!("{} / {}: {why}", self.pk, self.sk))
     }
@@ -756,5 +1018,119 @@ impl Item<'_> {
             payments: self.count("payments")?,
             payments_received: self.number("payments_received")?,
         })
+    }
+}
+
+/// One listing query: an index's (or the table's) partition, a range of
+/// its sort key, in one direction.
+struct Listing {
+    /// `None`: the table itself, read consistently.
+    index: Option<&'static str>,
+    /// The partition key's attribute and value.
+    hash: (&'static str, String),
+    range: Range,
+    newest_first: bool,
+    /// Rows wanted; pages are read until this many or the range ends.
+    limit: usize,
+    /// A sort key to leave out (an inclusive bound that is exclusive).
+    skip: Option<String>,
+}
+
+/// A condition on a listing's sort key.
+enum Range {
+    All,
+    /// Inclusive at both ends.
+    Between(String, String),
+    Above(String),
+}
+
+impl DynamoTable {
+    /// Reads a listing page by page.
+    async fn query(
+        &self,
+        listing: Listing,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, TableError> {
+        let sort = match listing.index {
+            Some(_) => RANK,
+            None => SORT,
+        };
+        let (condition, bounds) = match &listing.range {
+            Range::All => ("#h = :h".to_owned(), Vec::new()),
+            Range::Between(lo, hi) => (
+                "#h = :h AND #s BETWEEN :lo AND :hi".to_owned(),
+                vec![(":lo", lo.clone()), (":hi", hi.clone())],
+            ),
+            Range::Above(lo) => ("#h = :h AND #s > :lo".to_owned(), vec![(":lo", lo.clone())]),
+        };
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let want = listing.limit - rows.len() + usize::from(listing.skip.is_some());
+            let mut request = self
+                .db
+                .query()
+                .table_name(&self.table)
+                .set_index_name(listing.index.map(str::to_owned))
+                .consistent_read(listing.index.is_none())
+                .key_condition_expression(&condition)
+                .expression_attribute_names("#h", listing.hash.0)
+                .expression_attribute_values(":h", s(listing.hash.1.clone()))
+                .scan_index_forward(!listing.newest_first)
+                .set_limit(i32::try_from(want).ok().filter(|w| *w < 1_000))
+                .set_exclusive_start_key(start);
+            if !bounds.is_empty() {
+                request = request.expression_attribute_names("#s", sort);
+            }
+            for (name, value) in &bounds {
+                request = request.expression_attribute_values(*name, s(value.clone()));
+            }
+            let page = request
+                .send()
+                .await
+                .map_err(|e| TableError::backend(format!("listing {}", listing.hash.1), e))?;
+            for item in page.items() {
+                if rows.len() == listing.limit {
+                    return Ok(rows);
+                }
+                if listing.skip.is_some() && text(item, sort) == listing.skip.as_deref() {
+                    continue;
+                }
+                rows.push(item.clone());
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() && rows.len() < listing.limit => {
+                    start = Some(key.clone());
+                }
+                _ => return Ok(rows),
+            }
+        }
+    }
+}
+
+/// A listed order view as a row.
+fn order_row(item: &HashMap<String, AttributeValue>) -> Result<OrderRow, TableError> {
+    let item = Item::of(item)?;
+    let (key, view) = item.view()?;
+    let index = item
+        .order_index()?
+        .ok_or_else(|| item.bad("an order view without its index"))?;
+    if key.stream.kind() != StreamKind::Order {
+        return Err(item.bad("not an order view"));
+    }
+    Ok(OrderRow {
+        order_id: OrderId::from_text(key.stream.id()),
+        index,
+        view,
+    })
+}
+
+fn sum_of(item: &HashMap<String, AttributeValue>) -> Result<Option<(SumKey, Sum)>, TableError> {
+    Item::of(item)?.sum()
+}
+
+fn corrupt(item: &HashMap<String, AttributeValue>, why: &str) -> TableError {
+    match Item::of(item) {
+        Ok(item) => item.bad(why),
+        Err(e) => e,
     }
 }

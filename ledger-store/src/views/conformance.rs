@@ -4,12 +4,16 @@
 //! only that tenant's items, so the checks can share one long-lived table.
 
 use ledger_core::projection::dashboard::DayTotals;
-use ledger_core::{Currency, LocalDate, StreamId, StreamVersion, TenantId, Timestamp, VendorId};
+use ledger_core::projection::orders::OrderListQuery;
+use ledger_core::{
+    Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamVersion, TenantId, Timestamp,
+    VendorId,
+};
 use rust_decimal::Decimal;
 
 use super::{
-    MemoryState, OrderIndex, Parked, StoredView, Sum, SumAdd, SumKey, ViewKey, ViewTable,
-    ViewWrite, Write, WriteError,
+    DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, StoredView, Sum, SumAdd,
+    SumKey, ViewKey, ViewTable, ViewWrite, Write, WriteError,
 };
 use crate::conformance::unique_tenant;
 
@@ -27,6 +31,9 @@ macro_rules! view_table_conformance_tests {
             sums_only_add,
             a_large_write_is_all_or_nothing,
             parking_twice_stores_once,
+            orders_list_newest_first_in_pages,
+            sums_list_by_date_then_vendor,
+            credit_views_list_by_employee_in_pages,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -420,5 +427,307 @@ pub async fn parking_twice_stores_once<T: ViewTable>(table: &T) {
             &parked(5, "poison", None),
             &parked(7, "behind 5", Some(5))
         ]
+    );
+}
+
+fn vendor(text: &str) -> VendorId {
+    VendorId::parse(text).expect("vendor")
+}
+
+/// The first instant of 2026-01-01, in µs.
+const NEW_YEAR: i64 = 1_767_225_600_000_000;
+
+/// A new order view `id` of `vendor` at `NEW_YEAR + at` µs, as a row.
+fn order_at(tenant_id: TenantId, id: &str, vendor_id: &str, at: i64) -> (ViewWrite, OrderRow) {
+    let key = ViewKey {
+        tenant_id,
+        stream: StreamId::order(OrderId::parse(id).expect("order id")),
+    };
+    let index = OrderIndex {
+        vendor_id: vendor(vendor_id),
+        occurred_at: Timestamp::from_micros(NEW_YEAR + at),
+    };
+    let stored = StoredView {
+        version: StreamVersion::new(1),
+        bytes: id.as_bytes().to_vec(),
+    };
+    let write = ViewWrite {
+        key,
+        expect: StreamVersion::NONE,
+        view: stored.clone(),
+        index: Some(index),
+    };
+    let row = OrderRow {
+        order_id: OrderId::parse(id).expect("order id"),
+        index,
+        view: stored,
+    };
+    (write, row)
+}
+
+fn list(tenant_id: TenantId, vendor_id: Option<&str>, limit: usize) -> OrderListQuery {
+    OrderListQuery {
+        tenant_id,
+        vendor_id: vendor_id.map(vendor),
+        from: Timestamp::from_micros(NEW_YEAR),
+        until: Timestamp::from_micros(NEW_YEAR + 1_000_000),
+        cursor: None,
+        limit,
+    }
+}
+
+/// Every page of `query`, each of at most its limit, following cursors.
+async fn pages<T: ViewTable>(table: &T, mut query: OrderListQuery) -> Vec<Vec<OrderRow>> {
+    let mut pages = Vec::new();
+    loop {
+        let page = table.orders(&query).await.expect("orders");
+        assert!(page.len() <= query.limit, "a page holds at most its limit");
+        let Some(last) = page.last() else {
+            return pages;
+        };
+        query.cursor = Some((last.index.occurred_at, last.order_id));
+        pages.push(page);
+        assert!(pages.len() < 20, "paging does not end");
+    }
+}
+
+/// Order views list newest first by time then order id (ties at one
+/// instant included), within `[from, until)`, one vendor's or all, never
+/// another tenant's; pages that follow cursors neither skip nor repeat.
+pub async fn orders_list_newest_first_in_pages<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-orders");
+    let other = unique_tenant("views-orders-other");
+    let made = [
+        order_at(tenant, "A", "V1", 10),
+        order_at(tenant, "B", "V2", 20),
+        // Two orders at one instant: order id breaks the tie.
+        order_at(tenant, "C", "V1", 30),
+        order_at(tenant, "C2", "V2", 30),
+        order_at(tenant, "D", "V1", 40),
+        // Outside the window: at `until` and before `from`.
+        order_at(tenant, "LATE", "V1", 1_000_000),
+        order_at(tenant, "EARLY", "V1", -1),
+        order_at(other, "X", "V1", 35),
+    ];
+    write_ok(
+        table,
+        Write {
+            views: made.iter().map(|(w, _)| w.clone()).collect(),
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    let rows = |ids: &[&str]| -> Vec<OrderRow> {
+        ids.iter()
+            .map(|id| {
+                made.iter()
+                    .find(|(w, _)| w.key.tenant_id == tenant && w.key.stream.id().as_str() == *id)
+                    .map(|(_, r)| r.clone())
+                    .expect("made")
+            })
+            .collect()
+    };
+    let all = table
+        .orders(&list(tenant, None, 100))
+        .await
+        .expect("orders");
+    assert_eq!(all, rows(&["D", "C2", "C", "B", "A"]));
+    let paged: Vec<OrderRow> = pages(table, list(tenant, None, 2)).await.concat();
+    assert_eq!(paged, all, "pages of two add up to the whole list");
+    assert_eq!(pages(table, list(tenant, None, 2)).await.len(), 3);
+    let v1: Vec<OrderRow> = pages(table, list(tenant, Some("V1"), 1)).await.concat();
+    assert_eq!(v1, rows(&["D", "C", "A"]));
+    let mut window = list(tenant, None, 100);
+    window.from = Timestamp::from_micros(NEW_YEAR + 20);
+    window.until = Timestamp::from_micros(NEW_YEAR + 40);
+    assert_eq!(
+        table.orders(&window).await.expect("orders"),
+        rows(&["C2", "C", "B"]),
+        "from is inclusive, until exclusive"
+    );
+    window.cursor = Some((Timestamp::from_micros(NEW_YEAR + 30), OrderId::new("C2")));
+    assert_eq!(
+        table.orders(&window).await.expect("orders"),
+        rows(&["C", "B"]),
+        "the cursor is exclusive, and splits a tie"
+    );
+    assert!(
+        table
+            .orders(&list(tenant, Some("V9"), 100))
+            .await
+            .expect("orders")
+            .is_empty()
+    );
+    assert!(
+        table
+            .orders(&list(tenant, None, 0))
+            .await
+            .expect("orders")
+            .is_empty()
+    );
+}
+
+/// Day sums list by date then vendor over an inclusive range, one
+/// vendor's or all; due sums by due date then vendor; none of another
+/// tenant.
+pub async fn sums_list_by_date_then_vendor<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-sum-list");
+    let other = unique_tenant("views-sum-list-other");
+    let day_of = |t: TenantId, v: &str, d: &str| SumKey::Day {
+        tenant_id: t,
+        vendor_id: vendor(v),
+        date: date_of(d),
+    };
+    let due_of = |t: TenantId, v: &str, d: &str| SumKey::Due {
+        tenant_id: t,
+        vendor_id: vendor(v),
+        due_date: date_of(d),
+    };
+    let mut sums = Vec::new();
+    for (i, d) in ["2026-05-01", "2026-05-02", "2026-05-03", "2026-05-04"]
+        .iter()
+        .enumerate()
+    {
+        sums.push(add(day_of(tenant, "V2", d), sale(200 + i as i64)));
+        sums.push(add(day_of(tenant, "V1", d), sale(100 + i as i64)));
+        sums.push(add(day_of(other, "V1", d), sale(900)));
+    }
+    sums.push(add(
+        due_of(tenant, "V2", "2026-06-01"),
+        Sum::Due(Decimal::new(5, 0)),
+    ));
+    sums.push(add(
+        due_of(tenant, "V1", "2026-06-02"),
+        Sum::Due(Decimal::new(6, 0)),
+    ));
+    sums.push(add(
+        due_of(tenant, "V1", "2026-06-01"),
+        Sum::Due(Decimal::new(7, 0)),
+    ));
+    sums.push(add(
+        due_of(other, "V1", "2026-06-01"),
+        Sum::Due(Decimal::new(9, 0)),
+    ));
+    write_ok(
+        table,
+        Write {
+            views: Vec::new(),
+            sums,
+        },
+    )
+    .await;
+    let totals = |minor: i64| match sale(minor) {
+        Sum::Day(t) => t,
+        Sum::Due(_) => unreachable!("a sale is a day sum"),
+    };
+    let row = |v: &str, d: &str, minor: i64| DayRow {
+        vendor_id: vendor(v),
+        date: date_of(d),
+        totals: totals(minor),
+    };
+    let range = |v: Option<&str>, from: &str, to: &str| DayRange {
+        tenant_id: tenant,
+        vendor_id: v.map(vendor),
+        from: date_of(from),
+        to: date_of(to),
+    };
+    assert_eq!(
+        table
+            .day_sums(&range(None, "2026-05-02", "2026-05-03"))
+            .await
+            .expect("day sums"),
+        vec![
+            row("V1", "2026-05-02", 101),
+            row("V2", "2026-05-02", 201),
+            row("V1", "2026-05-03", 102),
+            row("V2", "2026-05-03", 202),
+        ]
+    );
+    assert_eq!(
+        table
+            .day_sums(&range(Some("V2"), "2026-05-03", "2026-05-09"))
+            .await
+            .expect("day sums"),
+        vec![row("V2", "2026-05-03", 202), row("V2", "2026-05-04", 203)]
+    );
+    assert!(
+        table
+            .day_sums(&range(None, "2026-05-05", "2026-05-04"))
+            .await
+            .expect("day sums")
+            .is_empty(),
+        "an empty range"
+    );
+    let due_row = |v: &str, d: &str, amount: i64| DueRow {
+        vendor_id: vendor(v),
+        due_date: date_of(d),
+        amount: Decimal::new(amount, 0),
+    };
+    assert_eq!(
+        table.due_sums(tenant, None).await.expect("due sums"),
+        vec![
+            due_row("V1", "2026-06-01", 7),
+            due_row("V2", "2026-06-01", 5),
+            due_row("V1", "2026-06-02", 6),
+        ]
+    );
+    assert_eq!(
+        table
+            .due_sums(tenant, Some(vendor("V1")))
+            .await
+            .expect("due sums"),
+        vec![
+            due_row("V1", "2026-06-01", 7),
+            due_row("V1", "2026-06-02", 6)
+        ]
+    );
+}
+
+/// Credit views list by employee id (byte order), after a cursor, at most
+/// a limit; order views and other tenants' are never among them.
+pub async fn credit_views_list_by_employee_in_pages<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-credit-list");
+    let other = unique_tenant("views-credit-list-other");
+    let account = |t: TenantId, id: &str| ViewKey {
+        tenant_id: t,
+        stream: StreamId::credit(EmployeeId::parse(id).expect("employee")),
+    };
+    let ids = ["E10", "E2", "E1", "E1a"];
+    let mut views: Vec<ViewWrite> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| gated(account(tenant, id), 0, view(1, i as u8)))
+        .collect();
+    views.push(gated(account(other, "E0"), 0, view(1, 9)));
+    views.push(gated(order(tenant, 1), 0, view(1, 9)));
+    write_ok(
+        table,
+        Write {
+            views,
+            sums: Vec::new(),
+        },
+    )
+    .await;
+    let want = |id: &str| {
+        let i = ids.iter().position(|x| *x == id).expect("made");
+        (EmployeeId::new(id), view(1, i as u8))
+    };
+    assert_eq!(
+        table.credit_views(tenant, None, 100).await.expect("credit"),
+        vec![want("E1"), want("E10"), want("E1a"), want("E2")]
+    );
+    assert_eq!(
+        table
+            .credit_views(tenant, Some(EmployeeId::new("E10")), 2)
+            .await
+            .expect("credit"),
+        vec![want("E1a"), want("E2")]
+    );
+    assert!(
+        table
+            .credit_views(tenant, Some(EmployeeId::new("E2")), 2)
+            .await
+            .expect("credit")
+            .is_empty()
     );
 }

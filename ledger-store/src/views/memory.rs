@@ -7,12 +7,14 @@ use std::sync::Mutex;
 
 use ledger_core::projection::ReadModels;
 use ledger_core::projection::credit::CreditView;
+use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::projection::orders::OrderView;
-use ledger_core::{EmployeeId, OrderId, StreamKind, StreamVersion, TenantId};
+use ledger_core::{EmployeeId, OrderId, StreamKind, StreamVersion, TenantId, VendorId};
 use rustc_hash::FxHashMap;
 
 use super::{
-    Cost, Parked, StoredView, Sum, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
+    Cost, DayRange, DayRow, DueRow, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX, StoredView, Sum,
+    SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
 };
 
 /// An in-memory table with the semantics of the DynamoDB one, and faults
@@ -27,6 +29,8 @@ pub struct MemoryTable {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryState {
     pub views: FxHashMap<ViewKey, StoredView>,
+    /// The index each order view was last written with.
+    pub indexes: FxHashMap<ViewKey, OrderIndex>,
     pub sums: BTreeMap<SumKey, Sum>,
     pub parked: BTreeMap<(String, u64), Parked>,
     /// Operations left before the table "crashes"; `None`: no limit.
@@ -111,6 +115,9 @@ impl ViewTable for MemoryTable {
         }
         for w in &write.views {
             state.views.insert(w.key, w.view.clone());
+            if let Some(index) = w.index {
+                state.indexes.insert(w.key, index);
+            }
         }
         for s in &write.sums {
             state
@@ -131,6 +138,122 @@ impl ViewTable for MemoryTable {
             state.parked.insert((p.pk.clone(), p.version), p.clone());
         }
         Ok(Cost::default())
+    }
+
+    async fn orders(&self, query: &OrderListQuery) -> Result<Vec<OrderRow>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let mut rows: Vec<OrderRow> = state
+            .indexes
+            .iter()
+            .filter(|(key, index)| {
+                key.tenant_id == query.tenant_id
+                    && query.vendor_id.is_none_or(|v| v == index.vendor_id)
+                    && (query.from..query.until).contains(&index.occurred_at)
+            })
+            .filter_map(|(key, index)| {
+                let order_id = OrderId::from_text(key.stream.id());
+                let below = query
+                    .cursor
+                    .is_none_or(|c| (index.occurred_at, order_id) < c);
+                let view = state.views.get(key)?;
+                below.then(|| OrderRow {
+                    order_id,
+                    index: *index,
+                    view: view.clone(),
+                })
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse((r.index.occurred_at, r.order_id)));
+        rows.truncate(query.limit.min(QUERY_ROWS_MAX));
+        Ok(rows)
+    }
+
+    async fn day_sums(&self, range: &DayRange) -> Result<Vec<DayRow>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let mut rows: Vec<DayRow> = state
+            .sums
+            .iter()
+            .filter_map(|(key, sum)| match (key, sum) {
+                (
+                    SumKey::Day {
+                        tenant_id,
+                        vendor_id,
+                        date,
+                    },
+                    Sum::Day(totals),
+                ) if *tenant_id == range.tenant_id
+                    && range.vendor_id.is_none_or(|v| v == *vendor_id)
+                    && (range.from..=range.to).contains(date) =>
+                {
+                    Some(DayRow {
+                        vendor_id: *vendor_id,
+                        date: *date,
+                        totals: *totals,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.date, r.vendor_id));
+        Ok(rows)
+    }
+
+    async fn due_sums(
+        &self,
+        tenant: TenantId,
+        vendor: Option<VendorId>,
+    ) -> Result<Vec<DueRow>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let mut rows: Vec<DueRow> = state
+            .sums
+            .iter()
+            .filter_map(|(key, sum)| match (key, sum) {
+                (
+                    SumKey::Due {
+                        tenant_id,
+                        vendor_id,
+                        due_date,
+                    },
+                    Sum::Due(amount),
+                ) if *tenant_id == tenant && vendor.is_none_or(|v| v == *vendor_id) => {
+                    Some(DueRow {
+                        vendor_id: *vendor_id,
+                        due_date: *due_date,
+                        amount: *amount,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.due_date, r.vendor_id));
+        Ok(rows)
+    }
+
+    async fn credit_views(
+        &self,
+        tenant: TenantId,
+        after: Option<EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(EmployeeId, StoredView)>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let mut rows: Vec<(EmployeeId, StoredView)> = state
+            .views
+            .iter()
+            .filter(|(key, _)| key.tenant_id == tenant && key.stream.kind() == StreamKind::Credit)
+            .map(|(key, view)| (EmployeeId::from_text(key.stream.id()), view.clone()))
+            .filter(|(employee, _)| after.is_none_or(|a| *employee > a))
+            .collect();
+        rows.sort_unstable_by_key(|(employee, _)| *employee);
+        rows.truncate(limit.min(QUERY_ROWS_MAX));
+        Ok(rows)
     }
 
     async fn scan(&self) -> Result<MemoryState, TableError> {

@@ -21,7 +21,11 @@
 use std::future::Future;
 
 use ledger_core::projection::dashboard::DayTotals;
-use ledger_core::{Currency, LocalDate, StreamId, StreamVersion, TenantId, Timestamp, VendorId};
+use ledger_core::projection::orders::OrderListQuery;
+use ledger_core::{
+    Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamVersion, TenantId, Timestamp,
+    VendorId,
+};
 use rust_decimal::Decimal;
 
 pub mod conformance;
@@ -137,6 +141,44 @@ pub struct Parked {
     pub behind: Option<u64>,
 }
 
+/// One order view as a listing returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub order_id: OrderId,
+    pub index: OrderIndex,
+    pub view: StoredView,
+}
+
+/// A range of a tenant's day sums: one vendor's, or every vendor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRange {
+    pub tenant_id: TenantId,
+    /// `None`: every vendor of the tenant.
+    pub vendor_id: Option<VendorId>,
+    pub from: LocalDate,
+    /// Inclusive.
+    pub to: LocalDate,
+}
+
+/// One stored day sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRow {
+    pub vendor_id: VendorId,
+    pub date: LocalDate,
+    pub totals: DayTotals,
+}
+
+/// One stored due sum: what a vendor's invoices due on a day still owe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueRow {
+    pub vendor_id: VendorId,
+    pub due_date: LocalDate,
+    pub amount: Decimal,
+}
+
+/// Most rows one query of the port returns in one call; callers page.
+pub const QUERY_ROWS_MAX: usize = 1_000;
+
 /// Write capacity a write consumed, by projection.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Cost {
@@ -228,6 +270,25 @@ impl TableError {
 /// - `scan` MUST return everything stored (views, sums, parked records) as
 ///   a strongly consistent read: for audits, drift checks and tests, never
 ///   a request's path.
+///
+/// The queries the API answers from (each reads only what it returns, so
+/// none costs more as history grows; each MAY trail the last `write` by
+/// the adapter's index lag, which the caller's consistency wait covers):
+///
+/// - `orders` MUST return the tenant's order views (one vendor's when
+///   `vendor_id` is set) whose `occurred_at` is in `[from, until)` and
+///   whose `(occurred_at, order_id)` is below `cursor` when set, newest
+///   first by `(occurred_at, order_id)`, at most `limit` (capped at
+///   [`QUERY_ROWS_MAX`]), each with the index it was written with.
+/// - `day_sums` MUST return every stored day sum of the range (`from` to
+///   `to` inclusive; one vendor's or every vendor's of the tenant), ordered
+///   by date then vendor.
+/// - `due_sums` MUST return every stored due sum of the tenant (one
+///   vendor's when set), ordered by due date then vendor.
+/// - `credit_views` MUST return the tenant's credit views in employee id
+///   order, those above `after` when set, at most `limit` (capped at
+///   [`QUERY_ROWS_MAX`]).
+/// - No query MUST ever return another tenant's items.
 pub trait ViewTable: Send + Sync {
     /// The stored views of `keys`, in order (strongly consistent).
     fn load(
@@ -247,4 +308,31 @@ pub trait ViewTable: Send + Sync {
 
     /// Everything stored.
     fn scan(&self) -> impl Future<Output = Result<MemoryState, TableError>> + Send;
+
+    /// A page of order views, newest first.
+    fn orders(
+        &self,
+        query: &OrderListQuery,
+    ) -> impl Future<Output = Result<Vec<OrderRow>, TableError>> + Send;
+
+    /// The day sums of a range.
+    fn day_sums(
+        &self,
+        range: &DayRange,
+    ) -> impl Future<Output = Result<Vec<DayRow>, TableError>> + Send;
+
+    /// The due sums of a tenant, or of one of its vendors.
+    fn due_sums(
+        &self,
+        tenant_id: TenantId,
+        vendor_id: Option<VendorId>,
+    ) -> impl Future<Output = Result<Vec<DueRow>, TableError>> + Send;
+
+    /// A page of the tenant's credit views, by employee id.
+    fn credit_views(
+        &self,
+        tenant_id: TenantId,
+        after: Option<EmployeeId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(EmployeeId, StoredView)>, TableError>> + Send;
 }

@@ -156,6 +156,28 @@ async fn the_handler_on_dynamodb_local_equals_a_fresh_fold() {
     assert!(cost.orders > 0.0 && cost.dashboard > 0.0 && cost.credit > 0.0);
 }
 
+/// The same handler over the SQLite read-model table, delivered the same
+/// hostile way, folds to the same read models: the port holds on both
+/// stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_on_sqlite_equals_a_fresh_fold() {
+    let log = log(7, "streams-sqlite");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let table = ledger_store::sqlite::SqliteViews::open(&dir.path().join("log-views"))
+        .expect("the table opens");
+    let projector = StreamProjector::new(table.clone());
+    deliver(&projector, records(&log), 13).await;
+    let state = table.scan().await.expect("the table scans");
+    let drift = state.drift(&fresh_fold(&log));
+    assert!(
+        drift.is_empty(),
+        "drift from a fresh fold:\n{}",
+        drift.join("\n")
+    );
+    assert!(state.parked.is_empty(), "nothing is parked");
+    assert!(!state.views.is_empty() && !state.sums.is_empty());
+}
+
 /// A table that dies after a budget of operations, as a process would.
 struct Crashing<T> {
     inner: T,

@@ -5,7 +5,7 @@ use bincode::error::DecodeError;
 use chrono::{Datelike, Duration};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bytes::{Reader, Writer};
 use super::gate::{Outcome, Sink, StreamGate};
@@ -21,7 +21,7 @@ pub const QUERY_DAYS_MAX: i64 = 732;
 /// One vendor's figures for one day (or, in a query, a roll-up of days).
 /// Amounts are in the tenant's currency. Every field is a sum, so buckets
 /// and deltas add commutatively in any order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayTotals {
     pub orders: u64,
     pub gross: Decimal,

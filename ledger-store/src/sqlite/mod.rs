@@ -123,6 +123,10 @@ const CHECKPOINT_SCHEMA: &str = "
     );
 ";
 
+pub mod views;
+
+pub use views::{SqliteViews, views_path};
+
 /// The checkpoint database beside the log's database at `path`.
 pub fn checkpoint_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();

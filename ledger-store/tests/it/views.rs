@@ -1,5 +1,5 @@
-//! The read-model table's conformance suite, on the in-memory table and on
-//! DynamoDB Local.
+//! The read-model table's conformance suite, on the in-memory table, on
+//! DynamoDB Local and on SQLite.
 
 mod memory {
     use ledger_store::views::MemoryTable;
@@ -38,6 +38,27 @@ mod dynamodb {
             })
             .await;
         (DynamoTable::connect(config).await, ())
+    }
+
+    ledger_store::view_table_conformance_tests!(fresh_table);
+}
+
+mod sqlite {
+    use ledger_store::sqlite::SqliteViews;
+
+    /// One file per process, shared by every check (each in a tenant of its
+    /// own); the guard keeps its directory.
+    async fn fresh_table() -> (SqliteViews, std::sync::Arc<tempfile::TempDir>) {
+        static TABLE: std::sync::OnceLock<(SqliteViews, std::sync::Arc<tempfile::TempDir>)> =
+            std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let table =
+                    SqliteViews::open(&dir.path().join("log-views")).expect("open the table");
+                (table, std::sync::Arc::new(dir))
+            })
+            .clone()
     }
 
     ledger_store::view_table_conformance_tests!(fresh_table);

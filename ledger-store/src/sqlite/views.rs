@@ -1,0 +1,673 @@
+//! The read-model table on SQLite: the [`ViewTable`] port in a database
+//! file of its own beside the log's ([`views_path`]), so that projecting
+//! never holds the log's write lock and a rebuild is deleting one file.
+//!
+//! Tables:
+//!
+//! | table | key | columns |
+//! |---|---|---|
+//! | `views` | `tenant_id`, `stream` | `version`, `bytes`; an order view's `vendor_id` and `occurred_at` (µs) |
+//! | `sums` | `tenant_id`, `kind` (0 day, 1 due), `date`, `vendor_id` | `currency`, `amounts` (JSON: a day's totals, or a due amount) |
+//! | `parked` | `pk`, `version` | `record`, `error`, `behind` |
+//!
+//! Indexes answer the listings in key order: `views_tenant_time` and
+//! `views_vendor_time` a tenant's (a vendor's) order views by time then
+//! stream; the `views` key itself a tenant's credit views by employee
+//! (`credit/` streams sort together); the `sums` key a tenant's days or dues
+//! by date then vendor, and `sums_vendor` one vendor's by date.
+//!
+//! One connection, behind a mutex, does everything on tokio's blocking
+//! threads: the projector is this table's one writer and every statement is
+//! an indexed range, so there is nothing for a pool to overlap. A write is
+//! one `BEGIN IMMEDIATE` transaction that checks every gate before it
+//! changes a row, so a gate that does not hold writes nothing. The file is
+//! derived state: `synchronous = NORMAL` may lose the last commits on power
+//! loss, never half of one, and a projector that keeps its position in the
+//! same transaction refolds what was lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ledger_core::projection::dashboard::DayTotals;
+use ledger_core::projection::orders::OrderListQuery;
+use ledger_core::{
+    EmployeeId, LocalDate, OrderId, StreamId, StreamKind, StreamVersion, TenantId, Timestamp,
+    VendorId,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rust_decimal::Decimal;
+
+use crate::views::{
+    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
+};
+
+/// The schema this code writes, kept in `PRAGMA user_version`.
+pub const VIEWS_SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS views (
+        tenant_id   TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        version     INTEGER NOT NULL,
+        bytes       BLOB    NOT NULL,
+        vendor_id   TEXT,
+        occurred_at INTEGER,
+        PRIMARY KEY (tenant_id, stream)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS views_tenant_time
+        ON views (tenant_id, occurred_at, stream) WHERE occurred_at IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS views_vendor_time
+        ON views (tenant_id, vendor_id, occurred_at, stream) WHERE occurred_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS sums (
+        tenant_id TEXT    NOT NULL,
+        kind      INTEGER NOT NULL,
+        date      TEXT    NOT NULL,
+        vendor_id TEXT    NOT NULL,
+        currency  TEXT,
+        amounts   TEXT    NOT NULL,
+        PRIMARY KEY (tenant_id, kind, date, vendor_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS sums_vendor ON sums (tenant_id, kind, vendor_id, date);
+    CREATE TABLE IF NOT EXISTS parked (
+        pk      TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        record  TEXT    NOT NULL,
+        error   TEXT    NOT NULL,
+        behind  INTEGER,
+        PRIMARY KEY (pk, version)
+    ) WITHOUT ROWID;
+";
+
+const DAY: i64 = 0;
+const DUE: i64 = 1;
+
+const SQL_VIEW: &str = "SELECT version, bytes FROM views WHERE tenant_id = ?1 AND stream = ?2";
+const SQL_UPSERT_VIEW: &str = "INSERT INTO views \
+     (tenant_id, stream, version, bytes, vendor_id, occurred_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (tenant_id, stream) DO UPDATE SET version = excluded.version, \
+     bytes = excluded.bytes, vendor_id = excluded.vendor_id, occurred_at = excluded.occurred_at";
+const SQL_SUM: &str = "SELECT amounts FROM sums \
+     WHERE tenant_id = ?1 AND kind = ?2 AND date = ?3 AND vendor_id = ?4";
+const SQL_UPSERT_SUM: &str = "INSERT INTO sums \
+     (tenant_id, kind, date, vendor_id, currency, amounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (tenant_id, kind, date, vendor_id) DO UPDATE SET \
+     currency = COALESCE(excluded.currency, sums.currency), amounts = excluded.amounts";
+const SQL_PARK: &str = "INSERT INTO parked (pk, version, record, error, behind) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pk, version) DO UPDATE SET \
+     record = excluded.record, error = excluded.error, behind = excluded.behind";
+const SQL_PARKED_FROM: &str = "SELECT MIN(version) FROM parked WHERE pk = ?1";
+/// A tenant's order views (one vendor's when `?2` is set) in
+/// `[?3, ?4)`, below `(?5, ?6)`, newest first.
+const SQL_ORDERS: &str = "SELECT stream, version, bytes, vendor_id, occurred_at FROM views \
+     WHERE tenant_id = ?1 AND occurred_at IS NOT NULL AND (?2 IS NULL OR vendor_id = ?2) \
+     AND occurred_at >= ?3 AND occurred_at < ?4 \
+     AND (?5 IS NULL OR occurred_at < ?5 OR (occurred_at = ?5 AND stream < ?6)) \
+     ORDER BY occurred_at DESC, stream DESC LIMIT ?7";
+const SQL_SUMS: &str = "SELECT date, vendor_id, amounts FROM sums \
+     WHERE tenant_id = ?1 AND kind = ?2 AND (?3 IS NULL OR vendor_id = ?3) \
+     AND date >= ?4 AND date <= ?5 ORDER BY date, vendor_id";
+/// `credit0` is the first text above every `credit/...` stream.
+const SQL_CREDIT: &str = "SELECT stream, version, bytes FROM views \
+     WHERE tenant_id = ?1 AND stream > ?2 AND stream < 'credit0' ORDER BY stream LIMIT ?3";
+
+/// The read-model database beside the log's database at `path`.
+pub fn views_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-views");
+    path.with_file_name(name)
+}
+
+/// The read-model table in one SQLite file. Cheap to clone: clones share
+/// the connection.
+#[derive(Clone)]
+pub struct SqliteViews {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteViews")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(context: &str) -> impl FnOnce(rusqlite::Error) -> TableError + '_ {
+    move |e| TableError::backend(context, e)
+}
+
+impl SqliteViews {
+    /// Opens (creating if needed) the table at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened, or holds a newer schema.
+    pub fn open(path: &Path) -> Result<SqliteViews, TableError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend("opening the read-model database"))?;
+        conn.busy_timeout(super::BUSY_TIMEOUT)
+            .map_err(backend("setting a busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend("entering WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend("setting synchronous"))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend("reading the schema version"))?;
+        if version > VIEWS_SCHEMA_VERSION {
+            return Err(TableError::Corrupt(format!(
+                "{}: schema version {version}, newer than this build's {VIEWS_SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(backend("creating the read-model tables"))?;
+        conn.pragma_update(None, "user_version", VIEWS_SCHEMA_VERSION)
+            .map_err(backend("writing the schema version"))?;
+        Ok(SqliteViews {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    async fn with<T, F>(&self, f: F) -> Result<T, TableError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, TableError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `f` rolls its transaction back when the
+            // transaction drops, so the connection is whole.
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| TableError::backend("a read-model task", e))?
+    }
+}
+
+fn stream_text(stream: StreamId) -> String {
+    stream.to_string()
+}
+
+fn stored(version: i64, bytes: Vec<u8>) -> Result<StoredView, TableError> {
+    let version = u64::try_from(version)
+        .map_err(|_| TableError::Corrupt(format!("a view at version {version}")))?;
+    Ok(StoredView {
+        version: StreamVersion::new(version),
+        bytes,
+    })
+}
+
+fn parse<T, E: std::fmt::Display>(
+    what: &str,
+    text: &str,
+    f: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, TableError> {
+    f(text).map_err(|e| TableError::Corrupt(format!("{what} {text:?}: {e}")))
+}
+
+fn date(text: &str) -> Result<LocalDate, TableError> {
+    parse("date", text, |t| {
+        chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map(LocalDate::new)
+    })
+}
+
+fn sum_key(key: &SumKey) -> (TenantId, i64, LocalDate, VendorId) {
+    match *key {
+        SumKey::Day {
+            tenant_id,
+            vendor_id,
+            date,
+        } => (tenant_id, DAY, date, vendor_id),
+        SumKey::Due {
+            tenant_id,
+            vendor_id,
+            due_date,
+        } => (tenant_id, DUE, due_date, vendor_id),
+    }
+}
+
+fn sum_text(sum: &Sum) -> String {
+    match sum {
+        Sum::Day(totals) => serde_json::to_string(totals).expect("totals encode"),
+        Sum::Due(amount) => serde_json::to_string(amount).expect("a decimal encodes"),
+    }
+}
+
+fn sum_of(kind: i64, text: &str) -> Result<Sum, TableError> {
+    match kind {
+        DAY => parse("day totals", text, |t| serde_json::from_str::<DayTotals>(t)).map(Sum::Day),
+        DUE => parse("due amount", text, |t| serde_json::from_str::<Decimal>(t)).map(Sum::Due),
+        _ => Err(TableError::Corrupt(format!("a sum of kind {kind}"))),
+    }
+}
+
+/// Checks every gate of `write`, then writes it all, in one transaction.
+fn write_all(conn: &mut Connection, write: &Write) -> Result<Result<(), WriteError>, TableError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend("beginning a write"))?;
+    let mut conflicts = Vec::new();
+    {
+        let mut select = tx
+            .prepare_cached(SQL_VIEW)
+            .map_err(backend("preparing a gate"))?;
+        for (i, w) in write.views.iter().enumerate() {
+            let current = select
+                .query_row(
+                    params![w.key.tenant_id.as_str(), stream_text(w.key.stream)],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()
+                .map_err(backend("reading a gate"))?
+                .map(|(v, b)| stored(v, b))
+                .transpose()?;
+            let at = current.as_ref().map_or(StreamVersion::NONE, |s| s.version);
+            if at != w.expect {
+                conflicts.push((i, current));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        // Dropping the transaction rolls it back: nothing was written.
+        return Ok(Err(WriteError::Conflict(conflicts)));
+    }
+    {
+        let mut upsert = tx
+            .prepare_cached(SQL_UPSERT_VIEW)
+            .map_err(backend("preparing a view write"))?;
+        for w in &write.views {
+            upsert
+                .execute(params![
+                    w.key.tenant_id.as_str(),
+                    stream_text(w.key.stream),
+                    super::to_sql_int(w.view.version.get()),
+                    w.view.bytes,
+                    w.index.map(|i| i.vendor_id.to_string()),
+                    w.index.map(|i| i.occurred_at.as_micros()),
+                ])
+                .map_err(backend("writing a view"))?;
+        }
+        let mut select = tx
+            .prepare_cached(SQL_SUM)
+            .map_err(backend("preparing a sum read"))?;
+        let mut upsert = tx
+            .prepare_cached(SQL_UPSERT_SUM)
+            .map_err(backend("preparing a sum write"))?;
+        for SumAdd { key, add, currency } in &write.sums {
+            let (tenant, kind, day, vendor) = sum_key(key);
+            let key_params = params![tenant.as_str(), kind, day.to_string(), vendor.as_str()];
+            let stored: Option<String> = select
+                .query_row(key_params, |r| r.get(0))
+                .optional()
+                .map_err(backend("reading a sum"))?;
+            let total = match stored {
+                Some(text) => {
+                    let mut total = sum_of(kind, &text)?;
+                    total.add(add);
+                    total
+                }
+                None => *add,
+            };
+            upsert
+                .execute(params![
+                    tenant.as_str(),
+                    kind,
+                    day.to_string(),
+                    vendor.as_str(),
+                    currency.map(|c| c.code().to_owned()),
+                    sum_text(&total),
+                ])
+                .map_err(backend("writing a sum"))?;
+        }
+    }
+    tx.commit().map_err(backend("committing a write"))?;
+    Ok(Ok(()))
+}
+
+fn order_row(r: &Row<'_>) -> rusqlite::Result<(String, i64, Vec<u8>, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_order_row(
+    (stream, version, bytes, vendor, at): (String, i64, Vec<u8>, String, i64),
+) -> Result<OrderRow, TableError> {
+    let stream = parse("stream", &stream, StreamId::parse)?;
+    if stream.kind() != StreamKind::Order {
+        return Err(TableError::Corrupt(format!("an order row of {stream}")));
+    }
+    Ok(OrderRow {
+        order_id: OrderId::from_text(stream.id()),
+        index: OrderIndex {
+            vendor_id: parse("vendor", &vendor, VendorId::parse)?,
+            occurred_at: Timestamp::from_micros(at),
+        },
+        view: stored(version, bytes)?,
+    })
+}
+
+/// The rows of one sums listing: `(date, vendor, amounts)`.
+fn sums_of(
+    conn: &Connection,
+    tenant_id: TenantId,
+    kind: i64,
+    vendor_id: Option<VendorId>,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(LocalDate, VendorId, Sum)>, TableError> {
+    let mut select = conn
+        .prepare_cached(SQL_SUMS)
+        .map_err(backend("preparing a sums listing"))?;
+    let rows = select
+        .query_map(
+            params![
+                tenant_id.as_str(),
+                kind,
+                vendor_id.map(|v| v.to_string()),
+                from,
+                to
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .map_err(backend("listing sums"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (day, vendor, amounts) = row.map_err(backend("reading a sum"))?;
+        out.push((
+            date(&day)?,
+            parse("vendor", &vendor, VendorId::parse)?,
+            sum_of(kind, &amounts)?,
+        ));
+    }
+    Ok(out)
+}
+
+impl ViewTable for SqliteViews {
+    async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
+        let keys = keys.to_vec();
+        self.with(move |conn| {
+            let mut select = conn
+                .prepare_cached(SQL_VIEW)
+                .map_err(backend("preparing a view read"))?;
+            keys.iter()
+                .map(|k| {
+                    select
+                        .query_row(params![k.tenant_id.as_str(), stream_text(k.stream)], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                        })
+                        .optional()
+                        .map_err(backend("reading a view"))?
+                        .map(|(v, b)| stored(v, b))
+                        .transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
+        let pk = pk.to_owned();
+        self.with(move |conn| {
+            let lowest: Option<i64> = conn
+                .query_row(SQL_PARKED_FROM, params![pk], |r| r.get(0))
+                .map_err(backend("reading parked records"))?;
+            Ok(lowest.and_then(|v| u64::try_from(v).ok()))
+        })
+        .await
+    }
+
+    async fn write(&self, write: &Write) -> Result<Cost, WriteError> {
+        let write = write.clone();
+        self.with(move |conn| write_all(conn, &write)).await??;
+        Ok(Cost::default())
+    }
+
+    async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
+        let parked = parked.to_vec();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend("beginning a park"))?;
+            {
+                let mut insert = tx
+                    .prepare_cached(SQL_PARK)
+                    .map_err(backend("preparing a park"))?;
+                for p in &parked {
+                    insert
+                        .execute(params![
+                            p.pk,
+                            super::to_sql_int(p.version),
+                            p.record,
+                            p.error,
+                            p.behind.map(super::to_sql_int),
+                        ])
+                        .map_err(backend("parking"))?;
+                }
+            }
+            tx.commit().map_err(backend("committing a park"))?;
+            Ok(Cost::default())
+        })
+        .await
+    }
+
+    async fn orders(&self, query: &OrderListQuery) -> Result<Vec<OrderRow>, TableError> {
+        let query = query.clone();
+        self.with(move |conn| {
+            let limit = query.limit.min(QUERY_ROWS_MAX);
+            let mut select = conn
+                .prepare_cached(SQL_ORDERS)
+                .map_err(backend("preparing an order listing"))?;
+            let rows = select
+                .query_map(
+                    params![
+                        query.tenant_id.as_str(),
+                        query.vendor_id.map(|v| v.to_string()),
+                        query.from.as_micros(),
+                        query.until.as_micros(),
+                        query.cursor.map(|(at, _)| at.as_micros()),
+                        query.cursor.map(|(_, id)| stream_text(StreamId::order(id))),
+                        super::to_sql_int(limit),
+                    ],
+                    order_row,
+                )
+                .map_err(backend("listing orders"))?;
+            rows.map(|r| to_order_row(r.map_err(backend("reading an order row"))?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn day_sums(&self, range: &DayRange) -> Result<Vec<DayRow>, TableError> {
+        let range = *range;
+        self.with(move |conn| {
+            let rows = sums_of(
+                conn,
+                range.tenant_id,
+                DAY,
+                range.vendor_id,
+                &range.from.to_string(),
+                &range.to.to_string(),
+            )?;
+            rows.into_iter()
+                .map(|(date, vendor_id, sum)| match sum {
+                    Sum::Day(totals) => Ok(DayRow {
+                        vendor_id,
+                        date,
+                        totals,
+                    }),
+                    Sum::Due(_) => Err(TableError::Corrupt("a due amount among days".into())),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn due_sums(
+        &self,
+        tenant_id: TenantId,
+        vendor_id: Option<VendorId>,
+    ) -> Result<Vec<DueRow>, TableError> {
+        self.with(move |conn| {
+            // Every date sorts between these two.
+            let rows = sums_of(conn, tenant_id, DUE, vendor_id, "", "~")?;
+            rows.into_iter()
+                .map(|(due_date, vendor_id, sum)| match sum {
+                    Sum::Due(amount) => Ok(DueRow {
+                        vendor_id,
+                        due_date,
+                        amount,
+                    }),
+                    Sum::Day(_) => Err(TableError::Corrupt("day totals among dues".into())),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn credit_views(
+        &self,
+        tenant_id: TenantId,
+        after: Option<EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(EmployeeId, StoredView)>, TableError> {
+        self.with(move |conn| {
+            let after = after.map_or_else(
+                || "credit/".to_owned(),
+                |a| stream_text(StreamId::credit(a)),
+            );
+            let mut select = conn
+                .prepare_cached(SQL_CREDIT)
+                .map_err(backend("preparing a credit listing"))?;
+            let rows = select
+                .query_map(
+                    params![
+                        tenant_id.as_str(),
+                        after,
+                        super::to_sql_int(limit.min(QUERY_ROWS_MAX))
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                        ))
+                    },
+                )
+                .map_err(backend("listing credit views"))?;
+            rows.map(|row| {
+                let (stream, version, bytes) = row.map_err(backend("reading a credit view"))?;
+                let stream = parse("stream", &stream, StreamId::parse)?;
+                Ok((EmployeeId::from_text(stream.id()), stored(version, bytes)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn scan(&self) -> Result<MemoryState, TableError> {
+        self.with(|conn| {
+            let mut state = MemoryState::default();
+            let mut views = conn
+                .prepare(
+                    "SELECT tenant_id, stream, version, bytes, vendor_id, occurred_at FROM views",
+                )
+                .map_err(backend("preparing a scan"))?;
+            let rows = views
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })
+                .map_err(backend("scanning views"))?;
+            for row in rows {
+                let (tenant, stream, version, bytes, vendor, at) =
+                    row.map_err(backend("reading a view"))?;
+                let key = ViewKey {
+                    tenant_id: parse("tenant", &tenant, TenantId::parse)?,
+                    stream: parse("stream", &stream, StreamId::parse)?,
+                };
+                if let (Some(vendor), Some(at)) = (vendor, at) {
+                    let index = OrderIndex {
+                        vendor_id: parse("vendor", &vendor, VendorId::parse)?,
+                        occurred_at: Timestamp::from_micros(at),
+                    };
+                    state.indexes.insert(key, index);
+                }
+                state.views.insert(key, stored(version, bytes)?);
+            }
+            let mut sums = conn
+                .prepare("SELECT tenant_id, kind, date, vendor_id, amounts FROM sums")
+                .map_err(backend("preparing a scan"))?;
+            let rows = sums
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(backend("scanning sums"))?;
+            for row in rows {
+                let (tenant, kind, day, vendor, amounts) = row.map_err(backend("reading a sum"))?;
+                let tenant_id = parse("tenant", &tenant, TenantId::parse)?;
+                let vendor_id = parse("vendor", &vendor, VendorId::parse)?;
+                let day = date(&day)?;
+                let key = match kind {
+                    DAY => SumKey::Day {
+                        tenant_id,
+                        vendor_id,
+                        date: day,
+                    },
+                    _ => SumKey::Due {
+                        tenant_id,
+                        vendor_id,
+                        due_date: day,
+                    },
+                };
+                state.sums.insert(key, sum_of(kind, &amounts)?);
+            }
+            let mut parked = conn
+                .prepare("SELECT pk, version, record, error, behind FROM parked")
+                .map_err(backend("preparing a scan"))?;
+            let rows = parked
+                .query_map([], |r| {
+                    Ok(Parked {
+                        pk: r.get(0)?,
+                        version: r.get::<_, i64>(1)?.max(0) as u64,
+                        record: r.get(2)?,
+                        error: r.get(3)?,
+                        behind: r.get::<_, Option<i64>>(4)?.map(|b| b.max(0) as u64),
+                    })
+                })
+                .map_err(backend("scanning parked records"))?;
+            for row in rows {
+                let p = row.map_err(backend("reading a parked record"))?;
+                state.parked.insert((p.pk.clone(), p.version), p);
+            }
+            Ok(state)
+        })
+        .await
+    }
+}

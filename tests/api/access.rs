@@ -14,6 +14,7 @@ on_both_stores! {
     vendors_cashiers_and_employees_see_only_their_own,
     tenants_never_see_each_other,
     a_key_reused_by_another_vendor_is_not_the_same_request,
+    cursors_open_only_for_their_tenant_and_query,
 }
 
 const ROLES: [&str; 5] = ["admin", "vendor", "cashier", "employee", "service"];
@@ -514,5 +515,98 @@ async fn a_key_reused_by_another_vendor_is_not_the_same_request(store: Backend) 
     assert_eq!(r.body["results"][0]["result"], "rejected", "{r:?}");
     assert!(!r.body.to_string().contains(&format!("\"{V1}\"")), "{r:?}");
     assert_eq!(api.head(), head);
+    api.stop().await;
+}
+
+/// A cursor pages on for the query and tenant that made it, and is a `400
+/// validation_failed` anywhere else: another tenant (which has orders of
+/// its own to page), another filter, another listing, truncated, altered.
+async fn cursors_open_only_for_their_tenant_and_query(store: Backend) {
+    let api = Api::start(store).await;
+    api.set_up_tenant(T2).await;
+    let mut at = 0;
+    for id in ["C-1", "C-2", "C-3"] {
+        at = api
+            .sell(&api.cashier(V1), id, sale(id, "1.00", cash()))
+            .await
+            .position();
+    }
+    let admin = api.admin();
+    let admin2 = api.token_in(T2, "admin-2", &[Role::Admin], None, None);
+    let cashier2 = api.token_in(T2, "cashier-2", &[Role::Cashier], Some(V1), None);
+    for id in ["D-1", "D-2"] {
+        at = at.max(
+            api.sell(&cashier2, id, sale(id, "1.00", cash()))
+                .await
+                .position(),
+        );
+    }
+    let first = ok(api.get_at(&admin, "/v1/orders?limit=1", at), 200).await;
+    let cursor = first.next_cursor().expect("a next page");
+    assert!(
+        !cursor.contains("C-"),
+        "a cursor is opaque, not the last order's id: {cursor}"
+    );
+    let page = |token: &str, query: &str, cursor: &str| {
+        api.get_at(token, &format!("{query}&cursor={cursor}"), at)
+    };
+    let second = ok(page(&admin, "/v1/orders?limit=1", &cursor), 200).await;
+    assert_ne!(second.items()[0]["order_id"], first.items()[0]["order_id"]);
+    // The page size may change between pages.
+    let rest = ok(page(&admin, "/v1/orders?limit=5", &cursor), 200).await;
+    assert_eq!(rest.items().len(), 2);
+
+    let mut truncated = cursor.clone();
+    truncated.pop();
+    let mut altered: Vec<char> = cursor.chars().collect();
+    altered[0] = if altered[0] == 'A' { 'B' } else { 'A' };
+    let altered: String = altered.into_iter().collect();
+    let statement = {
+        api.enroll(&admin, "E9").await;
+        let head = api.head();
+        let r = ok(
+            api.get_at(&admin, "/v1/employees/E9/credit/statement?limit=1", head),
+            200,
+        )
+        .await;
+        r.next_cursor()
+    };
+    let mut refused: Vec<(String, String)> = vec![
+        (
+            admin2.clone(),
+            format!("/v1/orders?limit=1&cursor={cursor}"),
+        ),
+        (
+            admin.clone(),
+            format!("/v1/orders?limit=1&vendor_id={V1}&cursor={cursor}"),
+        ),
+        (
+            admin.clone(),
+            format!("/v1/activity?limit=1&cursor={cursor}"),
+        ),
+        (
+            admin.clone(),
+            format!("/v1/employees/E9/credit/statement?cursor={cursor}"),
+        ),
+        (
+            admin.clone(),
+            format!("/v1/orders?limit=1&cursor={truncated}"),
+        ),
+        (
+            admin.clone(),
+            format!("/v1/orders?limit=1&cursor={altered}"),
+        ),
+        (admin.clone(), "/v1/orders?limit=1&cursor=1.C-1".to_owned()),
+    ];
+    if let Some(statement) = statement {
+        refused.push((admin.clone(), format!("/v1/orders?cursor={statement}")));
+    }
+    for (token, path) in refused {
+        let reply = check(api.get_at(&token, &path, at), 400, "validation_failed").await;
+        assert!(
+            !reply.body.to_string().contains("C-"),
+            "a refused cursor leaks nothing: {path} {reply:?}"
+        );
+    }
     api.stop().await;
 }

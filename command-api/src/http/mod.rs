@@ -5,6 +5,7 @@
 //! share beyond it is `handler`, and the handlers are `writes` and `reads`.
 
 mod app;
+pub mod cursor;
 pub mod extract;
 mod handler;
 pub mod openapi;

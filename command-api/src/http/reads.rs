@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::app::{App, AppState};
+use super::cursor;
 use super::extract::{Auth, Params, path_id};
 use super::handler::{json_at, now, require};
 use super::problem::Problem;
@@ -71,6 +72,9 @@ pub struct OrderListParams {
     /// Exclusive.
     #[serde(default)]
     pub until: Option<Timestamp>,
+    /// Opaque: the `next_cursor` of the previous page of this same query
+    /// (same tenant and filters; `limit` may change). Any other is `400
+    /// validation_failed`.
     #[serde(default)]
     pub cursor: Option<String>,
     /// Page size.
@@ -84,6 +88,9 @@ pub struct OrderListParams {
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatementParams {
+    /// Opaque: the `next_cursor` of the previous page of this same query
+    /// (same tenant and filters; `limit` may change). Any other is `400
+    /// validation_failed`.
     #[serde(default)]
     pub cursor: Option<String>,
     /// Page size.
@@ -102,6 +109,9 @@ pub struct ActivityParams {
     /// A user id: what that person did.
     #[serde(default)]
     pub actor: Option<UserId>,
+    /// Opaque: the `next_cursor` of the previous page of this same query
+    /// (same tenant and filters; `limit` may change). Any other is `400
+    /// validation_failed`.
     #[serde(default)]
     pub cursor: Option<String>,
     /// Page size.
@@ -300,13 +310,25 @@ pub async fn orders<S: EventStore>(
     require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
     let vendor_id = vendor_scope(&p, q.vendor_id)?;
     let limit = page_limit(q.limit, PAGE_ORDERS_MAX)?;
-    let cursor = q.cursor.as_deref().map(parse_order_cursor).transpose()?;
+    let from = q.from.unwrap_or(Timestamp::from_micros(i64::MIN));
+    let until = q.until.unwrap_or(Timestamp::from_micros(i64::MAX));
+    let scope = format!(
+        "orders|{}|{}|{}",
+        vendor_id.as_ref().map_or("", |v| v.as_str()),
+        from.as_micros(),
+        until.as_micros()
+    );
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| parse_order_cursor(&cursor::open(p.tenant_id, &scope, c)?))
+        .transpose()?;
     let projected = visible(&app, q.min_position).await?;
     let query = OrderListQuery {
         tenant_id: p.tenant_id,
         vendor_id,
-        from: q.from.unwrap_or(Timestamp::from_micros(i64::MIN)),
-        until: q.until.unwrap_or(Timestamp::from_micros(i64::MAX)),
+        from,
+        until,
         cursor,
         limit,
     };
@@ -314,8 +336,10 @@ pub async fn orders<S: EventStore>(
         let page = m.orders.list(&query);
         let next = (page.len() == limit)
             .then(|| {
-                page.last()
-                    .map(|v| format!("{}.{}", v.occurred_at.as_micros(), v.order_id.as_str()))
+                page.last().map(|v| {
+                    let at = format!("{}.{}", v.occurred_at.as_micros(), v.order_id.as_str());
+                    cursor::seal(p.tenant_id, &scope, &at)
+                })
             })
             .flatten();
         json!({ "items": page, "next_cursor": next })
@@ -368,16 +392,24 @@ pub async fn statement<S: EventStore>(
 ) -> Result<Response, Problem> {
     let employee_id = employee_scope(&p, &id)?;
     let limit = page_limit(q.limit, PAGE_STATEMENT_MAX)?;
+    let scope = format!("statement|{employee_id}");
     let after = match q.cursor.as_deref() {
         None => StreamVersion::NONE,
-        Some(c) => StreamVersion::new(c.parse().map_err(|_| Problem::validation("bad cursor"))?),
+        Some(c) => StreamVersion::new(
+            cursor::open(p.tenant_id, &scope, c)?
+                .parse()
+                .map_err(|_| Problem::validation("bad cursor"))?,
+        ),
     };
     let projected = visible(&app, q.min_position).await?;
     let body = app.read_side.read(|m| {
         m.credit.get(p.tenant_id, employee_id)?;
         let page = m.credit.statement(p.tenant_id, employee_id, after, limit);
         let next = (page.len() == limit)
-            .then(|| page.last().map(|l| l.version.get().to_string()))
+            .then(|| {
+                page.last()
+                    .map(|l| cursor::seal(p.tenant_id, &scope, &l.version.get().to_string()))
+            })
             .flatten();
         Some(json!({ "items": page, "next_cursor": next }))
     });
@@ -406,19 +438,29 @@ pub async fn activity<S: EventStore>(
         (Some(_), None) => unreachable!("handled by the vendor arm"),
     };
     let limit = page_limit(q.limit, PAGE_ACTIVITY_MAX)?;
-    let cursor = q.cursor.as_deref().map(parse_activity_cursor).transpose()?;
+    let scope = match filter {
+        ActivityFilter::Vendor(v) => format!("activity|vendor|{v}"),
+        ActivityFilter::Actor(a) => format!("activity|actor|{a}"),
+        ActivityFilter::All => "activity|all".to_owned(),
+    };
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| parse_activity_cursor(&cursor::open(p.tenant_id, &scope, c)?))
+        .transpose()?;
     let projected = visible(&app, q.min_position).await?;
     let body = app.read_side.read(|m| {
         let page = m.activity.query(p.tenant_id, filter, cursor, limit);
         let next = (page.len() == limit)
             .then(|| {
                 page.last().map(|e| {
-                    format!(
+                    let at = format!(
                         "{}.{}.{}",
                         e.recorded_at.as_micros(),
                         e.version.get(),
                         e.stream
-                    )
+                    );
+                    cursor::seal(p.tenant_id, &scope, &at)
                 })
             })
             .flatten();

@@ -13,6 +13,10 @@
 //!   folded into per-key views and sums with exactly-once effect.
 //!   [`record`] reads the records, [`plan`] is its pure core; it writes
 //!   through `ledger_store::views::ViewTable`.
+//! - [`follow`]: the stream projector on one machine
+//!   ([`follow::ViewFollower`]): the embedded log in commit order, a page
+//!   per batch, into any read-model table (`SqliteViews` beside the log),
+//!   with a checkpoint that is only a position.
 //! - [`lambda`]: the stream projector's Lambda entry (Lambda's event and
 //!   response types), the main of the `projector-streams` and
 //!   `projector-kinesis` binaries.
@@ -60,6 +64,7 @@
 //!   is read from the event table; copying it and the activity log per
 //!   event would double the write cost.
 
+pub mod follow;
 pub mod handler;
 pub mod lambda;
 pub mod live;

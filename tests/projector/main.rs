@@ -7,9 +7,11 @@
 //! table converges to the fold of the log from scratch, through consistent
 //! cuts only. `faults`: the same faults one at a time, deterministically.
 //! `transport` simulates the delivery; `oracle` knows what the table must
-//! hold; `history` makes the logs.
+//! hold; `history` makes the logs. `follow`: the same core following the
+//! embedded log into the SQLite read-model table, stopped and resumed.
 
 mod faults;
+mod follow;
 mod history;
 mod oracle;
 mod properties;

@@ -336,3 +336,51 @@ pub trait ViewTable: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(EmployeeId, StoredView)>, TableError>> + Send;
 }
+
+/// A shared table is the table.
+impl<T: ViewTable> ViewTable for std::sync::Arc<T> {
+    async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
+        (**self).load(keys).await
+    }
+
+    async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
+        (**self).parked_from(pk).await
+    }
+
+    async fn write(&self, write: &Write) -> Result<Cost, WriteError> {
+        (**self).write(write).await
+    }
+
+    async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
+        (**self).park(parked).await
+    }
+
+    async fn scan(&self) -> Result<MemoryState, TableError> {
+        (**self).scan().await
+    }
+
+    async fn orders(&self, query: &OrderListQuery) -> Result<Vec<OrderRow>, TableError> {
+        (**self).orders(query).await
+    }
+
+    async fn day_sums(&self, range: &DayRange) -> Result<Vec<DayRow>, TableError> {
+        (**self).day_sums(range).await
+    }
+
+    async fn due_sums(
+        &self,
+        tenant_id: TenantId,
+        vendor_id: Option<VendorId>,
+    ) -> Result<Vec<DueRow>, TableError> {
+        (**self).due_sums(tenant_id, vendor_id).await
+    }
+
+    async fn credit_views(
+        &self,
+        tenant_id: TenantId,
+        after: Option<EmployeeId>,
+        limit: usize,
+    ) -> Result<Vec<(EmployeeId, StoredView)>, TableError> {
+        (**self).credit_views(tenant_id, after, limit).await
+    }
+}

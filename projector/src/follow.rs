@@ -1,0 +1,170 @@
+//! The stream projector on one machine: follows the embedded store's log in
+//! commit order into a read-model table, through the same
+//! [`StreamProjector::handle`] the DynamoDB Streams and Kinesis handlers
+//! call, so the embedded server and the cloud share one projection core
+//! (gates, sums that ride with them, parking).
+//!
+//! Each page of the log is one batch, its records named by their
+//! positions. A record the batch reports failed (the table failed or a
+//! gate kept moving) is handed over again, with the rest of the page, after
+//! a backoff; the log's order has no gaps to wait out. The position folded
+//! to is saved as a checkpoint after each page. Saving it apart from the
+//! page's writes is safe because the gates make a redelivered record a
+//! duplicate: a crash between the two costs refolding one page, never a
+//! sum counted twice. The checkpoint is a position, not a state: restoring
+//! costs nothing, whatever the log's length.
+
+use std::time::Duration;
+
+use ledger_store::dynamodb::change::Change;
+use ledger_store::views::ViewTable;
+use ledger_store::{Checkpoint, CheckpointStore, EventStore, Position, READ_PAGE_RECORDS_MAX};
+use tokio::sync::watch;
+
+use crate::StreamProjector;
+use crate::live::ProjectorError;
+use crate::plan::pk_of;
+use crate::record::ChangeRecord;
+
+/// The checkpoint's name in the checkpoint store.
+pub const VIEWS_CHECKPOINT_NAME: &str = "views";
+/// Longest pause before a page whose records failed is handed over again.
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Follows a log into a read-model table.
+pub struct ViewFollower<S, T, R> {
+    store: S,
+    projector: StreamProjector<T>,
+    checkpoints: R,
+    /// Records per page (and so per batch).
+    page: usize,
+    position: watch::Sender<Position>,
+}
+
+impl<S, T, R> ViewFollower<S, T, R>
+where
+    S: EventStore,
+    T: ViewTable,
+    R: CheckpointStore,
+{
+    /// A follower that resumes after its last checkpoint.
+    ///
+    /// # Errors
+    /// The checkpoint store's.
+    pub async fn resume(
+        store: S,
+        table: T,
+        checkpoints: R,
+    ) -> Result<ViewFollower<S, T, R>, ProjectorError> {
+        let position = checkpoints
+            .load_checkpoint(VIEWS_CHECKPOINT_NAME)
+            .await?
+            .map_or(Position::ZERO, |c| c.position);
+        Ok(ViewFollower {
+            store,
+            projector: StreamProjector::new(table),
+            checkpoints,
+            page: READ_PAGE_RECORDS_MAX,
+            position: watch::channel(position).0,
+        })
+    }
+
+    /// Pages of at most `records` (at least one).
+    pub fn with_page(mut self, records: usize) -> Self {
+        self.page = records.clamp(1, READ_PAGE_RECORDS_MAX);
+        self
+    }
+
+    /// The position folded to: every record at or below it is in the table.
+    pub fn position(&self) -> watch::Receiver<Position> {
+        self.position.subscribe()
+    }
+
+    pub fn table(&self) -> &T {
+        self.projector.table()
+    }
+
+    /// Folds the next page and checkpoints it; returns how many records it
+    /// held (0: the log's end).
+    ///
+    /// # Errors
+    /// The store's or the checkpoint store's.
+    pub async fn step(&mut self) -> Result<usize, ProjectorError> {
+        let after = *self.position.borrow();
+        let page = self.store.read_log(after, self.page).await?;
+        let Some(last) = page.last().map(|r| r.position) else {
+            return Ok(0);
+        };
+        let records: Vec<ChangeRecord> = page
+            .iter()
+            .map(|r| ChangeRecord {
+                id: r.position.0.to_string(),
+                written_at_ms: None,
+                change: Change::Event {
+                    pk: pk_of(r.tenant_id, r.stream),
+                    version: r.version.get(),
+                    bytes: r.bytes.clone(),
+                },
+            })
+            .collect();
+        let mut attempt = 0u32;
+        loop {
+            let report = self.projector.handle(records.clone()).await;
+            if report.failed.is_empty() {
+                break;
+            }
+            attempt += 1;
+            tracing::warn!(
+                failed = report.failed.len(),
+                attempt,
+                "records of a page failed to project; handing the page over again"
+            );
+            let pause = Duration::from_millis(10 << attempt.min(7)).min(RETRY_PAUSE_MAX);
+            tokio::time::sleep(pause).await;
+        }
+        self.checkpoints
+            .save_checkpoint(
+                VIEWS_CHECKPOINT_NAME,
+                Checkpoint {
+                    position: last,
+                    state: Vec::new(),
+                },
+            )
+            .await?;
+        self.position.send_replace(last);
+        Ok(page.len())
+    }
+
+    /// Folds pages until the log's end; returns the records folded.
+    ///
+    /// # Errors
+    /// As [`ViewFollower::step`].
+    pub async fn catch_up(&mut self) -> Result<usize, ProjectorError> {
+        let mut folded = 0;
+        loop {
+            match self.step().await? {
+                0 => return Ok(folded),
+                n => folded += n,
+            }
+        }
+    }
+
+    /// Follows the log until `stop` turns true.
+    ///
+    /// # Errors
+    /// As [`ViewFollower::step`].
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectorError> {
+        let mut commits = self.store.follow();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if self.step().await? == 0 {
+                tokio::select! {
+                    _ = commits.changed() => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}

@@ -138,3 +138,133 @@ async fn a_failing_table_only_delays_the_follower() {
     healer.await.expect("healer");
     assert_converged(&table.snapshot(), &log.envelopes()).expect("the fresh fold");
 }
+
+/// What the API will answer from the port equals what the in-memory fold
+/// answers: every page of every order listing (tenant-wide and per
+/// vendor), every credit account, and dashboards by day, week and month
+/// assembled from the stored sums, for each tenant and vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_through_the_port_answer_what_the_fold_answers() {
+    use ledger_core::projection::ReadModels;
+    use ledger_core::projection::credit::CreditView;
+    use ledger_core::projection::dashboard::{Dashboard, DashboardQuery, Granularity};
+    use ledger_core::projection::orders::{OrderListQuery, OrderView};
+    use ledger_core::{LocalDate, Timestamp};
+    use ledger_store::views::DayRange;
+
+    let log = generate(&LogShape {
+        days: 5,
+        ..shape(11)
+    });
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = store_with(&log, dir.path()).await;
+    let table = SqliteViews::open(&dir.path().join("views")).expect("views");
+    ViewFollower::resume(store.clone(), table.clone(), store.clone())
+        .await
+        .expect("resume")
+        .catch_up()
+        .await
+        .expect("catch up");
+    let mut models = ReadModels::default();
+    for e in log.envelopes() {
+        models.apply(&e);
+    }
+    let mut scopes: Vec<(ledger_core::TenantId, Option<ledger_core::VendorId>)> = models
+        .dashboard
+        .days()
+        .map(|((t, v, _), _)| (t, Some(v)))
+        .collect();
+    scopes.extend(scopes.clone().iter().map(|(t, _)| (*t, None)));
+    scopes.sort();
+    scopes.dedup();
+    assert!(scopes.len() >= 4, "two tenants with vendors: {scopes:?}");
+
+    for &(tenant_id, vendor_id) in &scopes {
+        // Every page of the listing, through cursors.
+        let mut query = OrderListQuery {
+            tenant_id,
+            vendor_id,
+            from: Timestamp::from_micros(i64::MIN),
+            until: Timestamp::from_micros(i64::MAX),
+            cursor: None,
+            limit: 7,
+        };
+        let mut listed: Vec<OrderView> = Vec::new();
+        loop {
+            let page = table.orders(&query).await.expect("orders");
+            let Some(last) = page.last() else { break };
+            query.cursor = Some((last.index.occurred_at, last.order_id));
+            for row in &page {
+                listed.push(OrderView::from_bytes(&row.view.bytes).expect("an order view"));
+            }
+        }
+        let want: Vec<OrderView> = models
+            .orders
+            .list(&OrderListQuery {
+                limit: usize::MAX,
+                cursor: None,
+                ..query
+            })
+            .into_iter()
+            .cloned()
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(listed.len(), want.len(), "{tenant_id} {vendor_id:?}");
+        assert_eq!(listed, want, "{tenant_id} {vendor_id:?}");
+
+        // Dashboards from the stored sums.
+        for granularity in [Granularity::Day, Granularity::Week, Granularity::Month] {
+            let q = DashboardQuery {
+                tenant_id,
+                vendor_id,
+                from: LocalDate::ymd(2026, 10, 1),
+                to: LocalDate::ymd(2026, 11, 30),
+                granularity,
+                today: LocalDate::ymd(2026, 10, 18),
+            };
+            let want = models.dashboard.query(&q).expect("a dashboard");
+            assert!(want.totals.orders > 0, "the range holds the log's days");
+            let days = table
+                .day_sums(&DayRange {
+                    tenant_id,
+                    vendor_id,
+                    from: q.from,
+                    to: q.to,
+                })
+                .await
+                .expect("day sums");
+            let dues = table
+                .due_sums(tenant_id, vendor_id)
+                .await
+                .expect("due sums");
+            let got = Dashboard::assemble(
+                &q,
+                want.currency,
+                days.iter().map(|d| (d.date, &d.totals)),
+                dues.iter().map(|d| (d.due_date, d.amount)),
+            );
+            assert_eq!(got, want, "{tenant_id} {vendor_id:?} {granularity:?}");
+        }
+    }
+
+    let tenants: std::collections::BTreeSet<_> = scopes.iter().map(|(t, _)| *t).collect();
+    for tenant_id in tenants {
+        let mut accounts: Vec<CreditView> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = table
+                .credit_views(tenant_id, after, 3)
+                .await
+                .expect("credit views");
+            let Some((last, _)) = page.last() else { break };
+            after = Some(*last);
+            for (_, view) in &page {
+                accounts.push(CreditView::from_bytes(&view.bytes).expect("a credit view"));
+            }
+        }
+        let mut want: Vec<CreditView> = models.credit.accounts(tenant_id).cloned().collect();
+        want.sort_by_key(|v| v.employee_id);
+        assert!(!want.is_empty());
+        assert_eq!(accounts, want, "{tenant_id}");
+    }
+}

@@ -343,34 +343,72 @@ impl VendorDailyTotals {
     /// # Errors
     /// When the range is reversed or longer than [`QUERY_DAYS_MAX`].
     pub fn query(&self, q: &DashboardQuery) -> Result<Dashboard, QueryError> {
-        let days = (q.to.as_naive() - q.from.as_naive()).num_days();
+        q.check()?;
+        let wanted = |t: &TenantId, v: &VendorId| {
+            *t == q.tenant_id && q.vendor_id.is_none_or(|want| want == *v)
+        };
+        let days = self
+            .days
+            .iter()
+            .filter(|((t, v, date), _)| wanted(t, v) && (q.from..=q.to).contains(date))
+            .map(|((_, _, date), day)| (*date, day));
+        let dues = self
+            .receivables
+            .iter()
+            .filter(|((t, v, _), _)| wanted(t, v))
+            .map(|((_, _, due), amount)| (*due, *amount));
+        Ok(Dashboard::assemble(
+            q,
+            self.currencies.get(&q.tenant_id).copied(),
+            days,
+            dues,
+        ))
+    }
+}
+
+impl DashboardQuery {
+    /// Whether the range can be answered.
+    ///
+    /// # Errors
+    /// When the range is reversed or longer than [`QUERY_DAYS_MAX`].
+    pub fn check(&self) -> Result<(), QueryError> {
+        let days = (self.to.as_naive() - self.from.as_naive()).num_days();
         if days < 0 {
             return Err(QueryError::ReversedRange);
         }
         if days >= QUERY_DAYS_MAX {
             return Err(QueryError::RangeTooLong);
         }
-        let wanted = |t: &TenantId, v: &VendorId| {
-            *t == q.tenant_id && q.vendor_id.is_none_or(|want| want == *v)
-        };
+        Ok(())
+    }
+}
+
+impl Dashboard {
+    /// The dashboard of `q` from the day totals of its range and the
+    /// outstanding invoices by due date of its vendors (one or all), in any
+    /// order: the one roll-up, whether the sums come from memory or from a
+    /// read-model table. Days outside `q`'s range are the caller's to leave
+    /// out.
+    pub fn assemble<'a>(
+        q: &DashboardQuery,
+        currency: Option<Currency>,
+        days: impl IntoIterator<Item = (LocalDate, &'a DayTotals)>,
+        dues: impl IntoIterator<Item = (LocalDate, Decimal)>,
+    ) -> Dashboard {
         let mut buckets: std::collections::BTreeMap<LocalDate, DayTotals> = Default::default();
         let mut totals = DayTotals::default();
-        for ((t, v, date), day) in &self.days {
-            if wanted(t, v) && (q.from..=q.to).contains(date) {
-                buckets
-                    .entry(q.granularity.bucket_start(*date))
-                    .or_default()
-                    .add(day);
-                totals.add(day);
-            }
+        for (date, day) in days {
+            buckets
+                .entry(q.granularity.bucket_start(date))
+                .or_default()
+                .add(day);
+            totals.add(day);
         }
         let (mut pending, mut overdue) = (Decimal::ZERO, Decimal::ZERO);
-        for ((t, v, due), amount) in &self.receivables {
-            if wanted(t, v) {
-                pending += amount;
-                if *due < q.today {
-                    overdue += amount;
-                }
+        for (due, amount) in dues {
+            pending += amount;
+            if due < q.today {
+                overdue += amount;
             }
         }
         let series = buckets
@@ -381,13 +419,13 @@ impl VendorDailyTotals {
                 totals,
             })
             .collect();
-        Ok(Dashboard {
-            currency: self.currencies.get(&q.tenant_id).copied(),
+        Dashboard {
+            currency,
             series,
             totals,
             receivables_pending: pending,
             receivables_overdue: overdue,
-        })
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The stream projector's handler: events per second through
 //! `StreamProjector::handle` on the in-memory table (the core's own cost: decode,
-//! plan, fold, pack) and on DynamoDB Local (what a Lambda invocation does
+//! plan, fold, pack), on the SQLite table (what the embedded follower
+//! does per page) and on DynamoDB Local (what a Lambda invocation does
 //! against a table), beside the baseline of the in-process fold of the same
 //! records (decode + `ReadModels::apply`), all in the same run; then the
 //! end-to-end lag on DynamoDB Local, from a checkout's `201` over HTTP to its
@@ -20,6 +21,7 @@ use ledger_core::projection::ReadModels;
 use ledger_store::dynamodb::change::Change;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
+use ledger_store::sqlite::SqliteViews;
 use ledger_store::views::{MemoryTable, ViewKey, ViewTable};
 use projector::StreamProjector;
 use projector::plan::pk_of;
@@ -88,6 +90,21 @@ fn throughput(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
         b.iter_batched(
             || StreamProjector::new(MemoryTable::new()),
             |p| runtime.block_on(project_all(&p, &recs)),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("handler on the SQLite table", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let table = SqliteViews::open(&dir.path().join("views")).expect("the table");
+                (dir, StreamProjector::new(table))
+            },
+            |(dir, p)| {
+                runtime.block_on(project_all(&p, &recs));
+                drop(p);
+                dir
+            },
             BatchSize::PerIteration,
         )
     });

@@ -20,7 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 
-use crate::plan::{ACTIONS_MIN, Batch, Limits, StreamPlan, pack, plan_stream};
+use crate::plan::{ACTIONS_MIN, Batch, Content, Limits, StreamPlan, pack, plan_stream};
+use ledger_core::projection::activity::ActivityEntry;
 use crate::record::ChangeRecord;
 use ledger_store::views::{Cost, Parked, StoredView, ViewKey, ViewTable, Write, WriteError};
 
@@ -110,13 +111,66 @@ impl<T: ViewTable> StreamProjector<T> {
         let mut plans = self.plan(&batch, &stored).await;
         // Park first: a parked record is acknowledged only once it is stored.
         self.park(&batch, &plans, &mut report, &mut failed).await;
+        let parked: Vec<String> = plans
+            .iter()
+            .flat_map(|p| p.park.iter().map(|p| p.record.clone()))
+            .collect();
         for plan in &mut plans {
             failed.append(&mut plan.failed);
             report.skipped += plan.done.len();
         }
         self.write(&mut plans, &batch, &mut report, &mut failed)
             .await;
+        self.record_activity(&batch, &parked, &mut report, &mut failed)
+            .await;
         self.finish(report, &batch, failed)
+    }
+
+    /// Records the activity entry of every event of the batch that is now
+    /// projected: written, a duplicate, or of a stream without a view;
+    /// not failed, not parked. Entries come last, so a stored entry means
+    /// the event's views and sums are stored (what read-your-writes waits
+    /// for); a failed entry write redelivers its records, which are
+    /// duplicates at their gates next time and get their entries then.
+    async fn record_activity(
+        &self,
+        batch: &Batch,
+        parked: &[String],
+        report: &mut Report,
+        failed: &mut Vec<String>,
+    ) {
+        let unfinished: rustc_hash::FxHashSet<&str> = failed
+            .iter()
+            .chain(parked)
+            .map(String::as_str)
+            .collect();
+        let mut entries = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        for stream in batch.streams.values() {
+            for delivered in stream.events.values() {
+                let Content::Event(envelope) = &delivered.content else {
+                    continue;
+                };
+                if delivered.ids.iter().any(|id| unfinished.contains(id.as_str())) {
+                    continue;
+                }
+                entries.push(ActivityEntry::of(envelope));
+                ids.extend(delivered.ids.iter().cloned());
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        match self.table.record_activity(&entries).await {
+            Ok(cost) => {
+                report.cost.add(&cost);
+                report.writes += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, entries = entries.len(), "recording activity failed; its records are redelivered");
+                failed.extend(ids);
+            }
+        }
     }
 
     /// Plans every stream of the batch on its stored view; a stream with a
@@ -306,6 +360,7 @@ impl<T: ViewTable> StreamProjector<T> {
             wcu_credit = report.cost.credit,
             wcu_dashboard = report.cost.dashboard,
             wcu_parked = report.cost.parked,
+            wcu_activity = report.cost.activity,
             wcu_reported = report.cost.reported,
             lag_max_ms = report.lag_max_ms,
             lag_min_ms = report.lag_min_ms,

@@ -29,6 +29,66 @@ pub struct ActivityEntry {
 }
 
 impl ActivityEntry {
+    /// The entry of one event: a function of the event alone.
+    pub fn of(envelope: &Envelope) -> ActivityEntry {
+        let h = &envelope.header;
+        let vendor_id = match h.stream.kind() {
+            StreamKind::Vendor => Some(VendorId::from_text(h.stream.id())),
+            _ => envelope.event.vendor_id(),
+        };
+        ActivityEntry {
+            tenant_id: h.tenant_id,
+            stream: h.stream,
+            version: h.version,
+            event_type: envelope.event.event_type(),
+            occurred_at: h.occurred_at,
+            recorded_at: h.recorded_at,
+            actor: h.actor,
+            vendor_id,
+            amount: envelope.event.amount(),
+        }
+    }
+
+    pub(super) fn write_snapshot(&self, w: &mut Writer) {
+        // Destructured so that a field added to entries cannot be left out.
+        let ActivityEntry {
+            tenant_id,
+            stream,
+            version,
+            event_type,
+            occurred_at,
+            recorded_at,
+            actor,
+            vendor_id,
+            amount,
+        } = self;
+        w.tenant(*tenant_id);
+        w.put(stream);
+        w.put(version);
+        // The stored tag, which is forever.
+        w.put(&event_type.tag());
+        w.put(occurred_at);
+        w.put(recorded_at);
+        w.put(actor);
+        w.put(vendor_id);
+        w.put(amount);
+    }
+
+    pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ActivityEntry {
+            tenant_id: r.tenant()?,
+            stream: r.get()?,
+            version: r.get()?,
+            event_type: EventType::from_tag(r.get()?)
+                .ok_or(DecodeError::Other("unknown event type"))?,
+            occurred_at: r.get()?,
+            recorded_at: r.get()?,
+            actor: r.get()?,
+            vendor_id: r.get()?,
+            amount: r.get()?,
+        })
+    }
+
     /// The log's order: by record time, ties broken by stream and version.
     pub fn sort_key(&self) -> (Timestamp, StreamId, StreamVersion) {
         (self.recorded_at, self.stream, self.version)
@@ -41,6 +101,26 @@ pub enum ActivityFilter {
     Vendor(VendorId),
     Actor(UserId),
     All,
+}
+
+impl ActivityFilter {
+    pub fn matches(&self, entry: &ActivityEntry) -> bool {
+        match *self {
+            ActivityFilter::Vendor(v) => entry.vendor_id == Some(v),
+            ActivityFilter::Actor(u) => entry.actor.user_id == u,
+            ActivityFilter::All => true,
+        }
+    }
+}
+
+/// A page of a tenant's activity: entries matching `filter`, newest first
+/// by [`ActivityEntry::sort_key`], strictly before `cursor` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityQuery {
+    pub tenant_id: TenantId,
+    pub filter: ActivityFilter,
+    pub cursor: Option<(Timestamp, StreamId, StreamVersion)>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,22 +156,7 @@ impl ActivityLog {
     ) -> Outcome {
         let outcome = self.gate.admit(envelope);
         if outcome == Outcome::Applied {
-            let h = &envelope.header;
-            let vendor_id = match h.stream.kind() {
-                StreamKind::Vendor => Some(VendorId::from_text(h.stream.id())),
-                _ => envelope.event.vendor_id(),
-            };
-            let entry = ActivityEntry {
-                tenant_id: h.tenant_id,
-                stream: h.stream,
-                version: h.version,
-                event_type: envelope.event.event_type(),
-                occurred_at: h.occurred_at,
-                recorded_at: h.recorded_at,
-                actor: h.actor,
-                vendor_id,
-                amount: envelope.event.amount(),
-            };
+            let entry = ActivityEntry::of(envelope);
             sink.emit(|| entry.clone());
             self.entries.push(entry);
         }
@@ -112,11 +177,7 @@ impl ActivityLog {
             .iter()
             .filter(|e| {
                 e.tenant_id == tenant_id
-                    && match filter {
-                        ActivityFilter::Vendor(v) => e.vendor_id == Some(v),
-                        ActivityFilter::Actor(u) => e.actor.user_id == u,
-                        ActivityFilter::All => true,
-                    }
+                    && filter.matches(e)
                     && cursor.is_none_or(|c| e.sort_key() < c)
             })
             .collect();
@@ -130,50 +191,19 @@ impl ActivityLog {
     pub(super) fn write_snapshot(&self, w: &mut Writer) {
         let Self { gate, entries } = self;
         gate.write_snapshot(w);
-        w.seq(entries, |w, entry| {
-            // Destructured so that a field added to entries cannot be left out.
-            let ActivityEntry {
-                tenant_id,
-                stream,
-                version,
-                event_type,
-                occurred_at,
-                recorded_at,
-                actor,
-                vendor_id,
-                amount,
-            } = entry;
-            w.tenant(*tenant_id);
-            w.put(stream);
-            w.put(version);
-            // The stored tag, which is forever.
-            w.put(&event_type.tag());
-            w.put(occurred_at);
-            w.put(recorded_at);
-            w.put(actor);
-            w.put(vendor_id);
-            w.put(amount);
-        });
+        w.seq(entries, |w, entry| entry.write_snapshot(w));
     }
 
     pub(super) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             gate: StreamGate::read_snapshot(r)?,
-            entries: r.seq(usize::MAX, |r| {
-                Ok(ActivityEntry {
-                    tenant_id: r.tenant()?,
-                    stream: r.get()?,
-                    version: r.get()?,
-                    event_type: EventType::from_tag(r.get()?)
-                        .ok_or(DecodeError::Other("unknown event type"))?,
-                    occurred_at: r.get()?,
-                    recorded_at: r.get()?,
-                    actor: r.get()?,
-                    vendor_id: r.get()?,
-                    amount: r.get()?,
-                })
-            })?,
+            entries: r.seq(usize::MAX, ActivityEntry::read_snapshot)?,
         })
+    }
+
+    /// Every entry, in arrival order.
+    pub fn entries(&self) -> impl Iterator<Item = &ActivityEntry> {
+        self.entries.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -194,69 +194,90 @@ impl CreditView {
     /// moved it, with the signed change.
     #[inline]
     fn evolve(&mut self, event: &Event) -> Option<(Movement, Money)> {
-        let (movement, amount, balance_after) = match event {
-            Event::CreditPolicyChanged(e) => {
-                self.policy = e.policy;
-                return None;
-            }
-            Event::CreditAccountSuspended(_) => {
-                self.suspended = true;
-                return None;
-            }
-            Event::CreditAccountReinstated(_) => {
-                self.suspended = false;
-                return None;
-            }
+        match event {
+            Event::CreditPolicyChanged(e) => self.policy = e.policy,
+            Event::CreditAccountSuspended(_) => self.suspended = true,
+            Event::CreditAccountReinstated(_) => self.suspended = false,
             Event::CreditReplenished(e) => {
                 self.last_period = Some(e.period);
                 self.lifetime_replenished = self
                     .lifetime_replenished
                     .checked_add(e.amount)
                     .unwrap_or(self.lifetime_replenished);
-                (
-                    Movement::Replenished { period: e.period },
-                    e.amount,
-                    e.balance_after,
-                )
             }
             Event::CreditSpent(e) => {
                 self.lifetime_spent = self
                     .lifetime_spent
                     .checked_add(e.amount)
                     .unwrap_or(self.lifetime_spent);
-                (
-                    Movement::Spent {
-                        order_id: e.order_id,
-                    },
-                    e.amount.negate(),
-                    e.balance_after,
-                )
             }
             Event::CreditRefunded(e) => {
                 self.lifetime_spent = self
                     .lifetime_spent
                     .checked_sub(e.amount)
                     .unwrap_or(self.lifetime_spent);
-                (
-                    Movement::Refunded {
-                        order_id: e.order_id,
-                        refund_id: e.refund_id,
-                    },
-                    e.amount,
-                    e.balance_after,
-                )
             }
-            Event::CreditAdjusted(e) => (
-                Movement::Adjusted {
-                    reason: e.reason.clone(),
-                },
-                e.amount,
-                e.balance_after,
-            ),
-            _ => return None,
-        };
+            _ => {}
+        }
+        let (movement, amount, balance_after) = movement_of(event)?;
         self.balance = balance_after;
         Some((movement, amount))
+    }
+}
+
+/// What a credit event did to the balance: the movement, the signed change
+/// and the balance after it (every movement carries it), or `None` for an
+/// event that moved no money.
+#[inline]
+fn movement_of(event: &Event) -> Option<(Movement, Money, Money)> {
+    Some(match event {
+        Event::CreditReplenished(e) => (
+            Movement::Replenished { period: e.period },
+            e.amount,
+            e.balance_after,
+        ),
+        Event::CreditSpent(e) => (
+            Movement::Spent {
+                order_id: e.order_id,
+            },
+            e.amount.negate(),
+            e.balance_after,
+        ),
+        Event::CreditRefunded(e) => (
+            Movement::Refunded {
+                order_id: e.order_id,
+                refund_id: e.refund_id,
+            },
+            e.amount,
+            e.balance_after,
+        ),
+        Event::CreditAdjusted(e) => (
+            Movement::Adjusted {
+                reason: e.reason.clone(),
+            },
+            e.amount,
+            e.balance_after,
+        ),
+        _ => return None,
+    })
+}
+
+impl StatementLine {
+    /// The statement line of one credit event, from the event alone (it
+    /// carries the balance after it), or `None` for an event that moved no
+    /// money. A statement is the credit stream read by version through this.
+    pub fn of(envelope: &Envelope) -> Option<StatementLine> {
+        if envelope.stream().kind() != StreamKind::Credit {
+            return None;
+        }
+        let (movement, amount, balance_after) = movement_of(&envelope.event)?;
+        Some(StatementLine {
+            version: envelope.version(),
+            occurred_at: envelope.header.occurred_at,
+            movement,
+            amount,
+            balance_after,
+        })
     }
 }
 

@@ -39,6 +39,7 @@ use bincode::error::DecodeError;
 use sha2::{Digest, Sha256};
 
 use super::bytes::{Reader, Writer};
+use super::activity::ActivityEntry;
 use super::credit::CreditView;
 use super::orders::OrderView;
 use super::{ActivityLog, CreditBalances, OrderViews, ReadModels, StreamGate, VendorDailyTotals};
@@ -183,6 +184,22 @@ impl CreditView {
     /// When the bytes are not one whole view of [`VIEW_FORMAT_VERSION`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
         view_from_bytes(bytes, CreditView::read_snapshot)
+    }
+}
+
+impl ActivityEntry {
+    /// The entry alone, in [`VIEW_FORMAT_VERSION`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        view_to_bytes(|w| self.write_snapshot(w))
+    }
+
+    /// An entry from [`ActivityEntry::to_bytes`]; never panics, whatever the
+    /// bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not one whole entry of [`VIEW_FORMAT_VERSION`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        view_from_bytes(bytes, ActivityEntry::read_snapshot)
     }
 }
 

@@ -58,8 +58,10 @@ use ledger_core::{
 };
 use rust_decimal::Decimal;
 
+use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
+
 use crate::views::{
-    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    activity_rank, Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
     StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, ViewWrite, Write, WriteError,
 };
 
@@ -71,6 +73,10 @@ const LISTING: &str = "listing";
 const RANK: &str = "rank";
 /// The indexes (`schemas/dynamodb/read-models.json`).
 const VENDOR_TIME: &str = "vendor-time";
+const ACTOR: &str = "actor";
+const ACTOR_TIME: &str = "actor-time";
+/// An activity entry's sort key: this, then the version (20 digits).
+const ACTIVITY_SK: &str = "a|";
 const CURRENCY: &str = "cur";
 const DUE_AMOUNT: &str = "amount";
 const PARKED_PREFIX: &str = "parked|";
@@ -214,6 +220,31 @@ fn view_item(w: &ViewWrite) -> HashMap<String, AttributeValue> {
     } else if w.key.stream.kind() == StreamKind::Credit {
         item.insert(LISTING.to_owned(), s(format!("{tenant}|credit")));
         item.insert(RANK.to_owned(), s(w.key.stream.id().to_string()));
+    }
+    item
+}
+
+/// An activity entry's key: beside its stream's view.
+fn activity_key(tenant_id: TenantId, stream: StreamId, version: StreamVersion) -> (String, String) {
+    (
+        format!("{tenant_id}|{stream}"),
+        format!("{ACTIVITY_SK}{}", padded(version.get())),
+    )
+}
+
+fn activity_item(e: &ActivityEntry) -> HashMap<String, AttributeValue> {
+    let tenant = e.tenant_id;
+    let (pk, sk) = activity_key(tenant, e.stream, e.version);
+    let mut item = HashMap::from([
+        (PK.to_owned(), s(pk)),
+        (SORT.to_owned(), s(sk)),
+        (VIEW_BYTES.to_owned(), AttributeValue::B(e.to_bytes().into())),
+        (LISTING.to_owned(), s(format!("{tenant}|activity"))),
+        (RANK.to_owned(), s(activity_rank(e.recorded_at, e.stream, e.version))),
+        (ACTOR.to_owned(), s(format!("{tenant}|{}", e.actor.user_id))),
+    ]);
+    if let Some(vendor) = e.vendor_id {
+        item.insert(VENDOR.to_owned(), s(format!("{tenant}|{vendor}|activity")));
     }
     item
 }
@@ -538,58 +569,97 @@ impl ViewTable for DynamoTable {
     }
 
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
+        let wanted = keys.iter().map(|k| (view_pk(k), VIEW_SK.to_owned())).collect();
+        let items = self
+            .batch_get(wanted, &[PK, VERSION, VIEW_BYTES], "loading views")
+            .await?;
         let mut found: HashMap<String, StoredView> = HashMap::new();
-        for chunk in keys.chunks(GET_BATCH_MAX) {
-            let mut request = KeysAndAttributes::builder()
-                .consistent_read(true)
-                .projection_expression("#pk, #v, #b")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#v", VERSION)
-                .expression_attribute_names("#b", VIEW_BYTES);
-            for key in chunk {
-                request = request.keys(HashMap::from([
-                    (PK.to_owned(), s(view_pk(key))),
-                    (SORT.to_owned(), s(VIEW_SK)),
-                ]));
-            }
-            let mut pending = Some(
-                request
-                    .build()
-                    .map_err(|e| TableError::backend("building a BatchGetItem", e))?,
-            );
-            let mut attempt = 0;
-            while let Some(request) = pending.take() {
-                let out = self
-                    .db
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| TableError::backend("loading views", e))?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(AttributeValue::S(pk)), Some(view)) =
-                        (item.get(PK), stored_view(item))
-                    {
-                        found.insert(pk.clone(), view);
-                    }
-                }
-                pending = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-                if pending.is_some() {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
+        for item in &items {
+            if let (Some(AttributeValue::S(pk)), Some(view)) = (item.get(PK), stored_view(item)) {
+                found.insert(pk.clone(), view);
             }
         }
         Ok(keys.iter().map(|k| found.remove(&view_pk(k))).collect())
+    }
+
+    /// One `BatchWriteItem` per 25 entries. Each entry is one item written
+    /// to the table and to two or three indexes (`listing`, `actor-time`,
+    /// and `vendor-time` when it has a vendor): under 1 KB, 3 or 4 WCU.
+    async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {
+        let mut cost = Cost::default();
+        let mut requests = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::new();
+        for e in entries {
+            // A batch may not write one item twice.
+            if !seen.insert((e.tenant_id, e.stream, e.version)) {
+                continue;
+            }
+            let item = activity_item(e);
+            let indexes = 2 + u64::from(e.vendor_id.is_some());
+            cost.activity += ((1 + indexes) * write_wcu(item_size(&item))) as f64;
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| TableError::backend("building an activity entry", e))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        cost.reported += self.batch_put(requests, "writing activity entries").await?;
+        Ok(cost)
+    }
+
+    async fn activity(&self, query: &ActivityQuery) -> Result<Vec<ActivityEntry>, TableError> {
+        let limit = query.limit.min(QUERY_ROWS_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tenant = query.tenant_id;
+        let (index, hash) = match query.filter {
+            ActivityFilter::All => (LISTING, (LISTING, format!("{tenant}|activity"))),
+            ActivityFilter::Vendor(v) => (VENDOR_TIME, (VENDOR, format!("{tenant}|{v}|activity"))),
+            ActivityFilter::Actor(a) => (ACTOR_TIME, (ACTOR, format!("{tenant}|{a}"))),
+        };
+        // Ranks start with digits; a space sorts below every one of them.
+        let below = query.cursor.map_or_else(
+            || "~".to_owned(),
+            |(at, stream, version)| activity_rank(at, stream, version),
+        );
+        let items = self
+            .query(Listing {
+                index: Some(index),
+                hash,
+                range: Range::Between(" ".to_owned(), below.clone()),
+                newest_first: true,
+                limit,
+                skip: query.cursor.is_some().then_some(below),
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let entry = Item::of(item)?.activity()?;
+                if entry.tenant_id != tenant || !query.filter.matches(&entry) {
+                    return Err(corrupt(item, "an activity entry listed under another key"));
+                }
+                Ok(entry)
+            })
+            .collect()
+    }
+
+    async fn seen(
+        &self,
+        tenant_id: TenantId,
+        events: &[(StreamId, StreamVersion)],
+    ) -> Result<bool, TableError> {
+        let mut wanted: Vec<(String, String)> = events
+            .iter()
+            .map(|(stream, version)| activity_key(tenant_id, *stream, *version))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let found = self
+            .batch_get(wanted.clone(), &[PK], "reading activity entries")
+            .await?;
+        Ok(found.len() == wanted.len())
     }
 
     async fn parked_from(&self, pk: &str) -> Result<Option<u64>, TableError> {
@@ -644,6 +714,16 @@ impl ViewTable for DynamoTable {
                 .map_err(|e| TableError::backend("building a parked record", e))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
+        cost.reported += self.batch_put(requests, "parking").await?;
+        Ok(cost)
+    }
+}
+
+impl DynamoTable {
+    /// Writes `requests` with `BatchWriteItem`, 25 at a time, resending
+    /// what comes back unprocessed; returns the capacity reported.
+    async fn batch_put(&self, requests: Vec<WriteRequest>, doing: &str) -> Result<f64, TableError> {
+        let mut reported = 0.0;
         for chunk in requests.chunks(PUT_BATCH_MAX) {
             let mut pending = chunk.to_vec();
             let mut attempt = 0;
@@ -655,8 +735,8 @@ impl ViewTable for DynamoTable {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map_err(|e| TableError::backend("parking", e))?;
-                cost.reported += out
+                    .map_err(|e| TableError::backend(doing.to_owned(), e))?;
+                reported += out
                     .consumed_capacity()
                     .iter()
                     .filter_map(|c| c.capacity_units())
@@ -672,11 +752,67 @@ impl ViewTable for DynamoTable {
                 }
             }
         }
-        Ok(cost)
+        Ok(reported)
     }
-}
 
-impl DynamoTable {
+    /// A consistent `BatchGetItem` of `keys` (pk, sk), reading the
+    /// attributes named in `projection`; returns the items found.
+    async fn batch_get(
+        &self,
+        keys: Vec<(String, String)>,
+        projection: &[&str],
+        doing: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, TableError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(GET_BATCH_MAX) {
+            let names: Vec<String> = (0..projection.len()).map(|i| format!("#a{i}")).collect();
+            let mut request = KeysAndAttributes::builder()
+                .consistent_read(true)
+                .projection_expression(names.join(", "));
+            for (name, attribute) in names.iter().zip(projection) {
+                request = request.expression_attribute_names(name, *attribute);
+            }
+            for (pk, sk) in chunk {
+                request = request.keys(HashMap::from([
+                    (PK.to_owned(), s(pk.clone())),
+                    (SORT.to_owned(), s(sk.clone())),
+                ]));
+            }
+            let mut pending = Some(
+                request
+                    .build()
+                    .map_err(|e| TableError::backend("building a BatchGetItem", e))?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                let out = self
+                    .db
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| TableError::backend(doing.to_owned(), e))?;
+                found.extend(
+                    out.responses()
+                        .and_then(|r| r.get(&self.table))
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+                pending = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if pending.is_some() {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// A write's transaction: the gated `Put` of each view, then one
     /// `Update ... ADD` per sum; and its cost by the formula.
     fn transact_actions(
@@ -864,6 +1000,11 @@ fn read_item(
             .insert((stream_pk.to_owned(), parked.version), parked);
         return Ok(());
     }
+    if sk.starts_with(ACTIVITY_SK) {
+        let e = item.activity()?;
+        state.activity.insert((e.tenant_id, e.stream, e.version), e);
+        return Ok(());
+    }
     if sk == VIEW_SK {
         let (key, view) = item.view()?;
         if let Some(index) = item.order_index()? {
@@ -967,6 +1108,16 @@ impl<'a> Item<'a> {
         let view =
             stored_view(self.item).ok_or_else(|| self.bad("view without version or bytes"))?;
         Ok((ViewKey { tenant_id, stream }, view))
+    }
+
+    /// An activity entry.
+    fn activity(&self) -> Result<ActivityEntry, TableError> {
+        match self.item.get(VIEW_BYTES) {
+            Some(AttributeValue::B(b)) => {
+                ActivityEntry::from_bytes(b.as_ref()).map_err(|e| self.bad(&e.to_string()))
+            }
+            _ => Err(self.bad("an activity entry without its bytes")),
+        }
     }
 
     /// A day's or a due date's sums; `None` for an item that is neither.

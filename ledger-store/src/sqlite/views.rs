@@ -37,13 +37,19 @@ use ledger_core::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use rust_decimal::Decimal;
 
+use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
+
 use crate::views::{
-    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    activity_rank, Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
     StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
 };
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
-pub const VIEWS_SCHEMA_VERSION: i64 = 1;
+///
+/// Version 2 added the activity entries. The file holds derived state
+/// only, so a file of an older version is emptied and refolded from the
+/// log (its follower's checkpoint is named after the version).
+pub const VIEWS_SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS views (
@@ -77,6 +83,28 @@ const SCHEMA: &str = "
         behind  INTEGER,
         PRIMARY KEY (pk, version)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS activity (
+        tenant_id TEXT    NOT NULL,
+        stream    TEXT    NOT NULL,
+        version   INTEGER NOT NULL,
+        rank      TEXT    NOT NULL,
+        vendor_id TEXT,
+        actor     TEXT    NOT NULL,
+        bytes     BLOB    NOT NULL,
+        PRIMARY KEY (tenant_id, stream, version)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS activity_all ON activity (tenant_id, rank);
+    CREATE INDEX IF NOT EXISTS activity_vendor
+        ON activity (tenant_id, vendor_id, rank) WHERE vendor_id IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS activity_actor ON activity (tenant_id, actor, rank);
+";
+
+/// What a file of an older version loses before it is refolded.
+const DROP_OLD: &str = "
+    DROP TABLE IF EXISTS views;
+    DROP TABLE IF EXISTS sums;
+    DROP TABLE IF EXISTS parked;
+    DROP TABLE IF EXISTS activity;
 ";
 
 const DAY: i64 = 0;
@@ -107,6 +135,18 @@ const SQL_ORDERS: &str = "SELECT stream, version, bytes, vendor_id, occurred_at 
 const SQL_SUMS: &str = "SELECT date, vendor_id, amounts FROM sums \
      WHERE tenant_id = ?1 AND kind = ?2 AND (?3 IS NULL OR vendor_id = ?3) \
      AND date >= ?4 AND date <= ?5 ORDER BY date, vendor_id";
+const SQL_ACTIVITY_PUT: &str = "INSERT OR IGNORE INTO activity \
+     (tenant_id, stream, version, rank, vendor_id, actor, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SQL_ACTIVITY_SEEN: &str =
+    "SELECT 1 FROM activity WHERE tenant_id = ?1 AND stream = ?2 AND version = ?3";
+/// A tenant's entries below rank `?2` (`'~'`: above every rank), newest
+/// first; then one vendor's (`?3`), then one actor's (`?3`).
+const SQL_ACTIVITY_ALL: &str = "SELECT bytes FROM activity \
+     WHERE tenant_id = ?1 AND rank < ?2 ORDER BY rank DESC LIMIT ?4";
+const SQL_ACTIVITY_VENDOR: &str = "SELECT bytes FROM activity \
+     WHERE tenant_id = ?1 AND vendor_id = ?3 AND rank < ?2 ORDER BY rank DESC LIMIT ?4";
+const SQL_ACTIVITY_ACTOR: &str = "SELECT bytes FROM activity \
+     WHERE tenant_id = ?1 AND actor = ?3 AND rank < ?2 ORDER BY rank DESC LIMIT ?4";
 /// `credit0` is the first text above every `credit/...` stream.
 const SQL_CREDIT: &str = "SELECT stream, version, bytes FROM views \
      WHERE tenant_id = ?1 AND stream > ?2 AND stream < 'credit0' ORDER BY stream LIMIT ?3";
@@ -166,6 +206,10 @@ impl SqliteViews {
                 path.display()
             )));
         }
+        if (1..VIEWS_SCHEMA_VERSION).contains(&version) {
+            conn.execute_batch(DROP_OLD)
+                .map_err(backend("emptying an older read-model file"))?;
+        }
         conn.execute_batch(SCHEMA)
             .map_err(backend("creating the read-model tables"))?;
         conn.pragma_update(None, "user_version", VIEWS_SCHEMA_VERSION)
@@ -192,6 +236,11 @@ impl SqliteViews {
         .await
         .map_err(|e| TableError::backend("a read-model task", e))?
     }
+}
+
+fn activity_entry(bytes: &[u8]) -> Result<ActivityEntry, TableError> {
+    ActivityEntry::from_bytes(bytes)
+        .map_err(|e| TableError::Corrupt(format!("an activity entry: {e}")))
 }
 
 fn stream_text(stream: StreamId) -> String {
@@ -579,6 +628,96 @@ impl ViewTable for SqliteViews {
         .await
     }
 
+    async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {
+        let entries = entries.to_vec();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend("beginning an activity write"))?;
+            {
+                let mut insert = tx
+                    .prepare_cached(SQL_ACTIVITY_PUT)
+                    .map_err(backend("preparing an activity write"))?;
+                for e in &entries {
+                    insert
+                        .execute(params![
+                            e.tenant_id.as_str(),
+                            stream_text(e.stream),
+                            super::to_sql_int(e.version.get()),
+                            activity_rank(e.recorded_at, e.stream, e.version),
+                            e.vendor_id.map(|v| v.to_string()),
+                            e.actor.user_id.as_str(),
+                            e.to_bytes(),
+                        ])
+                        .map_err(backend("writing an activity entry"))?;
+                }
+            }
+            tx.commit().map_err(backend("committing activity entries"))?;
+            Ok(Cost::default())
+        })
+        .await
+    }
+
+    async fn activity(&self, query: &ActivityQuery) -> Result<Vec<ActivityEntry>, TableError> {
+        let query = *query;
+        self.with(move |conn| {
+            let (sql, filter) = match query.filter {
+                ActivityFilter::All => (SQL_ACTIVITY_ALL, None),
+                ActivityFilter::Vendor(v) => (SQL_ACTIVITY_VENDOR, Some(v.to_string())),
+                ActivityFilter::Actor(a) => (SQL_ACTIVITY_ACTOR, Some(a.to_string())),
+            };
+            let below = query.cursor.map_or_else(
+                || "~".to_owned(),
+                |(at, stream, version)| activity_rank(at, stream, version),
+            );
+            let mut select = conn
+                .prepare_cached(sql)
+                .map_err(backend("preparing an activity listing"))?;
+            let mut rows = select
+                .query(params![
+                    query.tenant_id.as_str(),
+                    below,
+                    filter,
+                    super::to_sql_int(query.limit.min(QUERY_ROWS_MAX)),
+                ])
+                .map_err(backend("listing activity"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(backend("reading an activity row"))? {
+                let bytes: Vec<u8> = row.get(0).map_err(backend("reading an activity row"))?;
+                out.push(activity_entry(&bytes)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn seen(
+        &self,
+        tenant_id: TenantId,
+        events: &[(StreamId, StreamVersion)],
+    ) -> Result<bool, TableError> {
+        let events = events.to_vec();
+        self.with(move |conn| {
+            let mut select = conn
+                .prepare_cached(SQL_ACTIVITY_SEEN)
+                .map_err(backend("preparing an activity read"))?;
+            for (stream, version) in &events {
+                let found = select
+                    .exists(params![
+                        tenant_id.as_str(),
+                        stream_text(*stream),
+                        super::to_sql_int(version.get())
+                    ])
+                    .map_err(backend("reading an activity entry"))?;
+                if !found {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     async fn scan(&self) -> Result<MemoryState, TableError> {
         self.with(|conn| {
             let mut state = MemoryState::default();
@@ -665,6 +804,16 @@ impl ViewTable for SqliteViews {
             for row in rows {
                 let p = row.map_err(backend("reading a parked record"))?;
                 state.parked.insert((p.pk.clone(), p.version), p);
+            }
+            let mut activity = conn
+                .prepare("SELECT bytes FROM activity")
+                .map_err(backend("preparing a scan"))?;
+            let rows = activity
+                .query_map([], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(backend("scanning activity"))?;
+            for row in rows {
+                let e = activity_entry(&row.map_err(backend("reading an activity entry"))?)?;
+                state.activity.insert((e.tenant_id, e.stream, e.version), e);
             }
             Ok(state)
         })

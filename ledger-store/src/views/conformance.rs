@@ -3,7 +3,11 @@
 //! for an adapter. Every check works in a tenant of its own and reads back
 //! only that tenant's items, so the checks can share one long-lived table.
 
+use ledger_core::envelope::{Actor, Role};
+use ledger_core::event::EventType;
+use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
 use ledger_core::projection::dashboard::DayTotals;
+use ledger_core::{Money, UserId};
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::{
     Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamVersion, TenantId, Timestamp,
@@ -34,6 +38,8 @@ macro_rules! view_table_conformance_tests {
             orders_list_newest_first_in_pages,
             sums_list_by_date_then_vendor,
             credit_views_list_by_employee_in_pages,
+            activity_lists_newest_first_by_filter_in_pages,
+            recorded_activity_is_seen_and_recording_twice_stores_once,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -730,4 +736,127 @@ pub async fn credit_views_list_by_employee_in_pages<T: ViewTable>(table: &T) {
             .expect("credit")
             .is_empty()
     );
+}
+
+/// An activity entry of `stream` at `version`, recorded at `at` µs, by
+/// `actor`, about `vendor`.
+fn entry(
+    tenant_id: TenantId,
+    stream: &str,
+    version: u64,
+    at: i64,
+    actor: &str,
+    vendor: Option<&str>,
+) -> ActivityEntry {
+    ActivityEntry {
+        tenant_id,
+        stream: StreamId::parse(stream).expect("stream"),
+        version: StreamVersion::new(version),
+        event_type: EventType::SaleRecorded,
+        occurred_at: Timestamp::from_micros(at - 5),
+        recorded_at: Timestamp::from_micros(at),
+        actor: Actor {
+            user_id: UserId::new(actor),
+            role: Role::Cashier,
+        },
+        vendor_id: vendor.map(VendorId::new),
+        amount: Some(Money::parse(Decimal::new(1250, 2), Currency::new("PHP")).expect("money")),
+    }
+}
+
+/// Every page of a query, walking the cursor as the API does.
+async fn all_pages<T: ViewTable>(table: &T, mut query: ActivityQuery) -> Vec<ActivityEntry> {
+    let mut out: Vec<ActivityEntry> = Vec::new();
+    loop {
+        let page = table.activity(&query).await.expect("activity");
+        assert!(page.len() <= query.limit, "a page longer than its limit");
+        let full = page.len() == query.limit;
+        out.extend(page);
+        match (full, out.last()) {
+            (true, Some(last)) => query.cursor = Some(last.sort_key()),
+            _ => return out,
+        }
+    }
+}
+
+pub async fn activity_lists_newest_first_by_filter_in_pages<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-activity-list");
+    let other = unique_tenant("views-activity-list-other");
+    // Ties on the instant are broken by stream (kind, then id: `O1` before
+    // `O1a` before `O2`) and version, as `ActivityEntry::sort_key` orders.
+    let entries = vec![
+        entry(tenant, "order/O1", 1, 1_000, "U1", Some("V1")),
+        entry(tenant, "credit/E1", 1, 1_000, "U1", None),
+        entry(tenant, "order/O1a", 1, 1_000, "U2", Some("V2")),
+        entry(tenant, "order/O2", 1, 1_000, "U2", Some("V1")),
+        entry(tenant, "order/O1", 2, 2_000, "U2", Some("V1")),
+        entry(tenant, "vendor/V1", 1, 500, "U9", Some("V1")),
+        entry(tenant, "tenant/T", 1, 100, "U9", None),
+        entry(other, "order/O1", 1, 3_000, "U1", Some("V1")),
+    ];
+    table.record_activity(&entries).await.expect("recorded");
+    let mut want: Vec<ActivityEntry> = entries
+        .iter()
+        .filter(|e| e.tenant_id == tenant)
+        .cloned()
+        .collect();
+    want.sort_by_key(|e| std::cmp::Reverse(e.sort_key()));
+    for filter in [
+        ActivityFilter::All,
+        ActivityFilter::Vendor(VendorId::new("V1")),
+        ActivityFilter::Actor(UserId::new("U2")),
+        ActivityFilter::Actor(UserId::new("nobody")),
+    ] {
+        let expected: Vec<ActivityEntry> =
+            want.iter().filter(|e| filter.matches(e)).cloned().collect();
+        for limit in [1, 2, 100] {
+            let query = ActivityQuery {
+                tenant_id: tenant,
+                filter,
+                cursor: None,
+                limit,
+            };
+            assert_eq!(
+                all_pages(table, query).await,
+                expected,
+                "{filter:?}, pages of {limit}"
+            );
+        }
+    }
+}
+
+pub async fn recorded_activity_is_seen_and_recording_twice_stores_once<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-activity-seen");
+    let first = entry(tenant, "order/O1", 1, 1_000, "U1", Some("V1"));
+    let second = entry(tenant, "order/O1", 2, 2_000, "U1", Some("V1"));
+    let at = |e: &ActivityEntry| (e.stream, e.version);
+    assert!(!table.seen(tenant, &[at(&first)]).await.expect("seen"));
+    table
+        .record_activity(&[first.clone(), first.clone()])
+        .await
+        .expect("recorded");
+    table
+        .record_activity(std::slice::from_ref(&first))
+        .await
+        .expect("recorded again");
+    assert!(table.seen(tenant, &[at(&first)]).await.expect("seen"));
+    assert!(
+        !table
+            .seen(tenant, &[at(&first), at(&second)])
+            .await
+            .expect("seen"),
+        "seen only when every named event is"
+    );
+    let other = unique_tenant("views-activity-seen-other");
+    assert!(
+        !table.seen(other, &[at(&first)]).await.expect("seen"),
+        "another tenant's entry is not this one's"
+    );
+    let query = ActivityQuery {
+        tenant_id: tenant,
+        filter: ActivityFilter::All,
+        cursor: None,
+        limit: 10,
+    };
+    assert_eq!(table.activity(&query).await.expect("listed"), vec![first]);
 }

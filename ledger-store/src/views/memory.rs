@@ -9,7 +9,8 @@ use ledger_core::projection::ReadModels;
 use ledger_core::projection::credit::CreditView;
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::projection::orders::OrderView;
-use ledger_core::{EmployeeId, OrderId, StreamKind, StreamVersion, TenantId, VendorId};
+use ledger_core::projection::activity::{ActivityEntry, ActivityQuery};
+use ledger_core::{EmployeeId, OrderId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
 use rustc_hash::FxHashMap;
 
 use super::{
@@ -33,6 +34,8 @@ pub struct MemoryState {
     pub indexes: FxHashMap<ViewKey, OrderIndex>,
     pub sums: BTreeMap<SumKey, Sum>,
     pub parked: BTreeMap<(String, u64), Parked>,
+    /// The activity entry of every projected event.
+    pub activity: BTreeMap<(TenantId, StreamId, StreamVersion), ActivityEntry>,
     /// Operations left before the table "crashes"; `None`: no limit.
     pub budget: Option<u64>,
     /// Writes that happened.
@@ -256,6 +259,50 @@ impl ViewTable for MemoryTable {
         Ok(rows)
     }
 
+    async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        for e in entries {
+            state
+                .activity
+                .insert((e.tenant_id, e.stream, e.version), e.clone());
+        }
+        Ok(Cost::default())
+    }
+
+    async fn activity(&self, query: &ActivityQuery) -> Result<Vec<ActivityEntry>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        let mut rows: Vec<ActivityEntry> = state
+            .activity
+            .values()
+            .filter(|e| {
+                e.tenant_id == query.tenant_id
+                    && query.filter.matches(e)
+                    && query.cursor.is_none_or(|c| e.sort_key() < c)
+            })
+            .cloned()
+            .collect();
+        rows.sort_unstable_by_key(|e| std::cmp::Reverse(e.sort_key()));
+        rows.truncate(query.limit.min(QUERY_ROWS_MAX));
+        Ok(rows)
+    }
+
+    async fn seen(
+        &self,
+        tenant_id: TenantId,
+        events: &[(StreamId, StreamVersion)],
+    ) -> Result<bool, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        Ok(events
+            .iter()
+            .all(|(stream, version)| state.activity.contains_key(&(tenant_id, *stream, *version))))
+    }
+
     async fn scan(&self) -> Result<MemoryState, TableError> {
         tokio::task::yield_now().await;
         let mut state = self.lock();
@@ -272,7 +319,26 @@ impl MemoryState {
         let mut out = Vec::new();
         self.views_drift(fresh, &mut out);
         self.sums_drift(fresh, &mut out);
+        self.activity_drift(fresh, &mut out);
         out
+    }
+
+    /// The activity entries that differ from the fresh fold's.
+    fn activity_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+        let mut want: BTreeMap<(TenantId, StreamId, StreamVersion), &ActivityEntry> = fresh
+            .activity
+            .entries()
+            .map(|e| ((e.tenant_id, e.stream, e.version), e))
+            .collect();
+        for (key, entry) in &self.activity {
+            match want.remove(key) {
+                Some(w) if w == entry => {}
+                w => out.push(format!("activity {key:?}: stored {entry:?}, fresh fold {w:?}")),
+            }
+        }
+        for (key, entry) in want {
+            out.push(format!("activity {key:?}: not stored, fresh fold {entry:?}"));
+        }
     }
 
     /// The views that differ from the fresh fold's, then the counts.

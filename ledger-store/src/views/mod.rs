@@ -20,10 +20,12 @@
 
 use std::future::Future;
 
+use ledger_core::projection::activity::{ActivityEntry, ActivityQuery};
 use ledger_core::projection::dashboard::DayTotals;
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::{
-    Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamVersion, TenantId, Timestamp,
+    Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamKind, StreamVersion, TenantId,
+    Timestamp,
     VendorId,
 };
 use rust_decimal::Decimal;
@@ -32,6 +34,21 @@ pub mod conformance;
 mod memory;
 
 pub use memory::{MemoryState, MemoryTable};
+
+/// An activity entry's place in its tenant's log, as text that sorts as
+/// [`ActivityEntry::sort_key`] does: the record time (20 digits, offset so
+/// negative instants sort first), the stream kind's rank, the stream id
+/// and the version, separated by spaces (below every id byte, so a shorter
+/// id sorts before its extensions as the zero-padded ids do). Both stores
+/// order activity by it.
+pub fn activity_rank(at: Timestamp, stream: StreamId, version: StreamVersion) -> String {
+    let micros = (at.as_micros() as u64) ^ (1 << 63);
+    let kind = StreamKind::ALL
+        .iter()
+        .position(|k| *k == stream.kind())
+        .unwrap_or(0);
+    format!("{micros:020} {kind} {} {:020}", stream.id(), version.get())
+}
 
 /// A view's key: the stream it folds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,13 +204,14 @@ pub struct Cost {
     pub credit: f64,
     pub dashboard: f64,
     pub parked: f64,
+    pub activity: f64,
     /// What the endpoint reported, for all of them together.
     pub reported: f64,
 }
 
 impl Cost {
     pub fn total(&self) -> f64 {
-        self.orders + self.credit + self.dashboard + self.parked
+        self.orders + self.credit + self.dashboard + self.parked + self.activity
     }
 
     pub fn add(&mut self, other: &Cost) {
@@ -201,6 +219,7 @@ impl Cost {
         self.credit += other.credit;
         self.dashboard += other.dashboard;
         self.parked += other.parked;
+        self.activity += other.activity;
         self.reported += other.reported;
     }
 }
@@ -267,7 +286,14 @@ impl TableError {
 ///   parking one twice MUST store it once (the later record wins).
 /// - `parked_from` MUST return the lowest parked version of a stream key,
 ///   and `None` when nothing of it is parked.
-/// - `scan` MUST return everything stored (views, sums, parked records) as
+/// - `record_activity` MUST store each entry under its `(tenant, stream,
+///   version)`; storing one twice MUST store it once. A projector records
+///   an event's entry only once the event's views and sums are written
+///   (or it is a duplicate), so a stored entry means "projected".
+/// - `seen` MUST say, reading strongly consistent, whether every named
+///   event's entry is stored: the consistency wait of read-your-writes.
+/// - `scan` MUST return everything stored (views, sums, parked records,
+///   activity entries) as
 ///   a strongly consistent read: for audits, drift checks and tests, never
 ///   a request's path.
 ///
@@ -288,6 +314,10 @@ impl TableError {
 /// - `credit_views` MUST return the tenant's credit views in employee id
 ///   order, those above `after` when set, at most `limit` (capped at
 ///   [`QUERY_ROWS_MAX`]).
+/// - `activity` MUST return the tenant's entries matching the filter (by
+///   vendor, by actor, or all), below `cursor` when set, newest first by
+///   `(recorded_at, stream, version)`, at most `limit` (capped at
+///   [`QUERY_ROWS_MAX`]).
 /// - No query MUST ever return another tenant's items.
 pub trait ViewTable: Send + Sync {
     /// The stored views of `keys`, in order (strongly consistent).
@@ -305,6 +335,27 @@ pub trait ViewTable: Send + Sync {
 
     /// Stores parked records; storing one twice stores it once.
     fn park(&self, parked: &[Parked]) -> impl Future<Output = Result<Cost, TableError>> + Send;
+
+    /// Stores the activity entries of projected events; storing one twice
+    /// stores it once.
+    fn record_activity(
+        &self,
+        entries: &[ActivityEntry],
+    ) -> impl Future<Output = Result<Cost, TableError>> + Send;
+
+    /// A page of a tenant's activity entries, newest first.
+    fn activity(
+        &self,
+        query: &ActivityQuery,
+    ) -> impl Future<Output = Result<Vec<ActivityEntry>, TableError>> + Send;
+
+    /// Whether every one of `events` has its activity entry stored (read
+    /// strongly consistent).
+    fn seen(
+        &self,
+        tenant_id: TenantId,
+        events: &[(StreamId, StreamVersion)],
+    ) -> impl Future<Output = Result<bool, TableError>> + Send;
 
     /// Everything stored.
     fn scan(&self) -> impl Future<Output = Result<MemoryState, TableError>> + Send;
@@ -353,6 +404,22 @@ impl<T: ViewTable> ViewTable for std::sync::Arc<T> {
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
         (**self).park(parked).await
+    }
+
+    async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {
+        (**self).record_activity(entries).await
+    }
+
+    async fn activity(&self, query: &ActivityQuery) -> Result<Vec<ActivityEntry>, TableError> {
+        (**self).activity(query).await
+    }
+
+    async fn seen(
+        &self,
+        tenant_id: TenantId,
+        events: &[(StreamId, StreamVersion)],
+    ) -> Result<bool, TableError> {
+        (**self).seen(tenant_id, events).await
     }
 
     async fn scan(&self) -> Result<MemoryState, TableError> {

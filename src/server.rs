@@ -1,6 +1,6 @@
 //! `tally serve`: a store (embedded SQLite by default, or DynamoDB), the
-//! command service, the live projector and the HTTP API, wired together in
-//! one process.
+//! command service, the projector writing the read-model table and the
+//! HTTP API, wired together in one process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,11 @@ use ledger_core::codec;
 use ledger_core::id::StreamId;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::sqlite::SqliteStore;
+use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
+use ledger_store::views::AnyTable;
 use ledger_store::{AppendRequest, EventStore, Position, StreamAppend};
+use projector::follow::ViewFollower;
 use projector::lambda::{dynamodb_records, dynamodb_response};
-use projector::live::LiveProjector;
 
 use crate::store::Store;
 use tally_sim::{SimConfig, simulate};
@@ -46,10 +47,9 @@ pub enum StoreConfig {
     /// `ledger.db` in the data directory.
     #[default]
     Sqlite,
-    /// DynamoDB tables (created when missing). The API's projections are
-    /// fed by the event table's stream; the stream projector, run as Lambda
-    /// would run it, writes the per-key read models into the read-model
-    /// table.
+    /// DynamoDB tables (created when missing). The stream projector, run
+    /// on the event table's stream as Lambda would run it, writes the
+    /// read-model table the API reads.
     Dynamo(DynamoConfig),
 }
 
@@ -59,7 +59,11 @@ pub struct Server {
     pub key: LocalKey,
     pub demo_seeded: bool,
     app: http::AppState<Store>,
-    projector: LiveProjector,
+    /// The embedded log's follower, and what stops it.
+    follower: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
     stream_projection: Option<RunnerHandle>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -95,19 +99,37 @@ impl Server {
         let verifier: Arc<dyn Verifier> = Arc::new(key.verifier());
         // Reads nothing: every command loads the heads it needs.
         let service = CommandService::new(store.clone());
-        let projector = LiveProjector::start(store.clone(), store.clone())
-            .await
-            .context("starting the projector")?;
-        let (stream_projection, projections) = match &config.store {
+        let (views, projected, follower, stream_projection, projections) = match &config.store {
+            StoreConfig::Sqlite => {
+                let path = views_path(&config.data_dir.join(DATABASE_FILE));
+                let views = SqliteViews::open(&path)
+                    .with_context(|| format!("opening the read models ({})", path.display()))?;
+                // Reads only its checkpoint: a position, whatever the
+                // log's length.
+                let follower = ViewFollower::resume(store.clone(), views.clone(), views.clone())
+                    .await
+                    .context("starting the projector")?;
+                let projected = follower.position();
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(follower.run(stopped));
+                (
+                    AnyTable::Sqlite(views),
+                    Some(projected),
+                    Some((stop, task)),
+                    None,
+                    None,
+                )
+            }
             StoreConfig::Dynamo(dynamo) => {
                 let (runner, report) = start_stream_projection(dynamo).await?;
-                (Some(runner), Some(report))
+                let views = AnyTable::Dynamo(DynamoTable::connect(dynamo).await);
+                (views, None, None, Some(runner), Some(report))
             }
-            StoreConfig::Sqlite => (None, None),
         };
         let app = Arc::new(App {
             service,
-            read_side: projector.read_side.clone(),
+            views,
+            projected,
             verifier,
             projections,
         });
@@ -130,7 +152,7 @@ impl Server {
             key,
             demo_seeded,
             app,
-            projector,
+            follower,
             stream_projection,
             shutdown,
             serving,
@@ -147,12 +169,25 @@ impl Server {
         self.stream_projection.as_ref()
     }
 
-    pub fn read_side(&self) -> &ledger_store::read_side::ReadSide {
-        &self.app.read_side
+    /// The read-model table the API reads.
+    pub fn views(&self) -> &AnyTable {
+        &self.app.views
     }
 
-    /// Stops accepting requests, finishes those in flight, and saves a
-    /// final projection checkpoint.
+    /// Waits until the embedded follower has projected the log up to
+    /// `position`, at most `timeout`; whether it did. Always `false` on
+    /// DynamoDB, whose stream has no commit order to wait on.
+    pub async fn projected_to(&self, position: Position, timeout: std::time::Duration) -> bool {
+        let Some(mut projected) = self.app.projected.clone() else {
+            return false;
+        };
+        let reached = projected.wait_for(|p| *p >= position);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
+    }
+
+    /// Stops accepting requests, finishes those in flight, and stops the
+    /// projector after the page it is on (its checkpoint is saved after
+    /// every page).
     ///
     /// # Errors
     /// A failure of the server or the projector.
@@ -162,7 +197,10 @@ impl Server {
         if let Some(runner) = self.stream_projection {
             runner.stop().await;
         }
-        self.projector.shutdown().await?;
+        if let Some((stop, task)) = self.follower {
+            let _ = stop.send(true);
+            task.await.context("projector task")?;
+        }
         Ok(())
     }
 }

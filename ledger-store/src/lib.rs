@@ -9,14 +9,13 @@
 //!
 //! Adapters: [`sqlite::SqliteStore`], the embedded default, and
 //! [`dynamodb::DynamoStore`], the cloud's, of the first two (both pass
-//! [`conformance`]); [`views::MemoryTable`] and
-//! [`dynamodb::views::DynamoTable`] of the third (both pass
-//! [`views::conformance`]). [`read_side::ReadSide`] is how queries see the
-//! in-memory read models.
+//! [`conformance`]); [`views::MemoryTable`], [`sqlite::SqliteViews`] and
+//! [`dynamodb::views::DynamoTable`] of the third (all pass
+//! [`views::conformance`]), and [`views::AnyTable`] is whichever of them a
+//! server reads.
 
 pub mod conformance;
 pub mod dynamodb;
-pub mod read_side;
 pub mod sqlite;
 pub mod views;
 

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use ledger_store::dynamodb::change::Change;
 use ledger_store::views::ViewTable;
-use ledger_store::{Checkpoint, CheckpointStore, EventStore, Position, READ_PAGE_RECORDS_MAX};
+use ledger_store::{
+    Checkpoint, CheckpointStore, EventStore, Position, READ_PAGE_RECORDS_MAX, StoreError,
+};
 use tokio::sync::watch;
 
 use crate::StreamProjector;
-use crate::live::ProjectorError;
 use crate::plan::pk_of;
 use crate::record::ChangeRecord;
 
@@ -30,6 +31,13 @@ use crate::record::ChangeRecord;
 pub const VIEWS_CHECKPOINT_NAME: &str = "views";
 /// Longest pause before a page whose records failed is handed over again.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Why the follower could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Follows a log into a read-model table.
 pub struct ViewFollower<S, T, R> {
@@ -60,6 +68,7 @@ where
             .load_checkpoint(VIEWS_CHECKPOINT_NAME)
             .await?
             .map_or(Position::ZERO, |c| c.position);
+        tracing::info!(position = position.0, "read models restored");
         Ok(ViewFollower {
             store,
             projector: StreamProjector::new(table),
@@ -149,20 +158,29 @@ where
         }
     }
 
-    /// Follows the log until `stop` turns true.
-    ///
-    /// # Errors
-    /// As [`ViewFollower::step`].
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectorError> {
+    /// Follows the log until `stop` turns true. A page that fails to
+    /// read or to checkpoint is tried again after [`RETRY_PAUSE_MAX`]:
+    /// the follower outlives a store that is briefly unavailable.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut commits = self.store.follow();
         loop {
             if *stop.borrow() {
-                return Ok(());
+                return;
             }
-            if self.step().await? == 0 {
-                tokio::select! {
-                    _ = commits.changed() => {}
-                    _ = stop.changed() => {}
+            match self.step().await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = commits.changed() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the log failed; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE_MAX) => {}
+                        _ = stop.changed() => {}
+                    }
                 }
             }
         }

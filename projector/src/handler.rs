@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 
 use crate::plan::{ACTIONS_MIN, Batch, Content, Limits, StreamPlan, pack, plan_stream};
-use ledger_core::projection::activity::ActivityEntry;
 use crate::record::ChangeRecord;
+use ledger_core::projection::activity::ActivityEntry;
 use ledger_store::views::{Cost, Parked, StoredView, ViewKey, ViewTable, Write, WriteError};
 
 /// How many times a batch re-plans streams whose gate moved under it.
@@ -139,11 +139,8 @@ impl<T: ViewTable> StreamProjector<T> {
         report: &mut Report,
         failed: &mut Vec<String>,
     ) {
-        let unfinished: rustc_hash::FxHashSet<&str> = failed
-            .iter()
-            .chain(parked)
-            .map(String::as_str)
-            .collect();
+        let unfinished: rustc_hash::FxHashSet<&str> =
+            failed.iter().chain(parked).map(String::as_str).collect();
         let mut entries = Vec::new();
         let mut ids: Vec<String> = Vec::new();
         for stream in batch.streams.values() {
@@ -151,7 +148,11 @@ impl<T: ViewTable> StreamProjector<T> {
                 let Content::Event(envelope) = &delivered.content else {
                     continue;
                 };
-                if delivered.ids.iter().any(|id| unfinished.contains(id.as_str())) {
+                if delivered
+                    .ids
+                    .iter()
+                    .any(|id| unfinished.contains(id.as_str()))
+                {
                     continue;
                 }
                 entries.push(ActivityEntry::of(envelope));

@@ -4,9 +4,6 @@
 //! version) live in ledger-core; this crate moves records into them, and
 //! reads and writes only through ledger-store's ports.
 //!
-//! - [`live`]: the in-process projector of the embedded server
-//!   ([`live::LiveProjector`]): it follows the store's commit log into
-//!   in-memory read models with a durable checkpoint.
 //! - [`handler`]: the stream projector ([`StreamProjector`]): batches of
 //!   change records, as DynamoDB Streams and Kinesis deliver them (at least
 //!   once, ordered per item only, redelivered after partial failures),
@@ -14,9 +11,10 @@
 //!   [`record`] reads the records, [`plan`] is its pure core; it writes
 //!   through `ledger_store::views::ViewTable`.
 //! - [`follow`]: the stream projector on one machine
-//!   ([`follow::ViewFollower`]): the embedded log in commit order, a page
-//!   per batch, into any read-model table (`SqliteViews` beside the log),
-//!   with a checkpoint that is only a position.
+//!   ([`follow::ViewFollower`]), the embedded server's projector: the
+//!   embedded log in commit order, a page per batch, into any read-model
+//!   table (`SqliteViews` beside the log), with a checkpoint that is only
+//!   a position.
 //! - [`lambda`]: the stream projector's Lambda entry (Lambda's event and
 //!   response types), the main of the `projector-streams` and
 //!   `projector-kinesis` binaries.
@@ -59,15 +57,19 @@
 //!   shard. Other streams keep flowing. A gap whose stream is parked at or
 //!   below it waits in the park instead of failing. Idempotency items and
 //!   removals are acknowledged and ignored.
-//! - *Statements and activity are not copied.* A credit stream in version
-//!   order is the statement (each event carries its balance after), so it
-//!   is read from the event table; copying it and the activity log per
-//!   event would double the write cost.
+//! - *Activity comes last.* Once a batch's views and sums are written,
+//!   every event of it that is projected (written, a duplicate, or of a
+//!   stream without a view; not failed, not parked) gets its activity
+//!   entry (`ViewTable::record_activity`, idempotent by stream and
+//!   version). A stored entry therefore means "projected", which is what
+//!   a read waiting for its writer's event asks (`ViewTable::seen`).
+//! - *Statements are not copied.* A credit stream in version order is the
+//!   statement (each event carries its balance after), so it is read from
+//!   the event table.
 
 pub mod follow;
 pub mod handler;
 pub mod lambda;
-pub mod live;
 pub mod plan;
 pub mod record;
 

@@ -107,6 +107,28 @@ impl ViewTable for Probe {
         self.table.park(parked).await
     }
 
+    async fn record_activity(
+        &self,
+        entries: &[ledger_core::projection::activity::ActivityEntry],
+    ) -> Result<Cost, TableError> {
+        self.table.record_activity(entries).await
+    }
+
+    async fn activity(
+        &self,
+        query: &ledger_core::projection::activity::ActivityQuery,
+    ) -> Result<Vec<ledger_core::projection::activity::ActivityEntry>, TableError> {
+        self.table.activity(query).await
+    }
+
+    async fn seen(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        events: &[(ledger_core::StreamId, ledger_core::StreamVersion)],
+    ) -> Result<bool, TableError> {
+        self.table.seen(tenant_id, events).await
+    }
+
     async fn scan(&self) -> Result<MemoryState, TableError> {
         self.table.scan().await
     }

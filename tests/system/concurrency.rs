@@ -15,6 +15,7 @@ use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
 use ledger_store::EventStore;
 use ledger_store::dynamodb::DynamoConfig;
+use ledger_store::views::ViewTable;
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use tally::server::{Server, ServerConfig, StoreConfig};
@@ -166,28 +167,45 @@ async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(backend: 
         acked.len()
     );
 
-    // The live projections reach the head, and the log read back whole.
+    // The log read back whole; the read-model table the API reads reaches
+    // a fresh fold of it (polled: on DynamoDB the stream projector has no
+    // position to wait on).
     let store = server.store();
     let head = store.head();
     assert!(head.0 >= max_position);
-    assert!(
-        server
-            .read_side()
-            .wait_for(head, Duration::from_secs(10))
-            .await,
-        "the projector reaches the head {head}"
-    );
     let records = common::read_all(store).await;
     assert_eq!(records.last().map(|r| r.position), Some(head));
     let envelopes = common::decode_all(&records);
     let fresh = common::fold(&envelopes);
-    let live = server.read_side().read(|m| m.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let table = server.views().scan().await.expect("the table scans");
+        let drift = table.drift(&fresh);
+        if drift.is_empty() {
+            break table;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read models reach a fresh fold of the log; still {} apart, first: {:?}",
+            drift.len(),
+            drift.first()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let live_credit = |id: EmployeeId| {
+        let key = ledger_store::views::ViewKey {
+            tenant_id: tenant,
+            stream: ledger_core::id::StreamId::credit(id),
+        };
+        ledger_core::projection::credit::CreditView::from_bytes(&table.views[&key].bytes)
+            .expect("a credit view")
+    };
 
     // Credit: never negative, live or fresh; spends within the allowance and
     // exactly what the balance lost.
     for employee in &employees {
         let id = EmployeeId::new(employee);
-        let live_view = live.credit.get(tenant, id).expect("a live credit view");
+        let live_view = live_credit(id);
         let fresh_view = fresh.credit.get(tenant, id).expect("a fresh credit view");
         let spent = spent.get(employee.as_str()).copied().unwrap_or_default();
         assert!(
@@ -228,26 +246,6 @@ async fn concurrent_credit_checkouts_never_overdraw_and_the_log_agrees(backend: 
     facts.assert_credit_pairs_whole();
 
     common::assert_audit_clean(&records);
-    assert!(
-        fresh.credit == live.credit,
-        "live credit views equal a fresh fold"
-    );
-    assert!(
-        fresh.orders == live.orders,
-        "live order views equal a fresh fold"
-    );
-    assert!(
-        fresh.dashboard == live.dashboard,
-        "the live dashboard equals a fresh fold"
-    );
-    assert!(
-        fresh.activity == live.activity,
-        "the live activity log equals a fresh fold"
-    );
-    assert!(
-        fresh == live,
-        "the live projections equal a fresh fold of the log"
-    );
     server.stop().await.expect("the server stops");
     eprintln!(
         "concurrency on {backend:?}: {} acknowledged, {refused} refused, {} events, in {:.2} s",

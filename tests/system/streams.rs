@@ -211,6 +211,28 @@ impl<T: ViewTable> ViewTable for Crashing<T> {
         self.spend()?;
         self.inner.park(parked).await
     }
+    async fn record_activity(
+        &self,
+        entries: &[ledger_core::projection::activity::ActivityEntry],
+    ) -> Result<Cost, TableError> {
+        self.spend()?;
+        self.inner.record_activity(entries).await
+    }
+    async fn activity(
+        &self,
+        query: &ledger_core::projection::activity::ActivityQuery,
+    ) -> Result<Vec<ledger_core::projection::activity::ActivityEntry>, TableError> {
+        self.spend()?;
+        self.inner.activity(query).await
+    }
+    async fn seen(
+        &self,
+        tenant_id: ledger_core::TenantId,
+        events: &[(ledger_core::StreamId, ledger_core::StreamVersion)],
+    ) -> Result<bool, TableError> {
+        self.spend()?;
+        self.inner.seen(tenant_id, events).await
+    }
     async fn scan(&self) -> Result<ledger_store::views::MemoryState, TableError> {
         self.inner.scan().await
     }

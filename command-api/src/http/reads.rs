@@ -9,12 +9,13 @@ use axum::response::{IntoResponse, Response};
 use ledger_core::codec;
 use ledger_core::envelope::Role;
 use ledger_core::id::{EmployeeId, OrderId, StreamId, StreamVersion, TenantId, UserId, VendorId};
-use ledger_core::projection::activity::{ActivityFilter, PAGE_ACTIVITY_MAX};
-use ledger_core::projection::credit::PAGE_STATEMENT_MAX;
+use ledger_core::projection::activity::{ActivityFilter, ActivityQuery, PAGE_ACTIVITY_MAX};
+use ledger_core::projection::credit::{CreditView, PAGE_STATEMENT_MAX, StatementLine};
 use ledger_core::projection::dashboard::{Dashboard, DashboardQuery, DayTotals, Granularity};
-use ledger_core::projection::orders::{OrderListQuery, PAGE_ORDERS_MAX};
+use ledger_core::projection::orders::{OrderListQuery, OrderView, PAGE_ORDERS_MAX};
 use ledger_core::tenant::TenantSettings;
 use ledger_core::time::{LocalDate, Timestamp};
+use ledger_store::views::{DayRange, ViewKey, ViewTable};
 use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -146,26 +147,66 @@ fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
     }
 }
 
-/// Waits for `min_position`, then answers with the projected position.
+/// How often a read waiting for `min_position` asks the table again.
+const READ_POLL: Duration = Duration::from_millis(5);
+
+/// Waits until the read models reflect the event at `min_position` (its
+/// activity entry is stored, which the projectors write last), at most
+/// [`READ_WAIT_MAX`]; answers the position the read reflects at least.
 pub(super) async fn visible<S: EventStore>(
     app: &App<S>,
     min_position: Option<u64>,
 ) -> Result<u64, Problem> {
-    if let Some(p) = min_position
-        && !app.read_side.wait_for(Position(p), READ_WAIT_MAX).await
-    {
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_yet_visible",
-            format!("position {p} is not projected yet; retry shortly"),
-        ));
+    let Some(p) = min_position.filter(|p| *p > 0) else {
+        return Ok(app.projected());
+    };
+    let deadline = tokio::time::Instant::now() + READ_WAIT_MAX;
+    let mut event = None;
+    loop {
+        if event.is_none() {
+            let records = app
+                .store()
+                .read_log(Position(p - 1), 1)
+                .await
+                .map_err(unavailable)?;
+            event = records
+                .into_iter()
+                .find(|r| r.position == Position(p))
+                .map(|r| (r.tenant_id, r.stream, r.version));
+        }
+        if let Some((tenant_id, stream, version)) = event
+            && app
+                .views
+                .seen(tenant_id, &[(stream, version)])
+                .await
+                .map_err(unavailable)?
+        {
+            return Ok(p.max(app.projected()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_yet_visible",
+                format!("position {p} is not projected yet; retry shortly"),
+            ));
+        }
+        tokio::time::sleep(READ_POLL).await;
     }
-    Ok(app.read_side.position().0)
+}
+
+/// A store or read-model table that failed: the caller may retry.
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "store failure");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the store failed; retry",
+    )
 }
 
 pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {
     let head = app.store().head().0;
-    let projected = app.read_side.position().0;
+    let projected = app.projected();
     let mut health = json!({
         "status": "ok",
         "log_position": head,
@@ -242,15 +283,34 @@ pub async fn dashboard<S: EventStore>(
         granularity: q.granularity,
         today: now().local_date(settings.time_zone),
     };
-    let dashboard = app
-        .read_side
-        .read(|m| {
-            m.dashboard
-                .query(&query)
-                .map(|d| dashboard_json(&d, settings.currency.scale()))
-        })
+    query
+        .check()
         .map_err(|e| Problem::validation(e.to_string()))?;
-    Ok(json_at(dashboard, projected))
+    let days = app
+        .views
+        .day_sums(&DayRange {
+            tenant_id: p.tenant_id,
+            vendor_id,
+            from: query.from,
+            to: query.to,
+        })
+        .await
+        .map_err(unavailable)?;
+    let dues = app
+        .views
+        .due_sums(p.tenant_id, vendor_id)
+        .await
+        .map_err(unavailable)?;
+    let dashboard = Dashboard::assemble(
+        &query,
+        Some(settings.currency),
+        days.iter().map(|d| (d.date, &d.totals)),
+        dues.iter().map(|d| (d.due_date, d.amount)),
+    );
+    Ok(json_at(
+        dashboard_json(&dashboard, settings.currency.scale()),
+        projected,
+    ))
 }
 
 /// A dashboard as answered: every amount at the currency's scale (a sum of
@@ -292,13 +352,15 @@ pub async fn order<S: EventStore>(
     require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
     let order_id = path_id(&id, "order id", OrderId::parse)?;
     let projected = visible(&app, q.min_position).await?;
-    let view = app.read_side.read(|m| {
-        m.orders
-            .get(p.tenant_id, order_id)
-            .filter(|v| p.has(Role::Admin) || p.vendor_id == Some(v.vendor_id))
-            .map(|v| serde_json::to_value(v).expect("encodes"))
-    });
-    view.map(|v| json_at(v, projected))
+    let view = load_view(
+        &app,
+        p.tenant_id,
+        StreamId::order(order_id),
+        OrderView::from_bytes,
+    )
+    .await?
+    .filter(|v| p.has(Role::Admin) || p.vendor_id == Some(v.vendor_id));
+    view.map(|v| json_at(serde_json::to_value(&v).expect("encodes"), projected))
         .ok_or_else(|| Problem::not_found("order"))
 }
 
@@ -332,19 +394,23 @@ pub async fn orders<S: EventStore>(
         cursor,
         limit,
     };
-    let body = app.read_side.read(|m| {
-        let page = m.orders.list(&query);
-        let next = (page.len() == limit)
-            .then(|| {
-                page.last().map(|v| {
-                    let at = format!("{}.{}", v.occurred_at.as_micros(), v.order_id.as_str());
-                    cursor::seal(p.tenant_id, &scope, &at)
-                })
+    let rows = app.views.orders(&query).await.map_err(unavailable)?;
+    let page = rows
+        .iter()
+        .map(|row| OrderView::from_bytes(&row.view.bytes).map_err(undecodable))
+        .collect::<Result<Vec<OrderView>, Problem>>()?;
+    let next = (page.len() == limit)
+        .then(|| {
+            page.last().map(|v| {
+                let at = format!("{}.{}", v.occurred_at.as_micros(), v.order_id.as_str());
+                cursor::seal(p.tenant_id, &scope, &at)
             })
-            .flatten();
-        json!({ "items": page, "next_cursor": next })
-    });
-    Ok(json_at(body, projected))
+        })
+        .flatten();
+    Ok(json_at(
+        json!({ "items": page, "next_cursor": next }),
+        projected,
+    ))
 }
 
 fn parse_order_cursor(text: &str) -> Result<(Timestamp, OrderId), Problem> {
@@ -375,12 +441,14 @@ pub async fn credit<S: EventStore>(
 ) -> Result<Response, Problem> {
     let employee_id = employee_scope(&p, &id)?;
     let projected = visible(&app, q.min_position).await?;
-    let view = app.read_side.read(|m| {
-        m.credit
-            .get(p.tenant_id, employee_id)
-            .map(|v| serde_json::to_value(v).expect("encodes"))
-    });
-    view.map(|v| json_at(v, projected))
+    let view = load_view(
+        &app,
+        p.tenant_id,
+        StreamId::credit(employee_id),
+        CreditView::from_bytes,
+    )
+    .await?;
+    view.map(|v| json_at(serde_json::to_value(&v).expect("encodes"), projected))
         .ok_or_else(|| Problem::not_found("employee"))
 }
 
@@ -402,19 +470,22 @@ pub async fn statement<S: EventStore>(
         ),
     };
     let projected = visible(&app, q.min_position).await?;
-    let body = app.read_side.read(|m| {
-        m.credit.get(p.tenant_id, employee_id)?;
-        let page = m.credit.statement(p.tenant_id, employee_id, after, limit);
-        let next = (page.len() == limit)
-            .then(|| {
-                page.last()
-                    .map(|l| cursor::seal(p.tenant_id, &scope, &l.version.get().to_string()))
-            })
-            .flatten();
-        Some(json!({ "items": page, "next_cursor": next }))
-    });
-    body.map(|b| json_at(b, projected))
-        .ok_or_else(|| Problem::not_found("employee"))
+    let stream = StreamId::credit(employee_id);
+    // The account as the read models show it: its statement goes as far.
+    let Some(account) = load_view(&app, p.tenant_id, stream, CreditView::from_bytes).await? else {
+        return Err(Problem::not_found("employee"));
+    };
+    let page = statement_page(&app, p.tenant_id, stream, after, account.version, limit).await?;
+    let next = (page.len() == limit)
+        .then(|| {
+            page.last()
+                .map(|l| cursor::seal(p.tenant_id, &scope, &l.version.get().to_string()))
+        })
+        .flatten();
+    Ok(json_at(
+        json!({ "items": page, "next_cursor": next }),
+        projected,
+    ))
 }
 
 pub async fn activity<S: EventStore>(
@@ -449,8 +520,17 @@ pub async fn activity<S: EventStore>(
         .map(|c| parse_activity_cursor(&cursor::open(p.tenant_id, &scope, c)?))
         .transpose()?;
     let projected = visible(&app, q.min_position).await?;
-    let body = app.read_side.read(|m| {
-        let page = m.activity.query(p.tenant_id, filter, cursor, limit);
+    let page = app
+        .views
+        .activity(&ActivityQuery {
+            tenant_id: p.tenant_id,
+            filter,
+            cursor,
+            limit,
+        })
+        .await
+        .map_err(unavailable)?;
+    let body = {
         let next = (page.len() == limit)
             .then(|| {
                 page.last().map(|e| {
@@ -465,7 +545,7 @@ pub async fn activity<S: EventStore>(
             })
             .flatten();
         json!({ "items": page, "next_cursor": next })
-    });
+    };
     Ok(json_at(body, projected))
 }
 
@@ -496,14 +576,7 @@ pub async fn stream_events<S: EventStore>(
         .store()
         .read_stream(p.tenant_id, stream, after, limit)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store failure");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the store failed; retry",
-            )
-        })?;
+        .map_err(unavailable)?;
     let mut items = Vec::with_capacity(records.len());
     for r in &records {
         let envelope = codec::decode(&r.bytes).map_err(|e| {
@@ -523,4 +596,63 @@ pub async fn stream_events<S: EventStore>(
     let head = app.store().head().0;
     let body = json!({ "items": items, "next_cursor": next });
     Ok(json_at(body, head))
+}
+
+/// One view of the tenant's, decoded; `None` when it was never written.
+async fn load_view<S: EventStore, T, E: std::fmt::Display>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    stream: StreamId,
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<Option<T>, Problem> {
+    let key = ViewKey { tenant_id, stream };
+    let stored = app.views.load(&[key]).await.map_err(unavailable)?;
+    match stored.into_iter().next().flatten() {
+        Some(view) => decode(&view.bytes).map(Some).map_err(undecodable),
+        None => Ok(None),
+    }
+}
+
+/// A stored read model that does not decode: the projector's bug, never
+/// the caller's.
+fn undecodable(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "undecodable read model");
+    Problem::internal()
+}
+
+/// Up to `limit` statement lines of a credit stream after version `after`
+/// and up to `until` (what the account view shows), read from the stream
+/// itself a page of events at a time: events that moved no money (a
+/// policy change) have no line.
+async fn statement_page<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    stream: StreamId,
+    mut after: StreamVersion,
+    until: StreamVersion,
+    limit: usize,
+) -> Result<Vec<StatementLine>, Problem> {
+    let mut lines = Vec::with_capacity(limit);
+    while lines.len() < limit && after < until {
+        let records = app
+            .store()
+            .read_stream(tenant_id, stream, after, READ_PAGE_RECORDS_MAX)
+            .await
+            .map_err(unavailable)?;
+        let Some(last) = records.last() else { break };
+        after = last.version;
+        for r in records.iter().filter(|r| r.version <= until) {
+            let envelope = codec::decode(&r.bytes).map_err(|e| {
+                tracing::error!(error = %e, position = r.position.0, "undecodable record");
+                Problem::internal()
+            })?;
+            if let Some(line) = StatementLine::of(&envelope) {
+                lines.push(line);
+                if lines.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(lines)
 }

@@ -28,6 +28,7 @@ use super::handler::{POSITION_HEADER, json_at, now, require};
 use super::problem::Problem;
 use crate::auth::Principal;
 use crate::service::{Caller, Decision, ExecuteError, Executed, Idempotency};
+use ledger_store::views::{QUERY_ROWS_MAX, ViewTable};
 
 /// Most sales one offline batch may carry.
 pub const BATCH_SALES_MAX: usize = 100;
@@ -651,15 +652,19 @@ pub async fn replenish<S: EventStore>(
     // the log as the request found it: so every account whose opening was
     // acknowledged before this request.
     super::reads::visible(&app, Some(app.store().head().0)).await?;
-    let employees: Vec<EmployeeId> = app.read_side.read(|m| {
-        let mut ids: Vec<EmployeeId> = m
-            .credit
-            .accounts(p.tenant_id)
-            .map(|v| v.employee_id)
-            .collect();
-        ids.sort_unstable();
-        ids
-    });
+    let mut employees: Vec<EmployeeId> = Vec::new();
+    loop {
+        let page = app
+            .views
+            .credit_views(p.tenant_id, employees.last().copied(), QUERY_ROWS_MAX)
+            .await
+            .map_err(super::reads::unavailable)?;
+        let full = page.len() == QUERY_ROWS_MAX;
+        employees.extend(page.into_iter().map(|(id, _)| id));
+        if !full {
+            break;
+        }
+    }
     let (mut replenished, mut unchanged, mut skipped) = (Vec::new(), 0u64, Vec::new());
     for employee_id in employees {
         let command = Command::Credit(CreditCommand::Replenish(ReplenishCredit {

@@ -38,8 +38,8 @@
 use bincode::error::DecodeError;
 use sha2::{Digest, Sha256};
 
-use super::bytes::{Reader, Writer};
 use super::activity::ActivityEntry;
+use super::bytes::{Reader, Writer};
 use super::credit::CreditView;
 use super::orders::OrderView;
 use super::{ActivityLog, CreditBalances, OrderViews, ReadModels, StreamGate, VendorDailyTotals};

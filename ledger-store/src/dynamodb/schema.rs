@@ -262,7 +262,7 @@ mod tests {
             .iter()
             .map(|i| i.index_name.as_str())
             .collect();
-        assert_eq!(indexes, ["listing", "vendor-time"]);
+        assert_eq!(indexes, ["listing", "vendor-time", "actor-time"]);
         for table in [&events, &read_models] {
             for key in table.key_schema.iter().chain(
                 table

@@ -61,8 +61,9 @@ use rust_decimal::Decimal;
 use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
 
 use crate::views::{
-    activity_rank, Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
     StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, ViewWrite, Write, WriteError,
+    activity_rank,
 };
 
 const VIEW_SK: &str = "view";
@@ -238,9 +239,15 @@ fn activity_item(e: &ActivityEntry) -> HashMap<String, AttributeValue> {
     let mut item = HashMap::from([
         (PK.to_owned(), s(pk)),
         (SORT.to_owned(), s(sk)),
-        (VIEW_BYTES.to_owned(), AttributeValue::B(e.to_bytes().into())),
+        (
+            VIEW_BYTES.to_owned(),
+            AttributeValue::B(e.to_bytes().into()),
+        ),
         (LISTING.to_owned(), s(format!("{tenant}|activity"))),
-        (RANK.to_owned(), s(activity_rank(e.recorded_at, e.stream, e.version))),
+        (
+            RANK.to_owned(),
+            s(activity_rank(e.recorded_at, e.stream, e.version)),
+        ),
         (ACTOR.to_owned(), s(format!("{tenant}|{}", e.actor.user_id))),
     ]);
     if let Some(vendor) = e.vendor_id {
@@ -569,7 +576,10 @@ impl ViewTable for DynamoTable {
     }
 
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
-        let wanted = keys.iter().map(|k| (view_pk(k), VIEW_SK.to_owned())).collect();
+        let wanted = keys
+            .iter()
+            .map(|k| (view_pk(k), VIEW_SK.to_owned()))
+            .collect();
         let items = self
             .batch_get(wanted, &[PK, VERSION, VIEW_BYTES], "loading views")
             .await?;

@@ -115,7 +115,7 @@ const HEADS_SCHEMA: &str = "
 /// a projection's state runs to tens of megabytes, and writing it inside
 /// the log's database would hold the log's one write lock (and every
 /// checkout queued behind it) for as long as the blob takes to write.
-const CHECKPOINT_SCHEMA: &str = "
+pub(super) const CHECKPOINT_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS checkpoints (
         projection TEXT    PRIMARY KEY,
         position   INTEGER NOT NULL,
@@ -148,11 +148,12 @@ const SQL_INSERT_KEY: &str = "INSERT INTO idempotency \
      ON CONFLICT DO NOTHING";
 const SQL_SELECT_KEY: &str = "SELECT request_hash, response, position FROM idempotency \
      WHERE tenant_id = ?1 AND key = ?2";
-const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
+pub(super) const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
      VALUES (?1, ?2, ?3) \
      ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state \
      WHERE excluded.position >= checkpoints.position";
-const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
+pub(super) const SQL_LOAD_CHECKPOINT: &str =
+    "SELECT position, state FROM checkpoints WHERE projection = ?1";
 const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
      WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";
 const SQL_HEAD_ETAG: &str = "SELECT etag, version FROM heads WHERE tenant_id = ?1 AND stream = ?2";

@@ -40,9 +40,11 @@ use rust_decimal::Decimal;
 use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
 
 use crate::views::{
-    activity_rank, Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
+    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
     StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
+    activity_rank,
 };
+use crate::{Checkpoint, CheckpointStore, Position, StoreError};
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
 ///
@@ -105,6 +107,7 @@ const DROP_OLD: &str = "
     DROP TABLE IF EXISTS sums;
     DROP TABLE IF EXISTS parked;
     DROP TABLE IF EXISTS activity;
+    DROP TABLE IF EXISTS checkpoints;
 ";
 
 const DAY: i64 = 0;
@@ -212,6 +215,8 @@ impl SqliteViews {
         }
         conn.execute_batch(SCHEMA)
             .map_err(backend("creating the read-model tables"))?;
+        conn.execute_batch(super::CHECKPOINT_SCHEMA)
+            .map_err(backend("creating the checkpoint table"))?;
         conn.pragma_update(None, "user_version", VIEWS_SCHEMA_VERSION)
             .map_err(backend("writing the schema version"))?;
         Ok(SqliteViews {
@@ -446,6 +451,60 @@ fn sums_of(
     Ok(out)
 }
 
+/// The file keeps its projector's checkpoint too, so the tables and the
+/// position they reflect are lost or kept together (a file deleted or of
+/// an older version is refolded from the log's start).
+impl CheckpointStore for SqliteViews {
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let projection = projection.to_owned();
+        self.with(move |conn| {
+            conn.prepare_cached(super::SQL_LOAD_CHECKPOINT)
+                .map_err(backend("preparing a checkpoint read"))?
+                .query_row([projection], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+                .map_err(backend("reading a checkpoint"))
+        })
+        .await
+        .map_err(|e| StoreError::backend("reading a read-model checkpoint", e))?
+        .map(|(position, state)| {
+            let position = u64::try_from(position).map_err(|_| {
+                StoreError::backend(
+                    "reading a read-model checkpoint",
+                    format!("position {position}"),
+                )
+            })?;
+            Ok(Checkpoint {
+                position: Position(position),
+                state,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_checkpoint(
+        &self,
+        projection: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let projection = projection.to_owned();
+        self.with(move |conn| {
+            conn.prepare_cached(super::SQL_SAVE_CHECKPOINT)
+                .map_err(backend("preparing a checkpoint write"))?
+                .execute(params![
+                    projection,
+                    super::to_sql_int(checkpoint.position.0),
+                    &checkpoint.state
+                ])
+                .map_err(backend("writing a checkpoint"))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::backend("saving a read-model checkpoint", e))
+    }
+}
+
 impl ViewTable for SqliteViews {
     async fn load(&self, keys: &[ViewKey]) -> Result<Vec<Option<StoredView>>, TableError> {
         let keys = keys.to_vec();
@@ -652,7 +711,8 @@ impl ViewTable for SqliteViews {
                         .map_err(backend("writing an activity entry"))?;
                 }
             }
-            tx.commit().map_err(backend("committing activity entries"))?;
+            tx.commit()
+                .map_err(backend("committing activity entries"))?;
             Ok(Cost::default())
         })
         .await

@@ -7,12 +7,12 @@ use ledger_core::envelope::{Actor, Role};
 use ledger_core::event::EventType;
 use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
 use ledger_core::projection::dashboard::DayTotals;
-use ledger_core::{Money, UserId};
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::{
     Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamVersion, TenantId, Timestamp,
     VendorId,
 };
+use ledger_core::{Money, UserId};
 use rust_decimal::Decimal;
 
 use super::{

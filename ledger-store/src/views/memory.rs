@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ledger_core::projection::ReadModels;
+use ledger_core::projection::activity::{ActivityEntry, ActivityQuery};
 use ledger_core::projection::credit::CreditView;
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::projection::orders::OrderView;
-use ledger_core::projection::activity::{ActivityEntry, ActivityQuery};
 use ledger_core::{EmployeeId, OrderId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
 use rustc_hash::FxHashMap;
 
@@ -333,11 +333,15 @@ impl MemoryState {
         for (key, entry) in &self.activity {
             match want.remove(key) {
                 Some(w) if w == entry => {}
-                w => out.push(format!("activity {key:?}: stored {entry:?}, fresh fold {w:?}")),
+                w => out.push(format!(
+                    "activity {key:?}: stored {entry:?}, fresh fold {w:?}"
+                )),
             }
         }
         for (key, entry) in want {
-            out.push(format!("activity {key:?}: not stored, fresh fold {entry:?}"));
+            out.push(format!(
+                "activity {key:?}: not stored, fresh fold {entry:?}"
+            ));
         }
     }
 

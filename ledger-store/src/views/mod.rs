@@ -25,13 +25,15 @@ use ledger_core::projection::dashboard::DayTotals;
 use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::{
     Currency, EmployeeId, LocalDate, OrderId, StreamId, StreamKind, StreamVersion, TenantId,
-    Timestamp,
-    VendorId,
+    Timestamp, VendorId,
 };
 use rust_decimal::Decimal;
 
+mod any;
 pub mod conformance;
 mod memory;
+
+pub use any::AnyTable;
 
 pub use memory::{MemoryState, MemoryTable};
 

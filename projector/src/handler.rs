@@ -9,7 +9,8 @@
 //! write. Order views go in transactions with the dashboard sums their
 //! events add ([`pack`]); credit views are single gated writes; the writes
 //! of a batch touch disjoint items and go out together
-//! ([`WRITES_IN_FLIGHT_MAX`] at a time). A write
+//! (`ViewTable::write_many`: concurrently on DynamoDB, in one transaction
+//! on SQLite). A write
 //! whose gate does not hold (another handler moved the view) is planned
 //! again on the view the failed write returned, at most
 //! [`CONFLICT_ROUNDS_MAX`] times. Whatever is not written is reported
@@ -18,8 +19,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
-
 use crate::plan::{ACTIONS_MIN, Batch, Content, Limits, StreamPlan, pack, plan_stream};
 use crate::record::ChangeRecord;
 use ledger_core::projection::activity::ActivityEntry;
@@ -27,8 +26,6 @@ use ledger_store::views::{Cost, Parked, StoredView, ViewKey, ViewTable, Write, W
 
 /// How many times a batch re-plans streams whose gate moved under it.
 pub const CONFLICT_ROUNDS_MAX: usize = 4;
-/// Writes of one batch in flight at once.
-pub const WRITES_IN_FLIGHT_MAX: usize = 8;
 
 /// The projector over a read-model table.
 #[derive(Debug)]
@@ -255,16 +252,11 @@ impl<T: ViewTable> StreamProjector<T> {
                 break;
             }
             let units = units(plans, &pending, self.limits);
-            // The writes of a round touch disjoint items: send them
-            // together, then settle their outcomes in order.
-            let outcomes: Vec<_> = futures_util::stream::iter(units)
-                .map(|(write, members)| async move {
-                    let outcome = self.table.write(&write).await;
-                    (members, outcome)
-                })
-                .buffer_unordered(WRITES_IN_FLIGHT_MAX)
-                .collect()
-                .await;
+            // The writes of a round touch disjoint items: the table takes
+            // them together, then their outcomes are settled in order.
+            let (writes, members): (Vec<Write>, Vec<Vec<usize>>) = units.into_iter().unzip();
+            let answers = self.table.write_many(&writes).await;
+            let outcomes: Vec<_> = members.into_iter().zip(answers).collect();
             pending = self.settle(plans, batch, report, failed, outcomes);
         }
         for &i in &pending {

@@ -306,10 +306,54 @@ fn sum_of(kind: i64, text: &str) -> Result<Sum, TableError> {
 }
 
 /// Checks every gate of `write`, then writes it all, in one transaction.
+/// One write in one transaction.
 fn write_all(conn: &mut Connection, write: &Write) -> Result<Result<(), WriteError>, TableError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(backend("beginning a write"))?;
+    let outcome = write_in(&tx, write)?;
+    if outcome.is_ok() {
+        tx.commit().map_err(backend("committing a write"))?;
+    }
+    Ok(outcome)
+}
+
+/// Many writes in one transaction, each in a savepoint of its own: a
+/// write whose gate does not hold (or that fails) rolls back alone, and
+/// the rest commit together. If the commit fails, every write fails.
+fn write_each(conn: &mut Connection, writes: &[Write]) -> Vec<Result<Cost, WriteError>> {
+    let failed = |e: &TableError| TableError::backend("writing views and sums", e.to_string());
+    let mut tx = match conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend("beginning a write"))
+    {
+        Ok(tx) => tx,
+        Err(e) => return writes.iter().map(|_| Err(failed(&e).into())).collect(),
+    };
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for write in writes {
+        let outcome = match tx.savepoint().map_err(backend("opening a savepoint")) {
+            Ok(sp) => match write_in(&sp, write) {
+                Ok(Ok(())) => sp
+                    .commit()
+                    .map_err(backend("releasing a savepoint"))
+                    .map_err(WriteError::from),
+                Ok(Err(conflict)) => Err(conflict),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        };
+        outcomes.push(outcome.map(|()| Cost::default()));
+    }
+    if let Err(e) = tx.commit().map_err(backend("committing writes")) {
+        return writes.iter().map(|_| Err(failed(&e).into())).collect();
+    }
+    outcomes
+}
+
+/// The gates and then the views and sums of `write`, on a connection
+/// inside a transaction; a gate that does not hold writes nothing.
+fn write_in(tx: &Connection, write: &Write) -> Result<Result<(), WriteError>, TableError> {
     let mut conflicts = Vec::new();
     {
         let mut select = tx
@@ -384,7 +428,6 @@ fn write_all(conn: &mut Connection, write: &Write) -> Result<Result<(), WriteErr
                 .map_err(backend("writing a sum"))?;
         }
     }
-    tx.commit().map_err(backend("committing a write"))?;
     Ok(Ok(()))
 }
 
@@ -543,6 +586,21 @@ impl ViewTable for SqliteViews {
         let write = write.clone();
         self.with(move |conn| write_all(conn, &write)).await??;
         Ok(Cost::default())
+    }
+
+    /// One hop to the connection and one transaction for them all.
+    async fn write_many(&self, writes: &[Write]) -> Vec<Result<Cost, WriteError>> {
+        let owned = writes.to_vec();
+        match self.with(move |conn| Ok(write_each(conn, &owned))).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let e = e.to_string();
+                writes
+                    .iter()
+                    .map(|_| Err(TableError::backend("writing views and sums", e.clone()).into()))
+                    .collect()
+            }
+        }
     }
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {

@@ -46,6 +46,10 @@ impl ViewTable for AnyTable {
         on_adapter!(self, t => t.write(write).await)
     }
 
+    async fn write_many(&self, writes: &[Write]) -> Vec<Result<Cost, WriteError>> {
+        on_adapter!(self, t => t.write_many(writes).await)
+    }
+
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
         on_adapter!(self, t => t.park(parked).await)
     }

@@ -38,6 +38,7 @@ macro_rules! view_table_conformance_tests {
             orders_list_newest_first_in_pages,
             sums_list_by_date_then_vendor,
             credit_views_list_by_employee_in_pages,
+            writes_together_answer_each_and_a_failed_gate_fails_alone,
             activity_lists_newest_first_by_filter_in_pages,
             recorded_activity_is_seen_and_recording_twice_stores_once,
         );
@@ -859,4 +860,38 @@ pub async fn recorded_activity_is_seen_and_recording_twice_stores_once<T: ViewTa
         limit: 10,
     };
     assert_eq!(table.activity(&query).await.expect("listed"), vec![first]);
+}
+
+/// `write_many` answers each write in order; a write whose gate does not
+/// hold writes nothing and fails alone, the others land.
+pub async fn writes_together_answer_each_and_a_failed_gate_fails_alone<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-many");
+    let one = |key: ViewKey, expect: u64, to: StoredView| Write {
+        views: vec![gated(key, expect, to)],
+        sums: Vec::new(),
+    };
+    write_ok(table, one(order(tenant, 1), 0, view(1, 1))).await;
+    let outcomes = table
+        .write_many(&[
+            one(order(tenant, 2), 0, view(1, 2)),
+            // Stored at 1, not 5: refused.
+            one(order(tenant, 1), 5, view(6, 3)),
+            one(credit(tenant, 1), 0, view(1, 4)),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    match &outcomes[1] {
+        Err(WriteError::Conflict(c)) => assert_eq!(c, &vec![(0, Some(view(1, 1)))]),
+        other => panic!("a moved gate is a conflict, not {other:?}"),
+    }
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    let loaded = table
+        .load(&[order(tenant, 1), order(tenant, 2), credit(tenant, 1)])
+        .await
+        .expect("load");
+    assert_eq!(
+        loaded,
+        vec![Some(view(1, 1)), Some(view(1, 2)), Some(view(1, 4))]
+    );
 }

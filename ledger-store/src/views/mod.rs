@@ -20,6 +20,8 @@
 
 use std::future::Future;
 
+use futures_util::StreamExt;
+
 use ledger_core::projection::activity::{ActivityEntry, ActivityQuery};
 use ledger_core::projection::dashboard::DayTotals;
 use ledger_core::projection::orders::OrderListQuery;
@@ -195,6 +197,9 @@ pub struct DueRow {
     pub amount: Decimal,
 }
 
+/// Writes of one [`ViewTable::write_many`] in flight at once, by default.
+pub const WRITES_IN_FLIGHT_MAX: usize = 8;
+
 /// Most rows one query of the port returns in one call; callers page.
 pub const QUERY_ROWS_MAX: usize = 1_000;
 
@@ -335,6 +340,20 @@ pub trait ViewTable: Send + Sync {
     /// Writes `write` atomically, gates first.
     fn write(&self, write: &Write) -> impl Future<Output = Result<Cost, WriteError>> + Send;
 
+    /// Writes each of `writes` as [`ViewTable::write`] would, and answers
+    /// each one's outcome in order. The writes touch disjoint views; an
+    /// adapter may send them together ([`WRITES_IN_FLIGHT_MAX`] at a time,
+    /// the default) or in one round trip.
+    fn write_many(
+        &self,
+        writes: &[Write],
+    ) -> impl Future<Output = Vec<Result<Cost, WriteError>>> + Send {
+        let sends: Vec<_> = writes.iter().map(|w| self.write(w)).collect();
+        futures_util::stream::iter(sends)
+            .buffered(WRITES_IN_FLIGHT_MAX)
+            .collect()
+    }
+
     /// Stores parked records; storing one twice stores it once.
     fn park(&self, parked: &[Parked]) -> impl Future<Output = Result<Cost, TableError>> + Send;
 
@@ -422,6 +441,10 @@ impl<T: ViewTable> ViewTable for std::sync::Arc<T> {
         events: &[(StreamId, StreamVersion)],
     ) -> Result<bool, TableError> {
         (**self).seen(tenant_id, events).await
+    }
+
+    async fn write_many(&self, writes: &[Write]) -> Vec<Result<Cost, WriteError>> {
+        (**self).write_many(writes).await
     }
 
     async fn scan(&self) -> Result<MemoryState, TableError> {

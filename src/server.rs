@@ -174,17 +174,6 @@ impl Server {
         &self.app.views
     }
 
-    /// Waits until the embedded follower has projected the log up to
-    /// `position`, at most `timeout`; whether it did. Always `false` on
-    /// DynamoDB, whose stream has no commit order to wait on.
-    pub async fn projected_to(&self, position: Position, timeout: std::time::Duration) -> bool {
-        let Some(mut projected) = self.app.projected.clone() else {
-            return false;
-        };
-        let reached = projected.wait_for(|p| *p >= position);
-        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
-    }
-
     /// Stops accepting requests, finishes those in flight, and stops the
     /// projector after the page it is on (its checkpoint is saved after
     /// every page).

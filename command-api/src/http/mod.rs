@@ -29,7 +29,7 @@ use openapi::{Doc, RouteDoc};
 
 pub use app::{App, AppState};
 pub use handler::POSITION_HEADER;
-pub use reads::READ_WAIT_MAX;
+pub use handler::READ_WAIT_MAX;
 
 /// Largest request body, in bytes (a sale of the most lines fits easily).
 pub const BODY_BYTES_MAX: usize = 64 * 1024;

@@ -1,8 +1,6 @@
 //! Read endpoints: queries over the projected read models, and admin reads
 //! of the log itself.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +14,7 @@ use ledger_core::projection::orders::{OrderListQuery, OrderView, PAGE_ORDERS_MAX
 use ledger_core::tenant::TenantSettings;
 use ledger_core::time::{LocalDate, Timestamp};
 use ledger_store::views::{DayRange, ViewKey, ViewTable};
-use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX};
+use ledger_store::{EventStore, READ_PAGE_RECORDS_MAX};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,15 +22,13 @@ use serde_json::{Value, json};
 use super::app::{App, AppState};
 use super::cursor;
 use super::extract::{Auth, Params, path_id};
-use super::handler::{json_at, now, require};
+use super::handler::{json_at, now, require, unavailable, visible};
 use super::problem::Problem;
 use super::writes::problem_of;
 use crate::auth::Principal;
 
 /// A page size when the client names none.
 pub const PAGE_DEFAULT: usize = 50;
-/// Longest a read waits for `min_position` to be projected.
-pub const READ_WAIT_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -145,63 +141,6 @@ fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
         )),
         n => Ok(n),
     }
-}
-
-/// How often a read waiting for `min_position` asks the table again.
-const READ_POLL: Duration = Duration::from_millis(5);
-
-/// Waits until the read models reflect the event at `min_position` (its
-/// activity entry is stored, which the projectors write last), at most
-/// [`READ_WAIT_MAX`]; answers the position the read reflects at least.
-pub(super) async fn visible<S: EventStore>(
-    app: &App<S>,
-    min_position: Option<u64>,
-) -> Result<u64, Problem> {
-    let Some(p) = min_position.filter(|p| *p > 0) else {
-        return Ok(app.projected());
-    };
-    let deadline = tokio::time::Instant::now() + READ_WAIT_MAX;
-    let mut event = None;
-    loop {
-        if event.is_none() {
-            let records = app
-                .store()
-                .read_log(Position(p - 1), 1)
-                .await
-                .map_err(unavailable)?;
-            event = records
-                .into_iter()
-                .find(|r| r.position == Position(p))
-                .map(|r| (r.tenant_id, r.stream, r.version));
-        }
-        if let Some((tenant_id, stream, version)) = event
-            && app
-                .views
-                .seen(tenant_id, &[(stream, version)])
-                .await
-                .map_err(unavailable)?
-        {
-            return Ok(p.max(app.projected()));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_yet_visible",
-                format!("position {p} is not projected yet; retry shortly"),
-            ));
-        }
-        tokio::time::sleep(READ_POLL).await;
-    }
-}
-
-/// A store or read-model table that failed: the caller may retry.
-pub(super) fn unavailable(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "store failure");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the store failed; retry",
-    )
 }
 
 pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {

@@ -651,14 +651,14 @@ pub async fn replenish<S: EventStore>(
     // Every account the credit projection lists once it has caught up with
     // the log as the request found it: so every account whose opening was
     // acknowledged before this request.
-    super::reads::visible(&app, Some(app.store().head().0)).await?;
+    super::handler::visible(&app, Some(app.store().head().0)).await?;
     let mut employees: Vec<EmployeeId> = Vec::new();
     loop {
         let page = app
             .views
             .credit_views(p.tenant_id, employees.last().copied(), QUERY_ROWS_MAX)
             .await
-            .map_err(super::reads::unavailable)?;
+            .map_err(super::handler::unavailable)?;
         let full = page.len() == QUERY_ROWS_MAX;
         employees.extend(page.into_iter().map(|(id, _)| id));
         if !full {

@@ -148,12 +148,11 @@ const SQL_INSERT_KEY: &str = "INSERT INTO idempotency \
      ON CONFLICT DO NOTHING";
 const SQL_SELECT_KEY: &str = "SELECT request_hash, response, position FROM idempotency \
      WHERE tenant_id = ?1 AND key = ?2";
-pub(super) const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
+const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
      VALUES (?1, ?2, ?3) \
      ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state \
      WHERE excluded.position >= checkpoints.position";
-pub(super) const SQL_LOAD_CHECKPOINT: &str =
-    "SELECT position, state FROM checkpoints WHERE projection = ?1";
+const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
 const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
      WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";
 const SQL_HEAD_ETAG: &str = "SELECT etag, version FROM heads WHERE tenant_id = ?1 AND stream = ?2";
@@ -461,25 +460,8 @@ impl EventStore for SqliteStore {
 impl CheckpointStore for SqliteStore {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         let projection = projection.to_owned();
-        self.with_checkpoints(move |conn| {
-            let found = conn
-                .prepare_cached(SQL_LOAD_CHECKPOINT)
-                .map_err(backend)?
-                .query_row([projection], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
-                })
-                .optional()
-                .map_err(backend)?;
-            found
-                .map(|(position, state)| {
-                    Ok(Checkpoint {
-                        position: Position(to_u64(position, "checkpoint position")?),
-                        state,
-                    })
-                })
-                .transpose()
-        })
-        .await
+        self.with_checkpoints(move |conn| load_checkpoint_in(conn, &projection))
+            .await
     }
 
     async fn save_checkpoint(
@@ -488,26 +470,57 @@ impl CheckpointStore for SqliteStore {
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
         let projection = projection.to_owned();
-        let Ok(position) = i64::try_from(checkpoint.position.0) else {
-            return Err(StoreError::backend(
-                "saving a checkpoint",
-                format!(
-                    "position {} is beyond what SQLite stores",
-                    checkpoint.position
-                ),
-            ));
-        };
         // One statement replaces the row: atomic, and durable once it
         // returns (the checkpoint database syncs like the log's).
-        self.with_checkpoints(move |conn| {
-            conn.prepare_cached(SQL_SAVE_CHECKPOINT)
-                .map_err(backend)?
-                .execute(params![projection, position, &checkpoint.state])
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.with_checkpoints(move |conn| save_checkpoint_in(conn, &projection, &checkpoint))
+            .await
     }
+}
+
+/// A checkpoint from the `checkpoints` table of `conn`'s database.
+pub(super) fn load_checkpoint_in(
+    conn: &Connection,
+    projection: &str,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let found = conn
+        .prepare_cached(SQL_LOAD_CHECKPOINT)
+        .map_err(backend)?
+        .query_row([projection], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()
+        .map_err(backend)?;
+    found
+        .map(|(position, state)| {
+            Ok(Checkpoint {
+                position: Position(to_u64(position, "checkpoint position")?),
+                state,
+            })
+        })
+        .transpose()
+}
+
+/// Replaces a checkpoint in the `checkpoints` table of `conn`'s database,
+/// in one statement.
+pub(super) fn save_checkpoint_in(
+    conn: &Connection,
+    projection: &str,
+    checkpoint: &Checkpoint,
+) -> Result<(), StoreError> {
+    let Ok(position) = i64::try_from(checkpoint.position.0) else {
+        return Err(StoreError::backend(
+            "saving a checkpoint",
+            format!(
+                "position {} is beyond what SQLite stores",
+                checkpoint.position
+            ),
+        ));
+    };
+    conn.prepare_cached(SQL_SAVE_CHECKPOINT)
+        .map_err(backend)?
+        .execute(params![projection, position, &checkpoint.state])
+        .map_err(backend)?;
+    Ok(())
 }
 
 impl SqliteStore {

@@ -44,7 +44,7 @@ use crate::views::{
     StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, Write, WriteError,
     activity_rank,
 };
-use crate::{Checkpoint, CheckpointStore, Position, StoreError};
+use crate::{Checkpoint, CheckpointStore, StoreError};
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
 ///
@@ -500,30 +500,9 @@ fn sums_of(
 impl CheckpointStore for SqliteViews {
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         let projection = projection.to_owned();
-        self.with(move |conn| {
-            conn.prepare_cached(super::SQL_LOAD_CHECKPOINT)
-                .map_err(backend("preparing a checkpoint read"))?
-                .query_row([projection], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
-                })
-                .optional()
-                .map_err(backend("reading a checkpoint"))
-        })
-        .await
-        .map_err(|e| StoreError::backend("reading a read-model checkpoint", e))?
-        .map(|(position, state)| {
-            let position = u64::try_from(position).map_err(|_| {
-                StoreError::backend(
-                    "reading a read-model checkpoint",
-                    format!("position {position}"),
-                )
-            })?;
-            Ok(Checkpoint {
-                position: Position(position),
-                state,
-            })
-        })
-        .transpose()
+        self.with(move |conn| Ok(super::load_checkpoint_in(conn, &projection)))
+            .await
+            .map_err(|e| StoreError::backend("reading a read-model checkpoint", e))?
     }
 
     async fn save_checkpoint(
@@ -532,19 +511,9 @@ impl CheckpointStore for SqliteViews {
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
         let projection = projection.to_owned();
-        self.with(move |conn| {
-            conn.prepare_cached(super::SQL_SAVE_CHECKPOINT)
-                .map_err(backend("preparing a checkpoint write"))?
-                .execute(params![
-                    projection,
-                    super::to_sql_int(checkpoint.position.0),
-                    &checkpoint.state
-                ])
-                .map_err(backend("writing a checkpoint"))?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::backend("saving a read-model checkpoint", e))
+        self.with(move |conn| Ok(super::save_checkpoint_in(conn, &projection, &checkpoint)))
+            .await
+            .map_err(|e| StoreError::backend("saving a read-model checkpoint", e))?
     }
 }
 

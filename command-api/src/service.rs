@@ -50,7 +50,7 @@ use ledger_core::rejection::Rejection;
 use ledger_core::time::Timestamp;
 use ledger_store::{
     AppendError, AppendRequest, EventStore, HeadWrite, IdempotencyKey, IdempotencyRecord,
-    IdempotencyWrite, Position, StoreError, StoredHead, StreamAppend,
+    IdempotencyWrite, StoreError, StoredHead, StreamAppend,
 };
 use rustc_hash::FxHasher;
 use std::hash::{Hash as _, Hasher as _};
@@ -91,8 +91,6 @@ pub enum Decision {
 pub struct Executed {
     /// The rendered response, as stored with the idempotency record.
     pub response: Vec<u8>,
-    /// The log position a reader must reach to see the command's effects.
-    pub position: Position,
     /// `None` when the response is a replay of an earlier request.
     pub decision: Option<Decision>,
 }
@@ -244,17 +242,15 @@ impl<S: EventStore> CommandService<S> {
                 // Nothing to write and nothing to remember.
                 return Ok(Executed {
                     response,
-                    position: self.store.head(),
                     decision: Some(decision),
                 });
             }
             let appended = self.store.append(request).await;
             drop(guards);
             match appended {
-                Ok(committed) => {
+                Ok(_) => {
                     return Ok(Executed {
                         response,
-                        position: committed.position,
                         decision: Some(decision),
                     });
                 }
@@ -413,9 +409,8 @@ impl<S: EventStore> CommandService<S> {
             }),
         };
         match self.store.append(request).await {
-            Ok(committed) => Ok(Executed {
+            Ok(_) => Ok(Executed {
                 response,
-                position: committed.position,
                 decision: Some(Decision::Accepted(Vec::new())),
             }),
             Err(AppendError::KeyExists(record)) => replay(*record, &idempotency),
@@ -519,7 +514,6 @@ fn replay(record: IdempotencyRecord, idem: &Idempotency) -> Result<Executed, Exe
     }
     Ok(Executed {
         response: record.response,
-        position: record.position,
         decision: None,
     })
 }

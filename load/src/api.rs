@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use command_api::http::POSITION_HEADER;
 use command_api::http::extract::IDEMPOTENCY_KEY_HEADER;
 use ledger_core::time::LocalDate;
 use ledger_core::{Currency, Money};
@@ -19,11 +18,10 @@ pub struct Api {
     pub base: String,
 }
 
-/// An answer: status, the position of a write, and the JSON body (`Null`
+/// An answer: status and the JSON body (`Null`
 /// when it is not JSON).
 pub struct Reply {
     pub status: StatusCode,
-    pub position: u64,
     pub body: serde_json::Value,
 }
 
@@ -107,19 +105,36 @@ impl Api {
 impl Reply {
     async fn read(response: reqwest::Response) -> Reply {
         let status = response.status();
-        let position = response
-            .headers()
-            .get(POSITION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         let bytes = response.bytes().await.unwrap_or_default();
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Reply {
-            status,
-            position,
-            body,
+        Reply { status, body }
+    }
+}
+
+/// Longest the load waits for the server's read models to catch up.
+const CATCH_UP_MAX: Duration = Duration::from_secs(120);
+
+/// Waits until the server's `/healthz` reports its read models caught up
+/// with its log (`projection_lag_records` 0): then they reflect every write
+/// committed before the call.
+pub async fn caught_up(api: &Api) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_MAX;
+    loop {
+        let url = format!("{}/healthz", api.base);
+        let response = api.client.get(&url).send().await;
+        let reply = Reply::read(response.with_context(|| format!("GET {url}"))?).await;
+        let lag = reply.body["projection_lag_records"].as_u64();
+        if lag == Some(0) {
+            return Ok(());
         }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the server's read models did not catch up with its log within {} s (/healthz: {})",
+                CATCH_UP_MAX.as_secs(),
+                reply.body
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -203,10 +218,8 @@ pub async fn dashboard_totals(
     admin: &HeaderValue,
     currency: Currency,
     (from, to): (LocalDate, LocalDate),
-    min_position: u64,
 ) -> anyhow::Result<Totals> {
-    let path =
-        format!("/v1/dashboard?from={from}&to={to}&granularity=day&min_position={min_position}");
+    let path = format!("/v1/dashboard?from={from}&to={to}&granularity=day");
     let reply = api.get(&path, admin).await?;
     if !reply.status.is_success() {
         bail!("GET {path}: {}", reply.describe());
@@ -225,15 +238,14 @@ pub async fn dashboard_totals(
     })
 }
 
-/// An employee's credit balance, as of at least `min_position`.
+/// An employee's credit balance.
 pub async fn balance(
     api: &Api,
     admin: &HeaderValue,
     currency: Currency,
     employee: &str,
-    min_position: u64,
 ) -> anyhow::Result<Money> {
-    let path = format!("/v1/employees/{employee}/credit?min_position={min_position}");
+    let path = format!("/v1/employees/{employee}/credit");
     let reply = api.get(&path, admin).await?;
     if !reply.status.is_success() {
         bail!("GET {path}: {}", reply.describe());

@@ -6,7 +6,7 @@
 //! per request: about 40 µs of CPU per checkout here, which on two cores
 //! shared with the server caps what a run can measure. This one writes the
 //! request with one `write_all` from reused buffers and reads just the
-//! status line, `Content-Length`, `Tally-Position` and `Connection`; a 2xx
+//! status line, `Content-Length` and `Connection`; a 2xx
 //! body is skipped unread.
 //!
 //! Bodies are framed by `Content-Length`. Every answer of this API has one;
@@ -16,7 +16,6 @@
 use std::fmt::{self, Write as _};
 
 use anyhow::{Context, bail};
-use command_api::http::POSITION_HEADER;
 use reqwest::header::HeaderValue;
 use tokio::net::TcpStream;
 
@@ -70,12 +69,11 @@ impl ConnError {
     }
 }
 
-/// A response as the hot path sees it: status, position, and the body of a
-/// non-2xx answer.
+/// A response as the hot path sees it: status, and the body of a non-2xx
+/// answer.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    pub position: u64,
     pub body: Vec<u8>,
 }
 
@@ -85,8 +83,6 @@ struct Head {
     status: u16,
     /// `Content-Length`, when given and a number.
     length: Option<usize>,
-    /// `Tally-Position`, 0 when absent.
-    position: u64,
     /// The connection ends after this response.
     close: bool,
 }
@@ -175,7 +171,6 @@ impl Conn {
         }
         Ok(Response {
             status: head.status,
-            position: head.position,
             body,
         })
     }
@@ -229,7 +224,6 @@ fn parse_head(head: &[u8]) -> Result<Head, ConnError> {
     let mut parsed = Head {
         status,
         length: None,
-        position: 0,
         close: false,
     };
     for line in lines {
@@ -239,8 +233,6 @@ fn parse_head(head: &[u8]) -> Result<Head, ConnError> {
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             parsed.length = value.parse::<usize>().ok();
-        } else if name.eq_ignore_ascii_case(POSITION_HEADER) {
-            parsed.position = value.parse().unwrap_or(0);
         } else if name.eq_ignore_ascii_case("connection") {
             parsed.close = value.eq_ignore_ascii_case("close");
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -381,7 +373,7 @@ mod tests {
     fn headers_are_read_by_name_in_any_case() {
         let h = head(
             "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nCONTENT-LENGTH: 17\r\n\
-             Tally-Position:  4242 \r\nConnection: keep-alive\r\nno colon here\r\n\r\n",
+             Tally-Consistency-Token:  abc \r\nConnection: keep-alive\r\nno colon here\r\n\r\n",
         )
         .unwrap();
         assert_eq!(
@@ -389,7 +381,6 @@ mod tests {
             Head {
                 status: 201,
                 length: Some(17),
-                position: 4242,
                 close: false
             }
         );
@@ -401,9 +392,8 @@ mod tests {
         assert!(h.close);
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert_eq!((h.length, h.close), (None, true));
-        let h =
-            head("HTTP/1.1 200 OK\r\nContent-Length: lots\r\nTally-Position: x\r\n\r\n").unwrap();
-        assert_eq!((h.length, h.position), (None, 0));
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n").unwrap();
+        assert_eq!((h.length, h.close), (None, false));
     }
 
     #[test]
@@ -463,14 +453,14 @@ mod tests {
     #[tokio::test]
     async fn a_connection_reads_length_framed_answers_and_stays_open() {
         let target = serve(vec![
-            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nTally-Position: 7\r\n\r\n{}",
+            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nTally-Consistency-Token: t\r\n\r\n{}",
             "HTTP/1.1 422 Unprocessable\r\nContent-Length: 10\r\n\r\n{\"code\":1}",
         ])
         .await;
         let mut conn = Conn::new(target);
         let auth = HeaderValue::from_static("Bearer t");
         let first = conn.post("/v1/sales", &auth, "k1", b"{}").await.unwrap();
-        assert_eq!((first.status, first.position), (201, 7));
+        assert_eq!(first.status, 201);
         assert!(first.body.is_empty());
         let second = conn.post("/v1/sales", &auth, "k2", b"{}").await.unwrap();
         assert_eq!(

@@ -75,8 +75,11 @@ pub async fn setup(
     enroll_employees(api, &auth.admin, &employees, &allowance).await?;
     let zone = TimeZone::new(TIME_ZONE);
     let period = Period::containing(now(), zone, Cadence::SemiMonthly);
-    let position = replenish(api, &auth.admin, run, period).await?;
-    let baseline = read_baseline(api, &auth.admin, currency, &employees, position).await?;
+    // The replenishment lists the accounts the read models hold.
+    api::caught_up(api).await?;
+    replenish(api, &auth.admin, run, period).await?;
+    api::caught_up(api).await?;
+    let baseline = read_baseline(api, &auth.admin, currency, &employees).await?;
     println!(
         "Set up tenant {}: {} vendors, {} employees with {allowance} {currency} each for {period}",
         auth.tenant,
@@ -233,13 +236,13 @@ async fn enroll_employees(
     .await
 }
 
-/// Replenishes every employee for `period`; returns the write's position.
+/// Replenishes every employee for `period`.
 async fn replenish(
     api: &Api,
     admin: &HeaderValue,
     run: &str,
     period: Period,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<()> {
     let reply = api
         .call(
             Method::POST,
@@ -259,16 +262,15 @@ async fn replenish(
             reply.body
         );
     }
-    Ok(reply.position)
+    Ok(())
 }
 
-/// Every balance, and today's and tomorrow's dashboard, as of `position`.
+/// Every balance, and today's and tomorrow's dashboard.
 async fn read_baseline(
     api: &Arc<Api>,
     admin: &HeaderValue,
     currency: Currency,
     employees: &[String],
-    position: u64,
 ) -> anyhow::Result<Baseline> {
     let balances = bounded(
         employees.iter().cloned().enumerate().collect(),
@@ -278,7 +280,7 @@ async fn read_baseline(
             move |(i, id): (usize, String)| {
                 let (api, admin) = (api.clone(), admin.clone());
                 async move {
-                    let balance = api::balance(&api, &admin, currency, &id, position).await;
+                    let balance = api::balance(&api, &admin, currency, &id).await;
                     balance.map(|b| (i, b))
                 }
             }
@@ -293,7 +295,7 @@ async fn read_baseline(
     let first_day = today(TimeZone::new(TIME_ZONE));
     let next_day = LocalDate::new(first_day.as_naive() + chrono::Duration::days(1));
     let days = (first_day, next_day);
-    let totals = api::dashboard_totals(api, admin, currency, days, position).await?;
+    let totals = api::dashboard_totals(api, admin, currency, days).await?;
     Ok(Baseline {
         balances: baseline_balances,
         totals,

@@ -102,7 +102,6 @@ pub struct WorkerResult {
     checkout_service: Vec<u32>,
     refund_latency: Vec<u32>,
     per_second: Vec<u64>,
-    max_position: u64,
 }
 
 /// Runs one worker per connection until the plan's deadline.
@@ -151,7 +150,6 @@ pub fn merge(plan: &Plan, results: Vec<WorkerResult>) -> (LoadReport, Vec<Sale>,
         report.refunds_sent += r.refunds_sent;
         report.refunds_acked += r.refunds_acked;
         report.retries += r.retries;
-        report.max_position = report.max_position.max(r.max_position);
         if report.per_second.len() < r.per_second.len() {
             report.per_second.resize(r.per_second.len(), 0);
         }
@@ -179,8 +177,8 @@ pub fn merge(plan: &Plan, results: Vec<WorkerResult>) -> (LoadReport, Vec<Sale>,
 /// A request's answer, as far as the generator cares.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    /// 2xx, with the position of the write.
-    Acked(u64),
+    /// 2xx.
+    Acked,
     /// A definite refusal, with its problem code.
     Refused(String),
     /// No definite answer: retry with the same key.
@@ -193,9 +191,9 @@ struct ProblemCode {
 }
 
 /// Classifies a response by status; `body` is read only when refused.
-fn answer(status: u16, position: u64, body: &[u8]) -> Answer {
+fn answer(status: u16, body: &[u8]) -> Answer {
     if (200..300).contains(&status) {
-        return Answer::Acked(position);
+        return Answer::Acked;
     }
     let code = serde_json::from_slice::<ProblemCode>(body)
         .map_or_else(|_| format!("http_{status}"), |p| p.code);
@@ -275,7 +273,7 @@ impl Worker {
                 tokio::time::sleep(RETRY_PAUSE * attempt).await;
             }
             let answer = match self.conn.post(path, auth, key, self.body.as_bytes()).await {
-                Ok(r) => answer(r.status, r.position, &r.body),
+                Ok(r) => answer(r.status, &r.body),
                 Err(e) => Answer::Retry(e.as_str().to_owned()),
             };
             match answer {
@@ -315,7 +313,7 @@ impl Worker {
             refund_unknown: zero,
         };
         match outcome {
-            Ok(Answer::Acked(position)) => self.acked(sale, position),
+            Ok(Answer::Acked) => self.acked(sale),
             Ok(Answer::Refused(code)) => *self.out.rejected.entry(code).or_default() += 1,
             Ok(Answer::Retry(_)) => unreachable!("send retries these"),
             Err(why) => {
@@ -371,8 +369,7 @@ impl Worker {
     }
 
     /// Counts an acknowledged checkout.
-    fn acked(&mut self, sale: Sale, position: u64) {
-        self.out.max_position = self.out.max_position.max(position);
+    fn acked(&mut self, sale: Sale) {
         self.out.credit_acked += u64::from(sale.employee.is_some());
         self.out.acked.push(sale);
         let second = self.plan.start.elapsed().as_secs() as usize;
@@ -405,8 +402,7 @@ impl Worker {
         let outcome = self.send(&path, auth, &refund_id).await;
         self.out.refund_latency.push(micros_since(scheduled));
         match outcome {
-            Ok(Answer::Acked(position)) => {
-                self.out.max_position = self.out.max_position.max(position);
+            Ok(Answer::Acked) => {
                 self.out.refunds_acked += 1;
                 let refunded = &mut self.out.acked[index].refunded;
                 *refunded = money::add(*refunded, amount);
@@ -426,20 +422,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_2xx_is_acknowledged_at_its_position() {
-        assert_eq!(answer(201, 42, b""), Answer::Acked(42));
-        assert_eq!(answer(200, 0, b"not read"), Answer::Acked(0));
+    fn a_2xx_is_acknowledged() {
+        assert_eq!(answer(201, b""), Answer::Acked);
+        assert_eq!(answer(200, b"not read"), Answer::Acked);
     }
 
     #[test]
     fn a_refusal_carries_its_problem_code() {
         let body = br#"{"type":"about:blank","code":"insufficient_credit","status":422}"#;
         assert_eq!(
-            answer(422, 0, body),
+            answer(422, body),
             Answer::Refused("insufficient_credit".to_owned())
         );
         assert_eq!(
-            answer(404, 0, b"<html>"),
+            answer(404, b"<html>"),
             Answer::Refused("http_404".to_owned())
         );
     }
@@ -447,13 +443,10 @@ mod tests {
     #[test]
     fn no_definite_answer_is_retried() {
         for status in [408, 409, 429, 500, 503, 599] {
-            assert!(
-                matches!(answer(status, 0, b""), Answer::Retry(_)),
-                "{status}"
-            );
+            assert!(matches!(answer(status, b""), Answer::Retry(_)), "{status}");
         }
         assert_eq!(
-            answer(409, 0, br#"{"code":"version_conflict"}"#),
+            answer(409, br#"{"code":"version_conflict"}"#),
             Answer::Retry("version_conflict".to_owned())
         );
     }

@@ -70,7 +70,7 @@ async fn every_route_refuses_the_roles_the_table_does_not_name(store: Backend) {
             ),
         )
         .await
-        .position();
+        .token();
     let tokens: BTreeMap<&str, String> = BTreeMap::from([
         ("admin", api.admin()),
         ("vendor", api.vendor(V1)),
@@ -164,42 +164,42 @@ async fn every_route_refuses_the_roles_the_table_does_not_name(store: Backend) {
         route(
             M::GET,
             "/v1/dashboard",
-            &format!("/v1/dashboard?from={today}&to={today}&min_position={at}"),
+            &format!("/v1/dashboard?from={today}&to={today}&consistency_token={at}"),
             None,
             &["admin", "vendor"],
         ),
         route(
             M::GET,
             "/v1/orders/{id}",
-            &format!("/v1/orders/PAID?min_position={at}"),
+            &format!("/v1/orders/PAID?consistency_token={at}"),
             None,
             &["admin", "vendor", "cashier"],
         ),
         route(
             M::GET,
             "/v1/orders",
-            &format!("/v1/orders?min_position={at}"),
+            &format!("/v1/orders?consistency_token={at}"),
             None,
             &["admin", "vendor", "cashier"],
         ),
         route(
             M::GET,
             "/v1/employees/{id}/credit",
-            &format!("/v1/employees/E1/credit?min_position={at}"),
+            &format!("/v1/employees/E1/credit?consistency_token={at}"),
             None,
             &["admin", "employee"],
         ),
         route(
             M::GET,
             "/v1/employees/{id}/credit/statement",
-            &format!("/v1/employees/E1/credit/statement?min_position={at}"),
+            &format!("/v1/employees/E1/credit/statement?consistency_token={at}"),
             None,
             &["admin", "employee"],
         ),
         route(
             M::GET,
             "/v1/activity",
-            &format!("/v1/activity?min_position={at}"),
+            &format!("/v1/activity?consistency_token={at}"),
             None,
             &["admin", "vendor"],
         ),
@@ -270,10 +270,11 @@ async fn every_route_refuses_the_roles_the_table_does_not_name(store: Backend) {
 async fn vendors_cashiers_and_employees_see_only_their_own(store: Backend) {
     let api = Api::start(store).await;
     let (v1, c1) = (api.vendor(V1), api.cashier(V1));
-    api.sell(&c1, "own", sale("OWN", "10.00", cash())).await;
+    let own = api.sell(&c1, "own", sale("OWN", "10.00", cash())).await;
     let r = api
         .sell(&api.cashier(V2), "theirs", sale("THEIRS", "10.00", cash()))
         .await;
+    let theirs = r.token();
     let today = r.events()[0]["event"]["business_date"]
         .as_str()
         .unwrap()
@@ -289,16 +290,22 @@ async fn vendors_cashiers_and_employees_see_only_their_own(store: Backend) {
             ),
         )
         .await
-        .position();
+        .token();
+    let at = all(&[own.token(), theirs, at]);
 
     // Another vendor's order does not exist for a vendor or a cashier.
     for token in [&v1, &c1] {
-        check(api.get_at(token, "/v1/orders/THEIRS", at), 404, "not_found").await;
-        let list = ok(api.get_at(token, "/v1/orders", at), 200).await;
+        check(
+            api.get_at(token, "/v1/orders/THEIRS", &at),
+            404,
+            "not_found",
+        )
+        .await;
+        let list = ok(api.get_at(token, "/v1/orders", &at), 200).await;
         let ids: Vec<&Value> = list.items().iter().map(|o| &o["order_id"]).collect();
         assert_eq!(ids, [&json!("OWN")]);
         check(
-            api.get_at(token, &format!("/v1/orders?vendor_id={V2}"), at),
+            api.get_at(token, &format!("/v1/orders?vendor_id={V2}"), &at),
             403,
             "forbidden",
         )
@@ -344,26 +351,26 @@ async fn vendors_cashiers_and_employees_see_only_their_own(store: Backend) {
         format!("/v1/activity?vendor_id={V2}"),
         "/v1/activity?actor=cashier-V2".to_owned(),
     ] {
-        check(api.get_at(&v1, &path, at), 403, "forbidden").await;
+        check(api.get_at(&v1, &path, &at), 403, "forbidden").await;
     }
-    let own = ok(api.get_at(&v1, &format!("/v1/dashboard?{range}"), at), 200).await;
+    let own = ok(api.get_at(&v1, &format!("/v1/dashboard?{range}"), &at), 200).await;
     assert_eq!(own.body["totals"]["orders"], 1);
 
     // An employee sees its own credit only.
     let e1 = api.employee(E1);
-    ok(api.get_at(&e1, "/v1/employees/E1/credit", at), 200).await;
+    ok(api.get_at(&e1, "/v1/employees/E1/credit", &at), 200).await;
     for path in [
         "/v1/employees/E2/credit",
         "/v1/employees/E2/credit/statement",
     ] {
-        check(api.get_at(&e1, path, at), 404, "not_found").await;
+        check(api.get_at(&e1, path, &at), 404, "not_found").await;
     }
 
     // An admin sees everything.
     let admin = api.admin();
-    ok(api.get_at(&admin, "/v1/orders/THEIRS", at), 200).await;
-    ok(api.get_at(&admin, "/v1/employees/E2/credit", at), 200).await;
-    let all = ok(api.get_at(&admin, "/v1/orders", at), 200).await;
+    ok(api.get_at(&admin, "/v1/orders/THEIRS", &at), 200).await;
+    ok(api.get_at(&admin, "/v1/employees/E2/credit", &at), 200).await;
+    let all = ok(api.get_at(&admin, "/v1/orders", &at), 200).await;
     assert_eq!(all.items().len(), 3);
     api.stop().await;
 }
@@ -382,9 +389,11 @@ async fn tenants_never_see_each_other(store: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let at = r.position();
-    api.enroll(&api.admin(), "ONLY-T1").await;
-    let at = at.max(api.head());
+    let enrolled = api.enroll(&api.admin(), "ONLY-T1").await;
+    // Tenant 1's writes are projected before tenant 2 looks for them (a
+    // token is its tenant's, so tenant 2 cannot pass tenant 1's).
+    let at = all(&[r.token(), enrolled.token()]);
+    ok(api.get_at(&api.admin(), "/v1/orders/X-1", &at), 200).await;
     let order_stream_len = api.stream_len(T1, "order/X-1").await;
 
     let admin2 = api.token_in(T2, "admin-2", &[Role::Admin], None, None);
@@ -400,7 +409,7 @@ async fn tenants_never_see_each_other(store: Backend) {
         (&admin2, "/v1/employees/ONLY-T1/credit/statement"),
         (&employee2, "/v1/employees/ONLY-T1/credit"),
     ] {
-        let reply = check(api.get_at(token, path, at), 404, "not_found").await;
+        let reply = check(api.get(token, path), 404, "not_found").await;
         assert!(!reply.body.to_string().contains("10.00"), "{reply:?}");
     }
     check(
@@ -417,18 +426,18 @@ async fn tenants_never_see_each_other(store: Backend) {
     .await;
 
     // The same ids name different things in each tenant.
-    let e1 = ok(api.get_at(&admin2, "/v1/employees/E1/credit", at), 200).await;
+    let e1 = ok(api.get(&admin2, "/v1/employees/E1/credit"), 200).await;
     assert_eq!(e1.body["balance"]["amount"], ALLOWANCE);
     for token in [&admin2, &vendor2] {
-        let list = ok(api.get_at(token, "/v1/orders", at), 200).await;
+        let list = ok(api.get(token, "/v1/orders"), 200).await;
         assert!(list.items().is_empty(), "{list:?}");
-        let activity = ok(api.get_at(token, "/v1/activity?limit=500", at), 200).await;
+        let activity = ok(api.get(token, "/v1/activity?limit=500"), 200).await;
         assert!(
             activity.items().iter().all(|e| e["tenant_id"] == T2),
             "{activity:?}"
         );
         let dashboard = ok(
-            api.get_at(token, &format!("/v1/dashboard?from={today}&to={today}"), at),
+            api.get(token, &format!("/v1/dashboard?from={today}&to={today}")),
             200,
         )
         .await;
@@ -524,31 +533,35 @@ async fn a_key_reused_by_another_vendor_is_not_the_same_request(store: Backend) 
 async fn cursors_open_only_for_their_tenant_and_query(store: Backend) {
     let api = Api::start(store).await;
     api.set_up_tenant(T2).await;
-    let mut at = 0;
+    let mut mine = Vec::new();
     for id in ["C-1", "C-2", "C-3"] {
-        at = api
-            .sell(&api.cashier(V1), id, sale(id, "1.00", cash()))
-            .await
-            .position();
+        mine.push(
+            api.sell(&api.cashier(V1), id, sale(id, "1.00", cash()))
+                .await
+                .token(),
+        );
     }
     let admin = api.admin();
     let admin2 = api.token_in(T2, "admin-2", &[Role::Admin], None, None);
     let cashier2 = api.token_in(T2, "cashier-2", &[Role::Cashier], Some(V1), None);
+    let mut theirs = Vec::new();
     for id in ["D-1", "D-2"] {
-        at = at.max(
+        theirs.push(
             api.sell(&cashier2, id, sale(id, "1.00", cash()))
                 .await
-                .position(),
+                .token(),
         );
     }
-    let first = ok(api.get_at(&admin, "/v1/orders?limit=1", at), 200).await;
+    // Both tenants' sales are projected before any page is read.
+    ok(api.get_at(&admin2, "/v1/orders", &all(&theirs)), 200).await;
+    let first = ok(api.get_at(&admin, "/v1/orders?limit=1", &all(&mine)), 200).await;
     let cursor = first.next_cursor().expect("a next page");
     assert!(
         !cursor.contains("C-"),
         "a cursor is opaque, not the last order's id: {cursor}"
     );
     let page = |token: &str, query: &str, cursor: &str| {
-        api.get_at(token, &format!("{query}&cursor={cursor}"), at)
+        api.get(token, &format!("{query}&cursor={cursor}"))
     };
     let second = ok(page(&admin, "/v1/orders?limit=1", &cursor), 200).await;
     assert_ne!(second.items()[0]["order_id"], first.items()[0]["order_id"]);
@@ -562,10 +575,13 @@ async fn cursors_open_only_for_their_tenant_and_query(store: Backend) {
     altered[0] = if altered[0] == 'A' { 'B' } else { 'A' };
     let altered: String = altered.into_iter().collect();
     let statement = {
-        api.enroll(&admin, "E9").await;
-        let head = api.head();
+        let enrolled = api.enroll(&admin, "E9").await.token();
         let r = ok(
-            api.get_at(&admin, "/v1/employees/E9/credit/statement?limit=1", head),
+            api.get_at(
+                &admin,
+                "/v1/employees/E9/credit/statement?limit=1",
+                &enrolled,
+            ),
             200,
         )
         .await;
@@ -602,7 +618,7 @@ async fn cursors_open_only_for_their_tenant_and_query(store: Backend) {
         refused.push((admin.clone(), format!("/v1/orders?cursor={statement}")));
     }
     for (token, path) in refused {
-        let reply = check(api.get_at(&token, &path, at), 400, "validation_failed").await;
+        let reply = check(api.get(&token, &path), 400, "validation_failed").await;
         assert!(
             !reply.body.to_string().contains("C-"),
             "a refused cursor leaks nothing: {path} {reply:?}"

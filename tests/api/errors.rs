@@ -17,7 +17,7 @@ on_both_stores! {
     idempotency_keys_replay_or_refuse,
     offline_batches_have_their_own_limits,
     routes_and_query_parameters_are_checked,
-    every_answer_has_a_request_id_and_writes_have_a_position,
+    every_answer_has_a_request_id_and_writes_name_what_they_wrote,
     concurrent_requests_neither_double_write_nor_overdraw [4],
 }
 
@@ -573,7 +573,7 @@ async fn idempotency_keys_replay_or_refuse(store: Backend) {
         let again = ok(request, 201).await;
         assert!(again.replayed(), "{again:?}");
         assert_eq!(again.body, first.body);
-        assert_eq!(again.position(), first.position());
+        assert_eq!(again.token(), first.token());
         assert_eq!(api.head(), head);
     }
 
@@ -595,11 +595,7 @@ async fn idempotency_keys_replay_or_refuse(store: Backend) {
     }
     assert_eq!(api.stream_len(T1, "order/I-1").await, 1);
     assert_eq!(api.stream_len(T1, "order/I-2").await, 0);
-    let view = ok(
-        api.get_at(&cashier, "/v1/orders/I-1", first.position()),
-        200,
-    )
-    .await;
+    let view = ok(api.get_at(&cashier, "/v1/orders/I-1", &first.token()), 200).await;
     assert_eq!(view.body["gross"]["amount"], "12.34");
 
     // A key is bound to its path too: the same body on another order.
@@ -733,7 +729,11 @@ async fn routes_and_query_parameters_are_checked(store: Backend) {
         ("/v1/orders?cursor=garbage".into(), "validation_failed"),
         ("/v1/orders?from=yesterday".into(), "validation_failed"),
         ("/v1/orders?vendor_id=a%20b".into(), "validation_failed"),
-        ("/v1/orders?min_position=-1".into(), "validation_failed"),
+        (
+            "/v1/orders?consistency_token=garbage".into(),
+            "validation_failed",
+        ),
+        ("/v1/orders?consistency_token=".into(), "validation_failed"),
         ("/v1/orders/Q?bogus=1".into(), "validation_failed"),
         ("/v1/orders/a%20b".into(), "validation_failed"),
         ("/v1/dashboard".into(), "validation_failed"),
@@ -790,17 +790,10 @@ async fn routes_and_query_parameters_are_checked(store: Backend) {
         let reply = check(api.get(&admin, &path), 400, code).await;
         assert!(reply.body["detail"].is_string(), "{path}");
     }
-    // A position the projector will not reach in time.
-    check(
-        api.get(&admin, &format!("/v1/orders?min_position={}", u64::MAX)),
-        503,
-        "not_yet_visible",
-    )
-    .await;
     api.stop().await;
 }
 
-async fn every_answer_has_a_request_id_and_writes_have_a_position(store: Backend) {
+async fn every_answer_has_a_request_id_and_writes_name_what_they_wrote(store: Backend) {
     let api = Api::start(store).await;
     let cashier = api.cashier(V1);
     // The client's request id is kept.
@@ -815,16 +808,19 @@ async fn every_answer_has_a_request_id_and_writes_have_a_position(store: Backend
     let b = ok(api.anonymous(Method::GET, "/healthz"), 200).await;
     assert_ne!(a.headers["x-request-id"], b.headers["x-request-id"]);
 
-    // Accepted, replayed and rejected writes all say where the log stood.
-    let created = api.sell(&cashier, "p-1", sale("P-1", "1.00", cash())).await;
-    assert_eq!(created.position(), api.head());
+    // An accepted write names what it wrote; its replay names the same;
+    // a rejection wrote nothing and names nothing.
+    let created = api
+        .sell(&cashier, "p-1", sale("P-1", "1.00", credit(E1)))
+        .await;
     let replayed = ok(
         api.post(&cashier, "/v1/sales", "p-1")
-            .json(&sale("P-1", "1.00", cash())),
+            .json(&sale("P-1", "1.00", credit(E1))),
         201,
     )
     .await;
-    assert_eq!(replayed.position(), created.position());
+    assert!(replayed.replayed());
+    assert_eq!(replayed.token(), created.token());
     let rejected = check(
         api.post(&cashier, "/v1/sales", "p-2")
             .json(&sale("P-1", "1.00", cash())),
@@ -832,14 +828,82 @@ async fn every_answer_has_a_request_id_and_writes_have_a_position(store: Backend
         "order_exists",
     )
     .await;
-    assert_eq!(rejected.position(), api.head());
-    // Reads say how far they reflect the log.
-    let read = ok(
-        api.get_at(&cashier, "/v1/orders/P-1", created.position()),
+    assert_eq!(rejected.maybe_token(), None);
+    // A read given the token reflects both streams the checkout wrote.
+    let order = ok(
+        api.get_at(&cashier, "/v1/orders/P-1", &created.token()),
         200,
     )
     .await;
-    assert!(read.position() >= created.position());
+    assert_eq!(order.body["status"], "paid");
+    let account = ok(
+        api.get_at(&api.admin(), "/v1/employees/E1/credit", &created.token()),
+        200,
+    )
+    .await;
+    assert_eq!(account.body["balance"]["amount"], "999.00");
+    assert!(
+        account.headers.get("tally-consistency-token").is_none(),
+        "reads name no writes"
+    );
+
+    // A token is its tenant's and checked; another tenant's, an altered or
+    // a truncated one is refused before any store is asked.
+    api.set_up_tenant(T2).await;
+    let theirs = api
+        .sell(
+            &api.token_in(T2, "cashier-2", &[Role::Cashier], Some(V1), None),
+            "t2-sale",
+            sale("T2-SALE", "1.00", cash()),
+        )
+        .await
+        .token();
+    let mine = created.token();
+    let mut altered = mine.clone().into_bytes();
+    altered[0] = if altered[0] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    for bad in [
+        theirs.clone(),
+        altered,
+        mine[..mine.len() - 2].to_owned(),
+        format!("{mine},{theirs}"),
+    ] {
+        check(
+            api.get_at(&cashier, "/v1/orders/P-1", &bad),
+            400,
+            "validation_failed",
+        )
+        .await;
+    }
+    // A few writes' tokens together, but not without limit.
+    let many = vec![mine.clone(); command_api::http::consistency::TOKENS_MAX];
+    ok(api.get_at(&cashier, "/v1/orders/P-1", &all(&many)), 200).await;
+    let too_many = vec![mine; command_api::http::consistency::TOKENS_MAX + 1];
+    check(
+        api.get_at(&cashier, "/v1/orders/P-1", &all(&too_many)),
+        400,
+        "limit_exceeded",
+    )
+    .await;
+    // A version the projector will not reach in time (sealed as the server
+    // would, so only the wait can refuse it).
+    let mut ahead = command_api::http::consistency::Written::default();
+    ahead.push(
+        ledger_core::id::StreamId::parse("order/P-1").unwrap(),
+        ledger_core::id::StreamVersion::new(99),
+    );
+    let started = std::time::Instant::now();
+    check(
+        api.get_at(
+            &cashier,
+            "/v1/orders/P-1",
+            &ahead.seal(ledger_core::id::TenantId::new(T1)),
+        ),
+        503,
+        "not_yet_visible",
+    )
+    .await;
+    assert!(started.elapsed() >= command_api::http::READ_WAIT_MAX);
     api.stop().await;
 }
 
@@ -878,10 +942,14 @@ async fn concurrent_requests_neither_double_write_nor_overdraw(store: Backend) {
         })
         .collect();
     let mut statuses = Vec::new();
+    let mut accepted = Vec::new();
     for task in tasks {
         let reply = task.await.expect("the request task");
         if reply.status == 422 {
             assert_eq!(reply.body["code"], "insufficient_credit");
+        }
+        if reply.status == 201 {
+            accepted.push(reply.token());
         }
         statuses.push(reply.status.as_u16());
     }
@@ -890,13 +958,14 @@ async fn concurrent_requests_neither_double_write_nor_overdraw(store: Backend) {
         9,
         "{statuses:?}"
     );
+    let at = all(&accepted);
     assert_eq!(
         statuses.iter().filter(|s| **s == 422).count(),
         6,
         "{statuses:?}"
     );
     let view = ok(
-        api.get_at(&api.admin(), "/v1/employees/E1/credit", api.head()),
+        api.get_at(&api.admin(), "/v1/employees/E1/credit", &at),
         200,
     )
     .await;

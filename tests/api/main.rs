@@ -11,7 +11,7 @@
 //! listed in its file's `on_both_stores!`.
 //!
 //! - `flows`: every endpoint's happy path, reads after writes pinned with
-//!   `min_position` so they never race the projector.
+//!   the writes' consistency tokens so they never race the projector.
 //! - `access`: the role table, vendor and employee scoping, tenant isolation.
 //! - `errors`: the error catalogue, idempotency, and that a refused request
 //!   writes nothing.

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 
 pub const ZONE: &str = "Asia/Manila";
 
-/// One answer: status, `Tally-Position`, JSON body (or `Null`).
+/// One answer: status, `Tally-Consistency-Token`, JSON body (or `Null`).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
-    pub position: u64,
+    pub token: Option<String>,
     pub body: Value,
 }
 
@@ -67,17 +67,16 @@ impl Http {
         }
         let response = request.send().await?;
         let status = response.status();
-        let position = response
+        let token = response
             .headers()
-            .get("tally-position")
+            .get("tally-consistency-token")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .map(str::to_owned);
         let bytes = response.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Reply {
             status,
-            position,
+            token,
             body,
         })
     }
@@ -123,14 +122,14 @@ impl Http {
 
 /// Configures the tenant (PHP, Manila), registers `vendor`, enrolls every
 /// employee with a semi-monthly top-up `allowance`, and replenishes the
-/// current period. Returns the replenishment's position.
+/// current period.
 pub async fn set_up_tenant(
     http: &Http,
     admin: &str,
     vendor: &str,
     employees: &[String],
     allowance: &str,
-) -> u64 {
+) {
     use reqwest::Method;
     http.must(
         Method::PUT,
@@ -149,18 +148,29 @@ pub async fn set_up_tenant(
     )
     .await;
     for id in employees {
-        http.must(
-            Method::POST,
-            "/v1/employees",
-            admin,
-            &format!("setup-{id}"),
-            json!({
-                "employee_id": id,
-                "name": format!("Employee {id}"),
-                "policy": {"allowance": allowance, "cadence": "semi_monthly", "mode": "top_up"},
-            }),
-        )
-        .await;
+        let enrolled = http
+            .must(
+                Method::POST,
+                "/v1/employees",
+                admin,
+                &format!("setup-{id}"),
+                json!({
+                    "employee_id": id,
+                    "name": format!("Employee {id}"),
+                    "policy": {"allowance": allowance, "cadence": "semi_monthly", "mode": "top_up"},
+                }),
+            )
+            .await;
+        // The replenishment lists the accounts the read models hold: each
+        // enrollment is read back with its token first.
+        let token = enrolled.token.expect("an enrollment names its writes");
+        let read = http
+            .get(
+                &format!("/v1/employees/{id}/credit?consistency_token={token}"),
+                admin,
+            )
+            .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
     }
     let period = Period::containing(now(), TimeZone::new(ZONE), Cadence::SemiMonthly);
     let reply = http
@@ -178,7 +188,6 @@ pub async fn set_up_tenant(
         "every employee is replenished: {}",
         reply.body
     );
-    reply.position
 }
 
 pub fn now() -> Timestamp {

@@ -5,6 +5,7 @@
 //! share beyond it is `handler`, and the handlers are `writes` and `reads`.
 
 mod app;
+pub mod consistency;
 pub mod cursor;
 pub mod extract;
 mod handler;
@@ -28,8 +29,7 @@ use tower_http::trace::TraceLayer;
 use openapi::{Doc, RouteDoc};
 
 pub use app::{App, AppState};
-pub use handler::POSITION_HEADER;
-pub use handler::READ_WAIT_MAX;
+pub use consistency::{READ_WAIT_MAX, TOKEN_HEADER};
 
 /// Largest request body, in bytes (a sale of the most lines fits easily).
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -150,7 +150,8 @@ fn employees<S: EventStore>() -> Vec<Route<S>> {
                 "Replenish every enrolled employee for a period",
                 &["admin", "service"],
             )
-            .body::<writes::ReplenishRequest>(),
+            .body::<writes::ReplenishRequest>()
+            .query::<reads::WaitParams>(),
             post(writes::replenish::<S>),
         ),
         (

@@ -125,7 +125,17 @@ fn responses(route: &RouteDoc) -> Value {
     } else {
         "200"
     };
-    r.insert(ok.into(), json!({"description": "Success. Writes carry the commit position in the Tally-Position header; reads carry the projected position."}));
+    let mut success = json!({"description": "Success."});
+    if route.is_write() {
+        success["description"] = "Success. A write that appended events names them in the Tally-Consistency-Token header; pass it as consistency_token to a read that must reflect them.".into();
+        success["headers"] = json!({
+            "Tally-Consistency-Token": {
+                "description": "Opaque; names the stream versions this write appended. Absent when it appended none.",
+                "schema": {"type": "string"},
+            }
+        });
+    }
+    r.insert(ok.into(), success);
     r.insert(
         "400".into(),
         json!({"description": "validation_failed or limit_exceeded", "content": problem}),
@@ -157,8 +167,9 @@ fn responses(route: &RouteDoc) -> Value {
     if route.is_write() {
         r.insert("409".into(), json!({"description": "a state conflict (e.g. order_exists, conflict)", "content": problem}));
         r.insert("422".into(), json!({"description": "a rule refused the command (e.g. insufficient_credit, refund_exceeds_remaining, idempotency_key_reused)", "content": problem}));
+        r.insert("503".into(), json!({"description": "unavailable: the store failed, retry with the same key; not_yet_visible: a replenishment's consistency_token was not projected in time", "content": problem}));
     } else if !route.roles.is_empty() {
-        r.insert("503".into(), json!({"description": "not_yet_visible: min_position was not projected in time", "content": problem}));
+        r.insert("503".into(), json!({"description": "not_yet_visible: the writes consistency_token names were not projected in time (a named limit, READ_WAIT_MAX: 5 s); unavailable: the store failed", "content": problem}));
     }
     Value::Object(r)
 }
@@ -212,7 +223,7 @@ impl Doc {
             "info": {
                 "title": "Tally",
                 "version": env!("CARGO_PKG_VERSION"),
-                "description": "Event-sourced ledger for multi-tenant point of sale. Every write needs an Idempotency-Key header (an offline batch carries one per sale instead) and answers with the log position of its events in the Tally-Position header. Reads reflect the log up to the projected position they return in the same header; they may lag writes by a moment, and a client that must see its own write passes min_position=<that position>. Amounts are decimal strings in the tenant's currency. Errors are application/problem+json with a stable code.",
+                "description": "Event-sourced ledger for multi-tenant point of sale. Every write needs an Idempotency-Key header (an offline batch carries one per sale instead) and answers with a Tally-Consistency-Token header naming the stream versions it appended. Reads answer from read models that may lag writes by a moment; a client that must see its own write passes consistency_token=<that token>, and the read waits (at most 5 s, then 503 not_yet_visible) until those versions are projected. A token is bound to its tenant; any other is 400 validation_failed. Amounts are decimal strings in the tenant's currency. Errors are application/problem+json with a stable code.",
             },
             "components": {
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::app::{App, AppState};
+use super::consistency::visible;
 use super::cursor;
 use super::extract::{Auth, Params, path_id};
-use super::handler::{json_at, now, require, unavailable, visible};
+use super::handler::{now, require, unavailable};
 use super::problem::Problem;
 use super::writes::problem_of;
 use crate::auth::Principal;
@@ -33,10 +34,11 @@ pub const PAGE_DEFAULT: usize = 50;
 #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitParams {
-    /// Wait (briefly) until the read models reflect this log position, e.g.
-    /// the Tally-Position of the client's own write.
+    /// Wait (briefly) until the read models reflect the writes this token
+    /// names: the Tally-Consistency-Token of the client's own write (or up
+    /// to 16 of them, comma-separated).
     #[serde(default)]
-    pub min_position: Option<u64>,
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -50,8 +52,10 @@ pub struct DashboardParams {
     /// One vendor; admins may omit it for every vendor of the tenant.
     #[serde(default)]
     pub vendor_id: Option<VendorId>,
+    /// The Tally-Consistency-Token of a write this read must reflect (or up
+    /// to 16, comma-separated).
     #[serde(default)]
-    pub min_position: Option<u64>,
+    pub consistency_token: Option<String>,
 }
 
 fn day() -> Granularity {
@@ -78,8 +82,10 @@ pub struct OrderListParams {
     #[schemars(range(min = 1, max = PAGE_ORDERS_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
+    /// The Tally-Consistency-Token of a write this read must reflect (or up
+    /// to 16, comma-separated).
     #[serde(default)]
-    pub min_position: Option<u64>,
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -94,8 +100,10 @@ pub struct StatementParams {
     #[schemars(range(min = 1, max = PAGE_STATEMENT_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
+    /// The Tally-Consistency-Token of a write this read must reflect (or up
+    /// to 16, comma-separated).
     #[serde(default)]
-    pub min_position: Option<u64>,
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -115,8 +123,10 @@ pub struct ActivityParams {
     #[schemars(range(min = 1, max = PAGE_ACTIVITY_MAX))]
     #[serde(default)]
     pub limit: Option<usize>,
+    /// The Tally-Consistency-Token of a write this read must reflect (or up
+    /// to 16, comma-separated).
     #[serde(default)]
-    pub min_position: Option<u64>,
+    pub consistency_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -205,7 +215,7 @@ pub async fn dashboard<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor])?;
     let vendor_id = vendor_scope(&p, q.vendor_id)?;
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let settings = settings_of(&app, p.tenant_id).await?;
     let settings = settings.ok_or_else(|| {
         Problem::new(
@@ -246,10 +256,7 @@ pub async fn dashboard<S: EventStore>(
         days.iter().map(|d| (d.date, &d.totals)),
         dues.iter().map(|d| (d.due_date, d.amount)),
     );
-    Ok(json_at(
-        dashboard_json(&dashboard, settings.currency.scale()),
-        projected,
-    ))
+    Ok(axum::Json(dashboard_json(&dashboard, settings.currency.scale())).into_response())
 }
 
 /// A dashboard as answered: every amount at the currency's scale (a sum of
@@ -290,7 +297,7 @@ pub async fn order<S: EventStore>(
 ) -> Result<Response, Problem> {
     require(&p, &[Role::Admin, Role::Vendor, Role::Cashier])?;
     let order_id = path_id(&id, "order id", OrderId::parse)?;
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let view = load_view(
         &app,
         p.tenant_id,
@@ -299,7 +306,7 @@ pub async fn order<S: EventStore>(
     )
     .await?
     .filter(|v| p.has(Role::Admin) || p.vendor_id == Some(v.vendor_id));
-    view.map(|v| json_at(serde_json::to_value(&v).expect("encodes"), projected))
+    view.map(|v| axum::Json(serde_json::to_value(&v).expect("encodes")).into_response())
         .ok_or_else(|| Problem::not_found("order"))
 }
 
@@ -324,7 +331,7 @@ pub async fn orders<S: EventStore>(
         .as_deref()
         .map(|c| parse_order_cursor(&cursor::open(p.tenant_id, &scope, c)?))
         .transpose()?;
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let query = OrderListQuery {
         tenant_id: p.tenant_id,
         vendor_id,
@@ -346,10 +353,7 @@ pub async fn orders<S: EventStore>(
             })
         })
         .flatten();
-    Ok(json_at(
-        json!({ "items": page, "next_cursor": next }),
-        projected,
-    ))
+    Ok(axum::Json(json!({ "items": page, "next_cursor": next })).into_response())
 }
 
 fn parse_order_cursor(text: &str) -> Result<(Timestamp, OrderId), Problem> {
@@ -379,7 +383,7 @@ pub async fn credit<S: EventStore>(
     Params(q): Params<WaitParams>,
 ) -> Result<Response, Problem> {
     let employee_id = employee_scope(&p, &id)?;
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let view = load_view(
         &app,
         p.tenant_id,
@@ -387,7 +391,7 @@ pub async fn credit<S: EventStore>(
         CreditView::from_bytes,
     )
     .await?;
-    view.map(|v| json_at(serde_json::to_value(&v).expect("encodes"), projected))
+    view.map(|v| axum::Json(serde_json::to_value(&v).expect("encodes")).into_response())
         .ok_or_else(|| Problem::not_found("employee"))
 }
 
@@ -408,7 +412,7 @@ pub async fn statement<S: EventStore>(
                 .map_err(|_| Problem::validation("bad cursor"))?,
         ),
     };
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let stream = StreamId::credit(employee_id);
     // The account as the read models show it: its statement goes as far.
     let Some(account) = load_view(&app, p.tenant_id, stream, CreditView::from_bytes).await? else {
@@ -421,10 +425,7 @@ pub async fn statement<S: EventStore>(
                 .map(|l| cursor::seal(p.tenant_id, &scope, &l.version.get().to_string()))
         })
         .flatten();
-    Ok(json_at(
-        json!({ "items": page, "next_cursor": next }),
-        projected,
-    ))
+    Ok(axum::Json(json!({ "items": page, "next_cursor": next })).into_response())
 }
 
 pub async fn activity<S: EventStore>(
@@ -458,7 +459,7 @@ pub async fn activity<S: EventStore>(
         .as_deref()
         .map(|c| parse_activity_cursor(&cursor::open(p.tenant_id, &scope, c)?))
         .transpose()?;
-    let projected = visible(&app, q.min_position).await?;
+    visible(&app, p.tenant_id, q.consistency_token.as_deref()).await?;
     let page = app
         .views
         .activity(&ActivityQuery {
@@ -485,7 +486,7 @@ pub async fn activity<S: EventStore>(
             .flatten();
         json!({ "items": page, "next_cursor": next })
     };
-    Ok(json_at(body, projected))
+    Ok(axum::Json(body).into_response())
 }
 
 fn parse_activity_cursor(text: &str) -> Result<(Timestamp, StreamId, StreamVersion), Problem> {
@@ -519,12 +520,10 @@ pub async fn stream_events<S: EventStore>(
     let mut items = Vec::with_capacity(records.len());
     for r in &records {
         let envelope = codec::decode(&r.bytes).map_err(|e| {
-            tracing::error!(error = %e, position = r.position.0, "undecodable record");
+            tracing::error!(error = %e, %stream, version = r.version.get(), "undecodable record");
             Problem::internal()
         })?;
-        let mut value = serde_json::to_value(&envelope).expect("encodes");
-        value["position"] = r.position.0.into();
-        items.push(value);
+        items.push(serde_json::to_value(&envelope).expect("encodes"));
     }
     if items.is_empty() && after == StreamVersion::NONE {
         return Err(Problem::not_found("stream"));
@@ -532,9 +531,7 @@ pub async fn stream_events<S: EventStore>(
     let next = (records.len() == limit)
         .then(|| records.last().map(|r| r.version.get().to_string()))
         .flatten();
-    let head = app.store().head().0;
-    let body = json!({ "items": items, "next_cursor": next });
-    Ok(json_at(body, head))
+    Ok(axum::Json(json!({ "items": items, "next_cursor": next })).into_response())
 }
 
 /// One view of the tenant's, decoded; `None` when it was never written.
@@ -582,7 +579,7 @@ async fn statement_page<S: EventStore>(
         after = last.version;
         for r in records.iter().filter(|r| r.version <= until) {
             let envelope = codec::decode(&r.bytes).map_err(|e| {
-                tracing::error!(error = %e, position = r.position.0, "undecodable record");
+                tracing::error!(error = %e, %stream, version = r.version.get(), "undecodable record");
                 Problem::internal()
             })?;
             if let Some(line) = StatementLine::of(&envelope) {

@@ -23,9 +23,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::app::{App, St};
+use super::consistency::{TOKEN_HEADER, Written, visible};
+use super::extract::Params;
 use super::extract::{Auth, Body, Key, path_id, request_hash};
-use super::handler::{POSITION_HEADER, json_at, now, require};
+use super::handler::{now, require};
 use super::problem::Problem;
+use super::reads::WaitParams;
 use crate::auth::Principal;
 use crate::service::{Caller, Decision, ExecuteError, Executed, Idempotency};
 use ledger_store::views::{QUERY_ROWS_MAX, ViewTable};
@@ -172,16 +175,14 @@ fn events_json(events: &[Envelope]) -> Vec<u8> {
     serde_json::to_vec(&AcceptedBody { events }).expect("events encode")
 }
 
-async fn read_events<S: EventStore>(
-    app: &App<S>,
-    tenant_id: TenantId,
-    mut refs: &[u8],
-) -> Result<Vec<Envelope>, Problem> {
+/// The events a stored answer names (`BODY_EVENTS`), stream and version
+/// each.
+fn event_refs(mut refs: &[u8]) -> Result<Vec<(StreamId, StreamVersion)>, Problem> {
     let corrupt = || {
-        tracing::error!("an idempotency record names events that do not read back");
+        tracing::error!("an idempotency record names events it cannot");
         Problem::internal()
     };
-    let mut events = Vec::new();
+    let mut named = Vec::new();
     while let Some((&len, rest)) = refs.split_first() {
         let (stream, rest) = rest
             .split_at_checked(usize::from(len))
@@ -193,7 +194,23 @@ async fn read_events<S: EventStore>(
             .and_then(|s| StreamId::parse(s).ok())
             .ok_or_else(corrupt)?;
         let version = u64::from_be_bytes(version.try_into().expect("eight bytes"));
-        let after = StreamVersion::new(version.checked_sub(1).ok_or_else(corrupt)?);
+        named.push((stream, StreamVersion::new(version)));
+    }
+    Ok(named)
+}
+
+async fn read_events<S: EventStore>(
+    app: &App<S>,
+    tenant_id: TenantId,
+    refs: &[u8],
+) -> Result<Vec<Envelope>, Problem> {
+    let corrupt = || {
+        tracing::error!("an idempotency record names events that do not read back");
+        Problem::internal()
+    };
+    let mut events = Vec::new();
+    for (stream, version) in event_refs(refs)? {
+        let after = StreamVersion::new(version.get().checked_sub(1).ok_or_else(corrupt)?);
         let records = app
             .store()
             .read_stream(tenant_id, stream, after, 1)
@@ -203,6 +220,28 @@ async fn read_events<S: EventStore>(
         events.push(codec::decode(&record.bytes).map_err(|_| corrupt())?);
     }
     Ok(events)
+}
+
+/// What a command's answer wrote, for its consistency token: the events of
+/// a fresh decision, or those its stored answer names.
+fn written(executed: &Executed) -> Result<Written, Problem> {
+    let mut written = Written::default();
+    match &executed.decision {
+        Some(Decision::Accepted(events)) => {
+            for e in events {
+                written.push(e.stream(), e.version());
+            }
+        }
+        Some(Decision::Rejected(_)) => {}
+        None => {
+            if let Some((&[_, _, BODY_EVENTS], refs)) = executed.response.split_at_checked(3) {
+                for (stream, version) in event_refs(refs)? {
+                    written.push(stream, version);
+                }
+            }
+        }
+    }
+    Ok(written)
 }
 
 #[derive(Serialize)]
@@ -308,8 +347,12 @@ async fn respond<S: EventStore>(
     tenant_id: TenantId,
     executed: &Executed,
 ) -> Response {
-    let (status, body) = match answer(app, tenant_id, executed).await {
-        Ok(answer) => answer,
+    let answered = match answer(app, tenant_id, executed).await {
+        Ok(answer) => written(executed).map(|w| (answer, w)),
+        Err(problem) => Err(problem),
+    };
+    let ((status, body), written) = match answered {
+        Ok(answered) => answered,
         Err(problem) => return problem.into_response(),
     };
     let content_type = if status.is_client_error() || status.is_server_error() {
@@ -320,7 +363,10 @@ async fn respond<S: EventStore>(
     let mut response = (status, axum::body::Body::from(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(POSITION_HEADER, executed.position.0.into());
+    if !written.is_empty() {
+        let token = HeaderValue::from_str(&written.seal(tenant_id)).expect("tokens are base64url");
+        headers.insert(TOKEN_HEADER, token);
+    }
     if executed.replayed() {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -471,13 +517,10 @@ pub async fn record_sales_batch<S: EventStore>(
     let sales = body.value.sales;
     let keys = batch_keys(&sales)?;
     let mut results = Vec::with_capacity(sales.len());
-    let mut last_position = 0;
     for (sale, key) in sales.into_iter().zip(keys) {
-        let (result, position) = batch_sale(&app, &p, sale, key).await?;
-        last_position = last_position.max(position);
-        results.push(result);
+        results.push(batch_sale(&app, &p, sale, key).await?);
     }
-    Ok(json_at(json!({ "results": results }), last_position))
+    Ok(axum::Json(json!({ "results": results })).into_response())
 }
 
 /// The key of every sale of a batch of the right size: the sale's own, or
@@ -503,14 +546,14 @@ fn batch_keys(sales: &[BatchSale]) -> Result<Vec<IdempotencyKey>, Problem> {
 }
 
 /// One sale of a batch, run as the checkout it would have been online: its
-/// result, and the log position it answers with (0 when it was refused
-/// before it ran).
+/// result, with the consistency token of what it wrote (`null` when it
+/// wrote nothing).
 async fn batch_sale<S: EventStore>(
     app: &App<S>,
     p: &Principal,
     sale: BatchSale,
     key: IdempotencyKey,
-) -> Result<(Value, u64), Problem> {
+) -> Result<Value, Problem> {
     let order_id = sale.order_id;
     let single = SaleRequest {
         order_id: sale.order_id,
@@ -535,12 +578,15 @@ async fn batch_sale<S: EventStore>(
                 "order_id": order_id,
                 "result": "rejected",
                 "status": problem.status,
+                "consistency_token": null,
                 "body": problem,
             });
-            return Ok((result, 0));
+            return Ok(result);
         }
     };
     let (status, body) = answer(app, p.tenant_id, &executed).await?;
+    let written = written(&executed)?;
+    let token = (!written.is_empty()).then(|| written.seal(p.tenant_id));
     let body: Value = serde_json::from_slice(&body).expect("answers are JSON");
     let result = match (executed.replayed(), status.is_success()) {
         (true, _) => "duplicate",
@@ -552,10 +598,10 @@ async fn batch_sale<S: EventStore>(
         "order_id": order_id,
         "result": result,
         "status": status.as_u16(),
-        "position": executed.position.0,
+        "consistency_token": token,
         "body": body,
     });
-    Ok((result, executed.position.0))
+    Ok(result)
 }
 
 /// The order a payment or refund addresses. Another vendor may own it:
@@ -630,6 +676,7 @@ pub async fn issue_refund<S: EventStore>(
 pub async fn replenish<S: EventStore>(
     axum::extract::State(app): St<S>,
     Auth(p): Auth,
+    Params(wait): Params<WaitParams>,
     key: Key,
     body: Body<ReplenishRequest>,
 ) -> Result<Response, Problem> {
@@ -648,10 +695,11 @@ pub async fn replenish<S: EventStore>(
         return Ok(respond(&app, p.tenant_id, &replayed).await);
     }
     let period = body.value.period;
-    // Every account the credit projection lists once it has caught up with
-    // the log as the request found it: so every account whose opening was
-    // acknowledged before this request.
-    super::handler::visible(&app, Some(app.store().head().0)).await?;
+    // Every account the credit projection lists, once it reflects the
+    // writes the caller's token names (its last enrollment, say). An account
+    // opened moments before and not named may not be listed yet; the next
+    // run for the period replenishes it, and no account twice.
+    visible(&app, p.tenant_id, wait.consistency_token.as_deref()).await?;
     let mut employees: Vec<EmployeeId> = Vec::new();
     loop {
         let page = app

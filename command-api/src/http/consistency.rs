@@ -22,6 +22,7 @@ use axum::http::StatusCode;
 use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::EventStore;
 use ledger_store::views::ViewTable;
+use serde::{Deserialize, Serialize};
 
 use super::app::App;
 use super::cursor;
@@ -43,6 +44,16 @@ pub const TOKENS_MAX: usize = 16;
 
 /// What the seal binds a token to beside the tenant: tokens are not cursors.
 const PURPOSE: &str = "consistency";
+
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// Wait (briefly) until the read models reflect the writes this token
+    /// names: the Tally-Consistency-Token of the client's own write (or up
+    /// to 16 of them, comma-separated).
+    #[serde(default)]
+    pub consistency_token: Option<String>,
+}
 
 /// The last version written on each stream, in the order first written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -151,7 +151,7 @@ fn employees<S: EventStore>() -> Vec<Route<S>> {
                 &["admin", "service"],
             )
             .body::<writes::ReplenishRequest>()
-            .query::<reads::WaitParams>(),
+            .query::<consistency::WaitParams>(),
             post(writes::replenish::<S>),
         ),
         (
@@ -161,7 +161,7 @@ fn employees<S: EventStore>() -> Vec<Route<S>> {
                 "An employee's credit balance",
                 &["admin", "employee"],
             )
-            .query::<reads::WaitParams>(),
+            .query::<consistency::WaitParams>(),
             get(reads::credit::<S>),
         ),
         (
@@ -230,7 +230,7 @@ fn sales<S: EventStore>() -> Vec<Route<S>> {
                 "One order",
                 &["admin", "vendor", "cashier"],
             )
-            .query::<reads::WaitParams>(),
+            .query::<consistency::WaitParams>(),
             get(reads::order::<S>),
         ),
         (

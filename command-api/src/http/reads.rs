@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::app::{App, AppState};
-use super::consistency::visible;
+use super::consistency::{WaitParams, visible};
 use super::cursor;
 use super::extract::{Auth, Params, path_id};
 use super::handler::{now, require, unavailable};
@@ -30,16 +30,6 @@ use crate::auth::Principal;
 
 /// A page size when the client names none.
 pub const PAGE_DEFAULT: usize = 50;
-
-#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitParams {
-    /// Wait (briefly) until the read models reflect the writes this token
-    /// names: the Tally-Consistency-Token of the client's own write (or up
-    /// to 16 of them, comma-separated).
-    #[serde(default)]
-    pub consistency_token: Option<String>,
-}
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -23,12 +23,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::app::{App, St};
-use super::consistency::{TOKEN_HEADER, Written, visible};
+use super::consistency::{TOKEN_HEADER, WaitParams, Written, visible};
 use super::extract::Params;
 use super::extract::{Auth, Body, Key, path_id, request_hash};
 use super::handler::{now, require};
 use super::problem::Problem;
-use super::reads::WaitParams;
 use crate::auth::Principal;
 use crate::service::{Caller, Decision, ExecuteError, Executed, Idempotency};
 use ledger_store::views::{QUERY_ROWS_MAX, ViewTable};

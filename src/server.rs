@@ -18,7 +18,7 @@ use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
 use ledger_store::views::AnyTable;
-use ledger_store::{AppendRequest, EventStore, Position, StreamAppend};
+use ledger_store::{AppendRequest, CommitLog, EventStore, StreamAppend};
 use projector::follow::ViewFollower;
 use projector::lambda::{dynamodb_records, dynamodb_response};
 
@@ -60,10 +60,7 @@ pub struct Server {
     pub demo_seeded: bool,
     app: http::AppState<Store>,
     /// The embedded log's follower, and what stops it.
-    follower: Option<(
-        tokio::sync::watch::Sender<bool>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    follower: Option<Follower>,
     stream_projection: Option<RunnerHandle>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -91,7 +88,7 @@ impl Server {
                     .with_context(|| format!("opening the DynamoDB tables ({dynamo:?})"))?,
             ),
         };
-        let demo_seeded = config.demo && store.head() == Position::ZERO;
+        let demo_seeded = config.demo && !demo_exists(&store).await?;
         if demo_seeded {
             seed_demo(&store).await.context("seeding the demo tenant")?;
         }
@@ -99,39 +96,24 @@ impl Server {
         let verifier: Arc<dyn Verifier> = Arc::new(key.verifier());
         // Reads nothing: every command loads the heads it needs.
         let service = CommandService::new(store.clone());
-        let (views, projected, follower, stream_projection, projections) = match &config.store {
-            StoreConfig::Sqlite => {
+        let (views, follower, stream_projection, report) = match (&store, &config.store) {
+            (Store::Sqlite(sqlite), _) => {
                 let path = views_path(&config.data_dir.join(DATABASE_FILE));
-                let views = SqliteViews::open(&path)
-                    .with_context(|| format!("opening the read models ({})", path.display()))?;
-                // Reads only its checkpoint: a position, whatever the
-                // log's length.
-                let follower = ViewFollower::resume(store.clone(), views.clone(), views.clone())
-                    .await
-                    .context("starting the projector")?;
-                let projected = follower.position();
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let task = tokio::spawn(follower.run(stopped));
-                (
-                    AnyTable::Sqlite(views),
-                    Some(projected),
-                    Some((stop, task)),
-                    None,
-                    None,
-                )
+                let (views, follower, report) = start_follower(sqlite, &path).await?;
+                (views, Some(follower), None, report)
             }
-            StoreConfig::Dynamo(dynamo) => {
+            (Store::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
                 let (runner, report) = start_stream_projection(dynamo).await?;
                 let views = AnyTable::Dynamo(DynamoTable::connect(dynamo).await);
-                (views, None, None, Some(runner), Some(report))
+                (views, None, Some(runner), report)
             }
+            (Store::Dynamo(_), StoreConfig::Sqlite) => unreachable!("the store follows its config"),
         };
         let app = Arc::new(App {
             service,
             views,
-            projected,
             verifier,
-            projections,
+            projections: Some(report),
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -194,8 +176,61 @@ impl Server {
     }
 }
 
-/// Health of the stream projector as `/healthz` shows it.
+/// Health of the projector as `/healthz` shows it: a JSON object whose
+/// fields join the answer's.
 type ProjectionReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A running follower, and what stops it.
+type Follower = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Starts the embedded projector: a `ViewFollower` of the SQLite log into
+/// the read-model file at `path`. It reads only its checkpoint (a
+/// position, whatever the log's length) before serving. Its report gives
+/// the log head, the position projected and the lag between them, which
+/// `tally load` waits on before it verifies.
+async fn start_follower(
+    store: &SqliteStore,
+    path: &Path,
+) -> anyhow::Result<(AnyTable, Follower, ProjectionReport)> {
+    let views = SqliteViews::open(path)
+        .with_context(|| format!("opening the read models ({})", path.display()))?;
+    let follower = ViewFollower::resume(store.clone(), views.clone(), views.clone())
+        .await
+        .context("starting the projector")?;
+    let projected = follower.position();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(follower.run(stopped));
+    let log = store.clone();
+    let report: ProjectionReport = Arc::new(move || {
+        let head = log.head().0;
+        let projected = projected.borrow().0;
+        serde_json::json!({
+            "log_position": head,
+            "projected_position": projected,
+            "projection_lag_records": head.saturating_sub(projected),
+        })
+    });
+    Ok((AnyTable::Sqlite(views), (stop, task), report))
+}
+
+/// Whether the demo tenant is there already (its settings stream has an
+/// event): one read of one stream, whatever the store holds.
+async fn demo_exists(store: &Store) -> anyhow::Result<bool> {
+    let tenant_id = SimConfig::default().tenant_id;
+    let settings = store
+        .read_stream(
+            tenant_id,
+            StreamId::tenant(tenant_id),
+            ledger_core::id::StreamVersion::NONE,
+            1,
+        )
+        .await
+        .context("looking for the demo tenant")?;
+    Ok(!settings.is_empty())
+}
 
 /// Runs the stream projector on the event table's stream through the local
 /// runner, with the handler Lambda runs, writing the read-model table.
@@ -232,7 +267,7 @@ async fn start_stream_projection(
     let report: ProjectionReport = Arc::new(move || {
         let s = stats.borrow().clone();
         let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        serde_json::json!({
+        serde_json::json!({"stream_projection": {
             "records_acknowledged": s.records_acknowledged,
             "batches": s.batches_delivered,
             "redeliveries": s.redeliveries,
@@ -244,7 +279,7 @@ async fn start_stream_projection(
                 "lag_max_ms": r.lag_max_ms,
                 "seconds_ago": at.elapsed().map_or(0, |d| d.as_secs()),
             })),
-        })
+        }})
     });
     Ok((runner, report))
 }

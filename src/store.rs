@@ -8,16 +8,45 @@ use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::dynamodb::DynamoStore;
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, Record, StoreError, StoredHead,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, CommitLog, EventStore, IdempotencyKey,
+    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, Record, StoreError, StoredHead,
 };
-use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
     Dynamo(DynamoStore),
 }
+
+impl Store {
+    /// Every event record the store holds, grouped by tenant and stream,
+    /// each stream's in version order: the log read page by page on
+    /// SQLite, a parallel Scan of the event table on DynamoDB. It holds
+    /// them all in memory, so it is for tests and small stores.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn all_records(&self) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let mut records = Vec::new();
+                let mut after = Position::ZERO;
+                loop {
+                    let page = s.read_log(after, READ_PAGE_RECORDS_MAX).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.position;
+                    records.extend(page.into_iter().map(|r| r.record));
+                }
+                records.sort_by_key(|r| (r.tenant_id, r.stream, r.version));
+                Ok(records)
+            }
+            Store::Dynamo(s) => s.scan_events(SCAN_SEGMENTS).await,
+        }
+    }
+}
+
+/// Segments of a parallel Scan of the event table.
+const SCAN_SEGMENTS: u32 = 4;
 
 /// Runs `$call` on whichever adapter `$store` holds.
 macro_rules! on_adapter {
@@ -30,7 +59,7 @@ macro_rules! on_adapter {
 }
 
 impl EventStore for Store {
-    async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
+    async fn append(&self, request: AppendRequest) -> Result<(), AppendError> {
         on_adapter!(self, s => s.append(request).await)
     }
 
@@ -58,18 +87,6 @@ impl EventStore for Store {
         streams: &[StreamId],
     ) -> Result<Vec<Option<StoredHead>>, StoreError> {
         on_adapter!(self, s => s.load_heads(tenant_id, streams).await)
-    }
-
-    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
-        on_adapter!(self, s => s.read_log(after, limit).await)
-    }
-
-    fn head(&self) -> Position {
-        on_adapter!(self, s => s.head())
-    }
-
-    fn follow(&self) -> watch::Receiver<Position> {
-        on_adapter!(self, s => s.follow())
     }
 }
 

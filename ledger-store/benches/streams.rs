@@ -25,10 +25,8 @@
 //!   are a new stream of one event) and the next event on an existing
 //!   stream of at least 1,000 events, with an idempotency record.
 //!
-//! On DynamoDB an append returns only once the table's stream shows its
-//! events, because the store derives log positions from the stream: its
-//! append latency includes the stream follower's poll (at most 5 ms when
-//! the stream is idle) on top of the `TransactWriteItems`. Its loads are one
+//! On DynamoDB an append is one `TransactWriteItems` and returns when it
+//! succeeds (it does not wait for the table's stream). Its loads are one
 //! strongly consistent `Query` per page.
 //!
 //! The streams are filled before the clock starts, in appends of

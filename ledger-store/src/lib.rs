@@ -1,15 +1,18 @@
 //! Tally's storage ports and adapters.
 //!
-//! Three ports: [`EventStore`], the append-only log of sealed event
-//! records; [`CheckpointStore`], where projections persist their state and
-//! the log position they have folded up to; and [`views::ViewTable`], the
-//! read-model table the stream projector writes views and sums into. Only
-//! this crate knows how events and read models sit in a database;
-//! everything above it speaks in streams, versions, positions and bytes.
+//! Four ports: [`EventStore`], the append-only streams of sealed event
+//! records and their heads; [`CommitLog`], the whole log in one commit
+//! order, which only a store that has such an order offers (SQLite; a
+//! DynamoDB table has none); [`CheckpointStore`], where projections persist
+//! their state and the log position they have folded up to; and
+//! [`views::ViewTable`], the read-model table the stream projector writes
+//! views and sums into. Only this crate knows how events and read models
+//! sit in a database; everything above it speaks in streams, versions,
+//! positions and bytes.
 //!
-//! Adapters: [`sqlite::SqliteStore`], the embedded default, and
-//! [`dynamodb::DynamoStore`], the cloud's, of the first two (both pass
-//! [`conformance`]); [`views::MemoryTable`], [`sqlite::SqliteViews`] and
+//! Adapters: [`sqlite::SqliteStore`], the embedded default, of the first
+//! three, and [`dynamodb::DynamoStore`], the cloud's, of `EventStore` and
+//! `CheckpointStore` (both pass [`conformance`]); [`views::MemoryTable`], [`sqlite::SqliteViews`] and
 //! [`dynamodb::views::DynamoTable`] of the third (all pass
 //! [`views::conformance`]), and [`views::AnyTable`] is whichever of them a
 //! server reads.
@@ -96,12 +99,18 @@ pub struct InvalidIdempotencyKey;
 /// A stored event record, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub position: Position,
     pub tenant_id: TenantId,
     pub stream: StreamId,
     pub version: StreamVersion,
     /// The ledger-core codec's bytes, exactly as appended.
     pub bytes: Vec<u8>,
+}
+
+/// A record at its place in a [`CommitLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub position: Position,
+    pub record: Record,
 }
 
 /// Events for one stream, to be written at `expected + 1`, `expected + 2`, ...
@@ -132,9 +141,6 @@ pub struct IdempotencyRecord {
     pub key: IdempotencyKey,
     pub request_hash: [u8; 32],
     pub response: Vec<u8>,
-    /// The log position of the append that stored it: its last event's, or
-    /// the head at the time for an append without events.
-    pub position: Position,
 }
 
 /// A stream head as stored: ledger-core's `StreamHead` bytes, folded up to
@@ -175,14 +181,6 @@ impl AppendRequest {
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
     }
-}
-
-/// A successful append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
-    /// The position of the append's last event (or, with no events, the
-    /// log head when the idempotency record was stored).
-    pub position: Position,
 }
 
 /// Why an append wrote nothing.
@@ -301,22 +299,18 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 ///   These rules need only the request, so they are checked before
 ///   anything stored (`Invalid` wins over `KeyExists`).
 /// - Once `append` returns `Ok`, the write MUST be durable and visible to
-///   every read that starts afterwards (read-after-write).
-/// - Positions MUST be unique, strictly increasing in commit order, and every
-///   committed record MUST get one; `read_log` MUST return records in
-///   position order with no committed record skipped. Within one append,
-///   events take positions in request order (streams as listed, each
-///   stream's events by version). Positions need not be gap-free.
-/// - `read_stream` and `read_log` MUST return at most `limit` (capped at
-///   [`READ_PAGE_RECORDS_MAX`]) records; callers page with the last record's
-///   version or position.
-/// - `follow` MUST yield a receiver whose value reaches every committed
-///   position, soon after the commit.
+///   every read that starts afterwards (read-after-write). It MUST NOT
+///   wait for anything but its own write: not for a change stream, a
+///   follower or a projection (so nothing here asks for an order across
+///   streams).
+/// - `read_stream` MUST return at most `limit` (capped at
+///   [`READ_PAGE_RECORDS_MAX`]) records; callers page with the last
+///   record's version.
 pub trait EventStore: Send + Sync + 'static {
     fn append(
         &self,
         request: AppendRequest,
-    ) -> impl Future<Output = Result<Committed, AppendError>> + Send;
+    ) -> impl Future<Output = Result<(), AppendError>> + Send;
 
     /// The idempotency record stored under `key` for `tenant_id`, if any.
     fn idempotency(
@@ -341,13 +335,32 @@ pub trait EventStore: Send + Sync + 'static {
         tenant_id: TenantId,
         streams: &[StreamId],
     ) -> impl Future<Output = Result<Vec<Option<StoredHead>>, StoreError>> + Send;
+}
 
+/// The whole log in one commit order: what a store with a single writer
+/// (SQLite) offers beside its streams, and the embedded projector follows.
+/// DynamoDB keeps no order across items, so its adapter does not offer it;
+/// its projectors read the table's change stream per item instead.
+///
+/// - Positions MUST be unique, strictly increasing in commit order, and
+///   every committed record MUST get one; `read_log` MUST return records
+///   in position order with no committed record skipped. Within one
+///   append, events take positions in request order (streams as listed,
+///   each stream's events by version). Positions need not be gap-free.
+/// - `read_log` MUST return at most `limit` (capped at
+///   [`READ_PAGE_RECORDS_MAX`]) records; callers page with the last
+///   record's position.
+/// - Once `append` returns `Ok`, `head` MUST be at or past the position of
+///   its last event.
+/// - `follow` MUST yield a receiver whose value reaches every committed
+///   position, soon after the commit.
+pub trait CommitLog: EventStore {
     /// The whole log's records with positions after `after`, in commit order.
     fn read_log(
         &self,
         after: Position,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<LogRecord>, StoreError>> + Send;
 
     /// The last committed position.
     fn head(&self) -> Position;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use ledger_store::dynamodb::change::Change;
 use ledger_store::views::ViewTable;
 use ledger_store::{
-    Checkpoint, CheckpointStore, EventStore, Position, READ_PAGE_RECORDS_MAX, StoreError,
+    Checkpoint, CheckpointStore, CommitLog, Position, READ_PAGE_RECORDS_MAX, StoreError,
 };
 use tokio::sync::watch;
 
@@ -51,7 +51,7 @@ pub struct ViewFollower<S, T, R> {
 
 impl<S, T, R> ViewFollower<S, T, R>
 where
-    S: EventStore,
+    S: CommitLog,
     T: ViewTable,
     R: CheckpointStore,
 {
@@ -110,9 +110,9 @@ where
                 id: r.position.0.to_string(),
                 written_at_ms: None,
                 change: Change::Event {
-                    pk: pk_of(r.tenant_id, r.stream),
-                    version: r.version.get(),
-                    bytes: r.bytes.clone(),
+                    pk: pk_of(r.record.tenant_id, r.record.stream),
+                    version: r.record.version.get(),
+                    bytes: r.record.bytes.clone(),
                 },
             })
             .collect();

@@ -7,7 +7,7 @@
 use ledger_core::codec;
 use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
 use ledger_store::views::{MemoryTable, ViewTable};
-use ledger_store::{AppendRequest, EventStore, StreamAppend};
+use ledger_store::{AppendRequest, CommitLog, EventStore, StreamAppend};
 use projector::follow::ViewFollower;
 
 use crate::history::{Log, LogShape, generate};

@@ -9,7 +9,7 @@ use ledger_core::envelope::Envelope;
 use ledger_core::event::{Event, Payment};
 use ledger_core::projection::{Outcome, ReadModels};
 use ledger_core::time::{Cadence, Period, TimeZone, Timestamp};
-use ledger_store::{EventStore, Position, READ_PAGE_RECORDS_MAX, Record};
+use ledger_store::{CommitLog, Position, READ_PAGE_RECORDS_MAX, Record};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -207,7 +207,7 @@ pub fn credit_sale(order_id: &str, quantity: u64, unit_price: &str, employee: &s
 }
 
 /// Every record of the log, in commit order.
-pub async fn read_all(store: &impl EventStore) -> Vec<Record> {
+pub async fn read_all(store: &impl CommitLog) -> Vec<Record> {
     let mut records = Vec::new();
     let mut after = Position::ZERO;
     loop {
@@ -219,7 +219,7 @@ pub async fn read_all(store: &impl EventStore) -> Vec<Record> {
             return records;
         };
         after = last.position;
-        records.extend(page);
+        records.extend(page.into_iter().map(|r| r.record));
     }
 }
 
@@ -227,8 +227,9 @@ pub fn decode_all(records: &[Record]) -> Vec<Envelope> {
     records
         .iter()
         .map(|r| {
-            codec::decode(&r.bytes)
-                .unwrap_or_else(|e| panic!("record at {} does not decode: {e}", r.position))
+            codec::decode(&r.bytes).unwrap_or_else(|e| {
+                panic!("record {}@{} does not decode: {e}", r.stream, r.version)
+            })
         })
         .collect()
 }

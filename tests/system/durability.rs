@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger_core::id::{EmployeeId, TenantId};
-use ledger_store::EventStore;
+use ledger_store::CommitLog;
 use ledger_store::sqlite::SqliteStore;
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;

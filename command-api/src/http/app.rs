@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use ledger_store::EventStore;
 use ledger_store::views::AnyTable;
-use ledger_store::{EventStore, Position};
-use tokio::sync::watch;
 
 use crate::auth::Verifier;
 use crate::service::CommandService;
@@ -16,13 +15,10 @@ pub struct App<S> {
     pub service: CommandService<S>,
     /// The read models queries answer from.
     pub views: AnyTable,
-    /// How far a projector that follows the log in commit order has
-    /// projected it (the embedded server's); `None` where no projector
-    /// follows a commit order (DynamoDB's shards have none).
-    pub projected: Option<watch::Receiver<Position>>,
     pub verifier: Arc<dyn Verifier>,
-    /// Health of projectors the API does not read from but reports on
-    /// (the stream projector writing the read-model table), as JSON.
+    /// Health of the projector writing the read models, as a JSON object
+    /// whose fields `/healthz` shows: the embedded follower's log and
+    /// projected positions, or the stream projector's report.
     pub projections: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
@@ -34,11 +30,5 @@ pub(crate) type St<S> = State<AppState<S>>;
 impl<S: EventStore> App<S> {
     pub fn store(&self) -> &S {
         self.service.store()
-    }
-
-    /// The log position the read models reflect at least (0 when no
-    /// projector says).
-    pub fn projected(&self) -> u64 {
-        self.projected.as_ref().map_or(0, |p| p.borrow().0)
     }
 }

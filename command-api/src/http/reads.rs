@@ -144,16 +144,11 @@ fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
 }
 
 pub async fn health<S: EventStore>(State(app): State<AppState<S>>) -> Response {
-    let head = app.store().head().0;
-    let projected = app.projected();
-    let mut health = json!({
-        "status": "ok",
-        "log_position": head,
-        "projected_position": projected,
-        "projection_lag_records": head.saturating_sub(projected),
-    });
-    if let Some(report) = &app.projections {
-        health["stream_projection"] = report();
+    let mut health = json!({"status": "ok"});
+    if let Some(report) = &app.projections
+        && let serde_json::Value::Object(fields) = report()
+    {
+        health.as_object_mut().expect("an object").extend(fields);
     }
     axum::Json(health).into_response()
 }

@@ -14,7 +14,7 @@ use ledger_core::text::{Name, Reason};
 use ledger_core::vendor::{RegisterVendor, VendorCommand};
 use ledger_core::{Actor, Cadence, CommissionRate, Currency, Rejection, Role, TimeZone, Timestamp};
 use ledger_store::sqlite::SqliteStore;
-use ledger_store::{EventStore, IdempotencyKey};
+use ledger_store::{CommitLog, EventStore, IdempotencyKey};
 use rust_decimal::Decimal;
 
 const NOW: Timestamp = Timestamp::from_micros(1_795_000_000_000_000);

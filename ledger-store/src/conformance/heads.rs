@@ -59,7 +59,7 @@ fn stored(write: &HeadWrite) -> StoredHead {
 }
 
 fn expect_head_conflict(
-    result: Result<crate::Committed, AppendError>,
+    result: Result<(), AppendError>,
     stream: StreamId,
     expected: u64,
     actual: u64,

@@ -1,5 +1,5 @@
-//! The DynamoDB adapter: the event table, its stream as the commit log, and
-//! projection checkpoints in the read-model table.
+//! The DynamoDB adapter: the event table, and projection checkpoints in the
+//! read-model table.
 //!
 //! Tables come from `schemas/dynamodb/` (see [`schema`]). In the event
 //! table an event is one item, `pk = tenant|stream`, `v = version`, holding
@@ -10,8 +10,12 @@
 //!
 //! - each event is a `Put` conditioned on `attribute_not_exists(pk)`: no
 //!   version is ever written twice;
-//! - each stream appended at an expected version above zero adds a
-//!   `ConditionCheck` that the expected version's item exists: no gap;
+//! - each stream appended with its head (`v = 0`, the stream's decision
+//!   state) puts the head conditioned on the tag and version it was read
+//!   at: the stream is where the decision saw it, so no other check is
+//!   needed; a stream appended at a version above zero without a stored
+//!   head adds a `ConditionCheck` that the expected version's item exists:
+//!   no gap;
 //! - the idempotency record is a `Put` conditioned on `attribute_not_exists`,
 //!   returning the stored record when it fails, so a racing or repeated key
 //!   is answered from what the first request stored.
@@ -23,13 +27,15 @@
 //! (standard mode, [`SDK_ATTEMPTS_MAX`] attempts, exponential backoff with
 //! jitter) cover throttling and transient errors of every other call.
 //!
-//! The log side of the port (positions, `read_log`, `head`, `follow`) is
-//! the table's stream, followed by `log::StreamLog`; read that module's
-//! notes for where it holds and where it does not.
+//! A DynamoDB table has no commit order across items, so this adapter
+//! offers no [`CommitLog`](crate::CommitLog): an append is acknowledged
+//! once its transaction succeeded and never waits for the table's stream.
+//! The stream's consumers (the stream projector) read it per item, gated by
+//! each event's own stream version; audits and replays read the table by a
+//! parallel Scan ([`DynamoStore::scan_events`]).
 
 pub mod change;
 pub mod item;
-mod log;
 pub mod schema;
 pub mod stream;
 pub mod views;
@@ -48,15 +54,12 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use ledger_core::id::{StreamId, StreamVersion, TenantId};
-use tokio::sync::watch;
-
-pub use log::STREAM_WAIT_MAX;
 pub use schema::create_tables;
 
 use crate::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, HeadWrite,
-    IdempotencyKey, IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record,
-    StoreError, StoredHead, check_shape,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, EventStore, HeadWrite, IdempotencyKey,
+    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
+    StoredHead, check_shape,
 };
 use item::{BYTES, PK, SORT, VERSION, binary, event_pk, number, string};
 use schema::backend;
@@ -92,9 +95,6 @@ pub const CHECKPOINT_GRACE: Duration = Duration::from_secs(3600);
 // Attribute names of the items other than events (see `item` for those).
 const REQUEST_HASH: &str = "h";
 const RESPONSE: &str = "r";
-const LAST_STREAM: &str = "ls";
-const LAST_VERSION: &str = "lv";
-const HEAD_AT_WRITE: &str = "p";
 /// A head item's stream version.
 const HEAD_VERSION: &str = "hv";
 /// A head item's tag, moved by one at every write.
@@ -135,7 +135,6 @@ struct Inner {
     db: Client,
     events: String,
     read_models: String,
-    log: Arc<log::StreamLog>,
     capacity: Capacity,
 }
 
@@ -211,14 +210,13 @@ impl std::fmt::Debug for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Connects to existing tables and follows the event table's stream up
-    /// to its end before returning.
+    /// Connects to existing tables: one `DescribeTable`, nothing read.
     ///
     /// # Errors
-    /// When the tables or the stream cannot be reached.
+    /// When the event table cannot be reached.
     pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
-        let (db, streams) = clients(config).await;
-        Self::connect_with(config, db, streams).await
+        let (db, _) = clients(config).await;
+        Self::connect_with(config, db).await
     }
 
     /// Creates the tables (when missing), then connects.
@@ -226,37 +224,23 @@ impl DynamoStore {
     /// # Errors
     /// As [`create_tables`] and [`DynamoStore::connect`].
     pub async fn create_and_connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
-        let (db, streams) = clients(config).await;
+        let (db, _) = clients(config).await;
         create_tables(&db, &config.table_prefix).await?;
-        Self::connect_with(config, db, streams).await
+        Self::connect_with(config, db).await
     }
 
-    async fn connect_with(
-        config: &DynamoConfig,
-        db: Client,
-        streams: aws_sdk_dynamodbstreams::Client,
-    ) -> Result<DynamoStore, StoreError> {
+    async fn connect_with(config: &DynamoConfig, db: Client) -> Result<DynamoStore, StoreError> {
         let (events, read_models) = config.table_names();
-        let described = db
-            .describe_table()
+        db.describe_table()
             .table_name(&events)
             .send()
             .await
             .map_err(|e| backend("DescribeTable", e))?;
-        let stream_arn = described
-            .table()
-            .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| {
-                StoreError::backend("connecting", format!("table {events} has no stream"))
-            })?
-            .to_owned();
-        let log = log::StreamLog::follow(streams, stream_arn).await?;
         Ok(DynamoStore {
             inner: Arc::new(Inner {
                 db,
                 events,
                 read_models,
-                log,
                 capacity: Capacity::default(),
             }),
         })
@@ -274,9 +258,8 @@ impl DynamoStore {
 
     /// Every event of the table, by a parallel Scan of `segments` segments:
     /// for replays and audits, which need each stream in version order but
-    /// no order across streams. Records come grouped by stream, each
-    /// stream's in version order, with the positions the stream log gave
-    /// them (`Position::ZERO` for records older than the stream's retention).
+    /// no order across streams. Records come grouped by tenant and stream,
+    /// each stream's in version order.
     ///
     /// # Errors
     /// The service's, or an item that is not an event record.
@@ -314,8 +297,13 @@ impl DynamoStore {
                 .await
                 .map_err(|e| backend("Scan", e))?;
             for item in page.items() {
-                if let Some(record) = self.event_from_item(item)? {
-                    records.push(record);
+                if let Some(event) = item::read_event(item)? {
+                    records.push(Record {
+                        tenant_id: event.tenant_id,
+                        stream: event.stream,
+                        version: event.version,
+                        bytes: event.bytes.to_vec(),
+                    });
                 }
             }
             match page.last_evaluated_key {
@@ -323,27 +311,6 @@ impl DynamoStore {
                 _ => return Ok(records),
             }
         }
-    }
-
-    /// A record from an event-table item; `None` for an idempotency record.
-    fn event_from_item(
-        &self,
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<Option<Record>, StoreError> {
-        let Some(event) = item::read_event(item)? else {
-            return Ok(None);
-        };
-        Ok(Some(Record {
-            position: self
-                .inner
-                .log
-                .known(event.tenant_id, event.stream, event.version)
-                .unwrap_or(Position::ZERO),
-            tenant_id: event.tenant_id,
-            stream: event.stream,
-            version: event.version,
-            bytes: event.bytes.to_vec(),
-        }))
     }
 
     async fn transact(
@@ -419,7 +386,7 @@ impl DynamoStore {
                 let stored = reasons[0].item().ok_or_else(|| {
                     StoreError::Corrupt("a refused key came back without its record".to_owned())
                 })?;
-                let record = self.idempotency_record(request.tenant_id, stored).await?;
+                let record = idempotency_record(stored)?;
                 Ok(Some(AppendError::KeyExists(Box::new(record))))
             }
             Cancellation::HeadConflict(index, at) => {
@@ -502,51 +469,15 @@ impl DynamoStore {
         }
     }
 
-    async fn idempotency_record(
-        &self,
-        tenant_id: TenantId,
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<IdempotencyRecord, StoreError> {
-        let pk = string(item, PK)?;
-        let key = pk
-            .split_once("|key|")
-            .and_then(|(_, key)| IdempotencyKey::parse(key).ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("idempotency item {pk}")))?;
-        let request_hash: [u8; 32] = binary(item, REQUEST_HASH)?
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("idempotency item {pk}: hash")))?;
-        let position = match item.get(LAST_STREAM) {
-            Some(AttributeValue::S(stream)) => {
-                let stream = StreamId::parse(stream)
-                    .map_err(|e| StoreError::Corrupt(format!("idempotency item {pk}: {e}")))?;
-                let version = StreamVersion::new(number(item, LAST_VERSION)?);
-                self.inner
-                    .log
-                    .position_of(tenant_id, stream, version)
-                    .await?
-            }
-            _ => Position(number(item, HEAD_AT_WRITE)?),
-        };
-        Ok(IdempotencyRecord {
-            key,
-            request_hash,
-            response: binary(item, RESPONSE)?.to_vec(),
-            position,
-        })
-    }
-
-    /// The transaction's actions, its WCU by the formula, and the log head
-    /// recorded in an idempotency item without events.
+    /// The transaction's actions and its WCU by the formula.
     fn actions(&self, request: &AppendRequest) -> Result<Actions, AppendError> {
-        let head = self.inner.log.head();
         let mut out = Actions {
             actions: Vec::with_capacity(crate::append_actions(request)),
             kinds: Vec::with_capacity(crate::append_actions(request)),
             wcu: 0,
-            head,
         };
         if let Some(idempotency) = &request.idempotency {
-            let item = idempotency_item(request, idempotency, head);
+            let item = idempotency_item(request, idempotency);
             let wcu = transact_wcu(item_size(&item));
             // The stored record comes back when the key exists.
             out.push(Action::Key, put_new(&self.inner.events, item, true)?, wcu);
@@ -872,15 +803,33 @@ fn classify(kinds: &[Action], codes: &[Option<&str>]) -> Cancellation {
     }
 }
 
+/// A stored idempotency item as the port's record.
+fn idempotency_record(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<IdempotencyRecord, StoreError> {
+    let pk = string(item, PK)?;
+    let key = pk
+        .split_once("|key|")
+        .and_then(|(_, key)| IdempotencyKey::parse(key).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("idempotency item {pk}")))?;
+    let request_hash: [u8; 32] = binary(item, REQUEST_HASH)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("idempotency item {pk}: hash")))?;
+    Ok(IdempotencyRecord {
+        key,
+        request_hash,
+        response: binary(item, RESPONSE)?.to_vec(),
+    })
+}
+
 /// A request's idempotency item: the key, the request's hash and the
-/// response, and where the append ends (its last event, or `head` for an
-/// append without events).
+/// response. (Items written before appends stopped naming log positions
+/// also hold where their append ended; nothing reads that any more.)
 fn idempotency_item(
     request: &AppendRequest,
     idempotency: &IdempotencyWrite,
-    head: Position,
 ) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
+    HashMap::from([
         (
             PK.to_owned(),
             AttributeValue::S(key_pk(request.tenant_id, &idempotency.key)),
@@ -894,37 +843,7 @@ fn idempotency_item(
             RESPONSE.to_owned(),
             AttributeValue::B(Blob::new(idempotency.response.clone())),
         ),
-    ]);
-    match last_event(request) {
-        Some((stream, version)) => {
-            item.insert(
-                LAST_STREAM.to_owned(),
-                AttributeValue::S(stream.to_string()),
-            );
-            item.insert(
-                LAST_VERSION.to_owned(),
-                AttributeValue::N(version.to_string()),
-            );
-        }
-        None => {
-            item.insert(
-                HEAD_AT_WRITE.to_owned(),
-                AttributeValue::N(head.to_string()),
-            );
-        }
-    }
-    item
-}
-
-/// The stream and version of a request's last event.
-fn last_event(request: &AppendRequest) -> Option<(StreamId, StreamVersion)> {
-    request.streams.last().map(|last| {
-        let version = last
-            .events
-            .last()
-            .map_or(last.expected, |e| e.envelope.version());
-        (last.stream, version)
-    })
+    ])
 }
 
 /// A transaction's `Put` of an item that must not exist yet; with
@@ -952,7 +871,6 @@ struct Actions {
     actions: Vec<TransactWriteItem>,
     kinds: Vec<Action>,
     wcu: u64,
-    head: Position,
 }
 
 impl Actions {
@@ -992,25 +910,14 @@ pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams:
 }
 
 impl EventStore for DynamoStore {
-    async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
+    async fn append(&self, request: AppendRequest) -> Result<(), AppendError> {
         check_shape(&request)?;
         let Actions {
             actions,
             kinds,
             wcu,
-            head,
         } = self.actions(&request)?;
-        self.transact(&request, &kinds, actions, wcu).await?;
-        let position = match last_event(&request) {
-            Some((stream, version)) => {
-                self.inner
-                    .log
-                    .position_of(request.tenant_id, stream, version)
-                    .await?
-            }
-            None => head,
-        };
-        Ok(Committed { position })
+        self.transact(&request, &kinds, actions, wcu).await
     }
 
     async fn idempotency(
@@ -1030,7 +937,7 @@ impl EventStore for DynamoStore {
             .await
             .map_err(|e| backend("GetItem", e))?;
         match got.item {
-            Some(item) => Ok(Some(self.idempotency_record(tenant_id, &item).await?)),
+            Some(item) => Ok(Some(idempotency_record(&item)?)),
             None => Ok(None),
         }
     }
@@ -1065,11 +972,6 @@ impl EventStore for DynamoStore {
             for item in page.items() {
                 let version = StreamVersion::new(number(item, VERSION)?);
                 records.push(Record {
-                    position: self
-                        .inner
-                        .log
-                        .position_of(tenant_id, stream, version)
-                        .await?,
                     tenant_id,
                     stream,
                     version,
@@ -1090,18 +992,6 @@ impl EventStore for DynamoStore {
         streams: &[StreamId],
     ) -> Result<Vec<Option<StoredHead>>, StoreError> {
         self.batch_heads(tenant_id, streams).await
-    }
-
-    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
-        Ok(self.inner.log.read(after, limit.min(READ_PAGE_RECORDS_MAX)))
-    }
-
-    fn head(&self) -> Position {
-        self.inner.log.head()
-    }
-
-    fn follow(&self) -> watch::Receiver<Position> {
-        self.inner.log.subscribe()
     }
 }
 

@@ -30,9 +30,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, Committed, EventStore, IdempotencyKey,
-    IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
-    StoredHead, check_shape,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, CommitLog, EventStore, IdempotencyKey,
+    IdempotencyRecord, IdempotencyWrite, LogRecord, Position, READ_PAGE_RECORDS_MAX, Record,
+    StoreError, StoredHead, check_shape,
 };
 
 /// The schema this code writes, kept in `PRAGMA user_version`.
@@ -146,14 +146,14 @@ const SQL_INSERT_EVENT: &str = "INSERT INTO events \
 const SQL_INSERT_KEY: &str = "INSERT INTO idempotency \
      (tenant_id, key, request_hash, response, position) VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT DO NOTHING";
-const SQL_SELECT_KEY: &str = "SELECT request_hash, response, position FROM idempotency \
+const SQL_SELECT_KEY: &str = "SELECT request_hash, response FROM idempotency \
      WHERE tenant_id = ?1 AND key = ?2";
 const SQL_SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (projection, position, state) \
      VALUES (?1, ?2, ?3) \
      ON CONFLICT (projection) DO UPDATE SET position = excluded.position, state = excluded.state \
      WHERE excluded.position >= checkpoints.position";
 const SQL_LOAD_CHECKPOINT: &str = "SELECT position, state FROM checkpoints WHERE projection = ?1";
-const SQL_READ_STREAM: &str = "SELECT position, version, record FROM events \
+const SQL_READ_STREAM: &str = "SELECT version, record FROM events \
      WHERE tenant_id = ?1 AND stream = ?2 AND version > ?3 ORDER BY version LIMIT ?4";
 const SQL_HEAD_ETAG: &str = "SELECT etag, version FROM heads WHERE tenant_id = ?1 AND stream = ?2";
 const SQL_UPSERT_HEAD: &str = "INSERT INTO heads (tenant_id, stream, version, etag, bytes) \
@@ -326,7 +326,7 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl EventStore for SqliteStore {
-    async fn append(&self, request: AppendRequest) -> Result<Committed, AppendError> {
+    async fn append(&self, request: AppendRequest) -> Result<(), AppendError> {
         // The shape rules need nothing but the request, so they are checked
         // here, on the caller's task, keeping the writer's path short.
         check_shape(&request)?;
@@ -335,7 +335,7 @@ impl EventStore for SqliteStore {
         let (result, request) = answer.await.map_err(|_| StoreError::Closed)?;
         // The request comes back to be freed here, off the writer's thread.
         drop(request);
-        result
+        result.map(drop)
     }
 
     async fn idempotency(
@@ -375,11 +375,10 @@ impl EventStore for SqliteStore {
             let mut out = Vec::with_capacity(limit);
             while let Some(row) = rows.next().map_err(backend)? {
                 out.push(Record {
-                    position: Position(to_u64(row.get(0).map_err(backend)?, "position")?),
                     tenant_id,
                     stream,
-                    version: StreamVersion::new(to_u64(row.get(1).map_err(backend)?, "version")?),
-                    bytes: row.get(2).map_err(backend)?,
+                    version: StreamVersion::new(to_u64(row.get(0).map_err(backend)?, "version")?),
+                    bytes: row.get(1).map_err(backend)?,
                 });
             }
             Ok(out)
@@ -409,8 +408,10 @@ impl EventStore for SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
 
-    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<Record>, StoreError> {
+impl CommitLog for SqliteStore {
+    async fn read_log(&self, after: Position, limit: usize) -> Result<Vec<LogRecord>, StoreError> {
         let limit = limit.min(READ_PAGE_RECORDS_MAX);
         if limit == 0 {
             return Ok(Vec::new());
@@ -435,12 +436,17 @@ impl EventStore for SqliteStore {
                     .map_err(backend)?;
                 let stream = StreamId::parse(stream)
                     .map_err(|e| StoreError::Corrupt(format!("stream {stream:?}: {e}")))?;
-                out.push(Record {
+                out.push(LogRecord {
                     position: Position(to_u64(row.get(0).map_err(backend)?, "position")?),
-                    tenant_id,
-                    stream,
-                    version: StreamVersion::new(to_u64(row.get(3).map_err(backend)?, "version")?),
-                    bytes: row.get(4).map_err(backend)?,
+                    record: Record {
+                        tenant_id,
+                        stream,
+                        version: StreamVersion::new(to_u64(
+                            row.get(3).map_err(backend)?,
+                            "version",
+                        )?),
+                        bytes: row.get(4).map_err(backend)?,
+                    },
                 });
             }
             Ok(out)
@@ -542,9 +548,10 @@ impl SqliteStore {
 
 /// The port's shape rules: everything that can be checked on the request
 /// alone.
-/// An append's answer, and the request handed back so that the caller, not
-/// the writer, pays for freeing it.
-type AppendReply = (Result<Committed, AppendError>, AppendRequest);
+/// An append's answer (the position of its last event, or the head so far
+/// for an append without events), and the request handed back so that the
+/// caller, not the writer, pays for freeing it.
+type AppendReply = (Result<Position, AppendError>, AppendRequest);
 
 enum Job {
     Append {
@@ -555,7 +562,7 @@ enum Job {
 
 /// A job's answer, held until its batch commits.
 enum Outcome {
-    Append(Result<Committed, AppendError>),
+    Append(Result<Position, AppendError>),
 }
 
 /// The writer thread: the write connection and what it knows of the
@@ -660,7 +667,7 @@ impl Writer {
                     .appends
                     .fetch_add(appends as u64, Ordering::Relaxed);
                 // Published before anyone is answered, so a caller holding
-                // its `Committed` never sees an older head.
+                // its answer never sees an older head.
                 let head = Position(state.head);
                 state.publish.send_if_modified(|current| {
                     let moved = *current != head;
@@ -739,7 +746,7 @@ impl State {
         conn: &Connection,
         statements: &mut Statements<'_>,
         request: &AppendRequest,
-    ) -> rusqlite::Result<Result<Committed, AppendError>> {
+    ) -> rusqlite::Result<Result<Position, AppendError>> {
         let tenant = request.tenant_id;
         // The key is checked before versions (a replay whose streams moved on
         // must find its record), but the common case is a new key whose
@@ -772,9 +779,7 @@ impl State {
         }
         self.next = self.insert_events(&mut statements.insert_event, request, first)?;
         self.write_heads(&mut statements.upsert_head, request)?;
-        Ok(Ok(Committed {
-            position: Position(position),
-        }))
+        Ok(Ok(Position(position)))
     }
 
     /// The conflict of the first stream whose head is not the version the
@@ -1100,14 +1105,10 @@ fn select_key(
     let row = conn
         .prepare_cached(SQL_SELECT_KEY)?
         .query_row(params![tenant.as_str(), key.as_str()], |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, Vec<u8>>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
         })
         .optional()?;
-    Ok(row.map(|(hash, response, position)| {
+    Ok(row.map(|(hash, response)| {
         let request_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
             StoreError::Corrupt(format!(
                 "request hash of key {} is not 32 bytes",
@@ -1118,7 +1119,6 @@ fn select_key(
             key,
             request_hash,
             response,
-            position: Position(to_u64(position, "idempotency position")?),
         })
     }))
 }
@@ -1352,7 +1352,7 @@ mod tests {
         assert!(batch.is_empty(), "every job is answered");
     }
 
-    fn answer(mut answer: oneshot::Receiver<AppendReply>) -> Result<Committed, AppendError> {
+    fn answer(mut answer: oneshot::Receiver<AppendReply>) -> Result<Position, AppendError> {
         answer.try_recv().expect("answered").0
     }
 
@@ -1368,23 +1368,21 @@ mod tests {
         let (remembered, remembered_answer) = append(tenant, &[], Some("k2"));
         run(&mut writer, vec![first, stale, replay, follows, remembered]);
 
-        assert_eq!(answer(first_answer).expect("first").position, Position(1));
+        assert_eq!(answer(first_answer).expect("first"), Position(1));
         assert!(matches!(
             answer(stale_answer),
             Err(AppendError::VersionConflict { stream, .. }) if stream.to_string() == "vendor/a"
         ));
         match answer(replay_answer) {
-            Err(AppendError::KeyExists(record)) => assert_eq!(record.position, Position(1)),
+            Err(AppendError::KeyExists(record)) => assert_eq!(record.response, b"answer"),
             other => panic!("a key stored earlier in the batch must replay: {other:?}"),
         }
         assert_eq!(
-            answer(follows_answer)
-                .expect("an append on a version written earlier in the batch")
-                .position,
+            answer(follows_answer).expect("an append on a version written earlier in the batch"),
             Position(3)
         );
         assert_eq!(
-            answer(remembered_answer).expect("remembered").position,
+            answer(remembered_answer).expect("remembered"),
             Position(3),
             "an events-free append sits at the head so far in its batch"
         );
@@ -1437,8 +1435,8 @@ mod tests {
         let (good, good_answer) = append(tenant, &[("vendor/a", 1)], Some("k"));
         let (later, later_answer) = append(tenant, &[("credit/c", 0)], None);
         run(&mut writer, vec![good, later]);
-        assert_eq!(answer(good_answer).expect("retry").position, Position(2));
-        assert_eq!(answer(later_answer).expect("retry").position, Position(3));
+        assert_eq!(answer(good_answer).expect("retry"), Position(2));
+        assert_eq!(answer(later_answer).expect("retry"), Position(3));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::conformance::{stream_append, unique_tenant};
 use ledger_store::sqlite::{SCHEMA_VERSION, SqliteStore};
 use ledger_store::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, EventStore, IdempotencyKey,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, CommitLog, EventStore, IdempotencyKey,
     IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, StoreError, read_stream_all,
 };
 use tempfile::TempDir;
@@ -23,11 +23,15 @@ async fn fresh_store() -> (SqliteStore, TempDir) {
 }
 
 ledger_store::conformance_tests!(fresh_store);
+ledger_store::commit_log_conformance_tests!(fresh_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_checks_share_one_store() {
     let (store, _dir) = fresh_store().await;
-    ledger_store::conformance::run_all(&store).await;
+    tokio::join!(
+        ledger_store::conformance::run_all(&store),
+        ledger_store::conformance::run_all_log(&store),
+    );
 }
 
 fn v(version: u64) -> StreamVersion {
@@ -125,12 +129,12 @@ async fn reopening_keeps_everything_and_reloads_heads() {
         matches!(replay, Err(AppendError::KeyExists(_))),
         "a key stored before reopening must replay: {replay:?}"
     );
-    let next = store
+    store
         .append(single(tenant, a, v(2), 1, None))
         .await
         .expect("an append at the reloaded head succeeds");
     assert_eq!(
-        next.position,
+        store.head(),
         Position(4),
         "positions continue after the head"
     );
@@ -152,10 +156,9 @@ async fn head_is_current_when_append_returns_and_positions_have_no_gaps() {
             ],
             idempotency: None,
         };
-        let committed = store.append(request).await.expect("append");
+        store.append(request).await.expect("append");
         expected += 3;
-        assert_eq!(committed.position, Position(expected));
-        assert_eq!(store.head(), committed.position, "head lags the reply");
+        assert_eq!(store.head(), Position(expected), "head lags the reply");
         // A refused append on the side moves nothing.
         let refused = store.append(single(tenant, a, v(0), 1, None)).await;
         assert!(matches!(refused, Err(AppendError::VersionConflict { .. })));
@@ -249,13 +252,13 @@ async fn a_foreign_writer_is_noticed_not_clobbered() {
         matches!(stale, Err(AppendError::VersionConflict { actual, .. }) if actual == v(2)),
         "the writer must see the other store's commit: {stale:?}"
     );
-    let next = ours
-        .append(single(tenant, s, v(2), 1, None))
+    ours.append(single(tenant, s, v(2), 1, None))
         .await
         .expect("append at the current version");
+    let logged = ours.read_log(Position(2), 10).await.expect("read_log");
     assert_eq!(
-        next.position,
-        Position(3),
+        logged.iter().map(|r| r.position).collect::<Vec<_>>(),
+        vec![Position(3)],
         "positions continue past the foreign commit"
     );
 }

@@ -38,10 +38,15 @@
 //! of one account in a batch; a parked record is 1 WCU. Reads: 1 RCU per
 //! view loaded (a consistent read of up to 4 KB); a listing page is 0.5
 //! RCU per 4 KB read from its index. A cash checkout (one order event)
-//! costs at most 7 WCU to project; a credit checkout adds 2.
+//! costs at most 7 WCU to project; a credit checkout adds 2. A
+//! [`DynamoTable::metered`] table counts its reads' calls and RCU
+//! ([`ReadTotals`]); `cargo bench -p ledger-store --bench reads` prints
+//! them per API query.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::item::{PK, SORT, VERSION, parse_pk};
 use super::{DynamoConfig, backoff, item_size, transact_wcu, write_wcu};
@@ -93,6 +98,72 @@ const WRITE_ATTEMPTS_MAX: u32 = 4;
 pub struct DynamoTable {
     db: Client,
     table: String,
+    /// Set by [`DynamoTable::metered`]; shared by clones.
+    reads: Option<Arc<ReadMeter>>,
+}
+
+/// What a [`DynamoTable::metered`] table has read so far: every `Query`,
+/// `Scan` and `BatchGetItem` request it sent (a listing's every page, a
+/// load's every batch and resend).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadTotals {
+    /// Read requests sent.
+    pub calls: u64,
+    /// Items they returned.
+    pub items: u64,
+    /// Those items' bytes, by DynamoDB's item-size rules ([`item_size`]).
+    pub bytes: u64,
+    /// AWS's formula: a `Query` or `Scan` page costs the sum of its items'
+    /// sizes rounded up to 4 KB once, a `BatchGetItem` each item's size
+    /// rounded up to 4 KB (a key not found: one unit), and never less than
+    /// one unit a request; a unit is 1 RCU read strongly consistent (the
+    /// table), 0.5 eventually consistent (an index). The sizes are of the
+    /// items as returned: a load's projection leaves out a few small
+    /// attributes DynamoDB bills (under 4 KB it makes no difference).
+    pub rcu_computed: f64,
+    /// What the endpoint reported (`ReturnConsumedCapacity=TOTAL`).
+    pub rcu_reported: f64,
+}
+
+impl ReadTotals {
+    /// What was read after `before` (an earlier reading of the same meter).
+    pub fn since(&self, before: &ReadTotals) -> ReadTotals {
+        ReadTotals {
+            calls: self.calls - before.calls,
+            items: self.items - before.items,
+            bytes: self.bytes - before.bytes,
+            rcu_computed: self.rcu_computed - before.rcu_computed,
+            rcu_reported: self.rcu_reported - before.rcu_reported,
+        }
+    }
+}
+
+/// [`ReadTotals`] being counted; capacity in thousandths of an RCU.
+#[derive(Debug, Default)]
+struct ReadMeter {
+    calls: AtomicU64,
+    items: AtomicU64,
+    bytes: AtomicU64,
+    computed_milli: AtomicU64,
+    reported_milli: AtomicU64,
+}
+
+/// Bytes a read unit covers.
+const READ_UNIT_BYTES: usize = 4096;
+
+/// RCU of `units` read units, read consistently or not.
+fn read_rcu(units: usize, consistent: bool) -> f64 {
+    if consistent {
+        units as f64
+    } else {
+        units as f64 / 2.0
+    }
+}
+
+/// Read units of one `Query` or `Scan` page of items of `sizes`: their
+/// sum rounded up to 4 KB, at least one.
+fn page_units(sizes: &[usize]) -> usize {
+    sizes.iter().sum::<usize>().div_ceil(READ_UNIT_BYTES).max(1)
 }
 
 impl DynamoTable {
@@ -103,7 +174,75 @@ impl DynamoTable {
     }
 
     pub fn new(db: Client, table: String) -> DynamoTable {
-        DynamoTable { db, table }
+        DynamoTable {
+            db,
+            table,
+            reads: None,
+        }
+    }
+
+    /// This table, counting what it reads from now on ([`DynamoTable::reads`]):
+    /// its read requests ask for their consumed capacity. For benches and
+    /// cost checks; an unmetered table asks for none and counts nothing.
+    pub fn metered(self) -> DynamoTable {
+        DynamoTable {
+            reads: Some(Arc::default()),
+            ..self
+        }
+    }
+
+    /// What this table (and its clones) read since [`DynamoTable::metered`];
+    /// zeros when unmetered.
+    pub fn reads(&self) -> ReadTotals {
+        let Some(meter) = &self.reads else {
+            return ReadTotals::default();
+        };
+        let rcu = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        ReadTotals {
+            calls: meter.calls.load(Ordering::Relaxed),
+            items: meter.items.load(Ordering::Relaxed),
+            bytes: meter.bytes.load(Ordering::Relaxed),
+            rcu_computed: rcu(&meter.computed_milli),
+            rcu_reported: rcu(&meter.reported_milli),
+        }
+    }
+
+    /// What a read request asks for of its consumed capacity.
+    fn read_capacity(&self) -> Option<ReturnConsumedCapacity> {
+        self.reads.as_ref().map(|_| ReturnConsumedCapacity::Total)
+    }
+
+    /// Counts one read request that returned items of `sizes` and cost
+    /// `units` read units by the formula, and what the endpoint `reported`.
+    fn meter_read(&self, sizes: &[usize], units: usize, consistent: bool, reported: f64) {
+        let Some(meter) = &self.reads else { return };
+        meter.calls.fetch_add(1, Ordering::Relaxed);
+        meter.items.fetch_add(sizes.len() as u64, Ordering::Relaxed);
+        meter
+            .bytes
+            .fetch_add(sizes.iter().sum::<usize>() as u64, Ordering::Relaxed);
+        let milli = |rcu: f64| (rcu * 1000.0).round() as u64;
+        meter
+            .computed_milli
+            .fetch_add(milli(read_rcu(units, consistent)), Ordering::Relaxed);
+        meter
+            .reported_milli
+            .fetch_add(milli(reported), Ordering::Relaxed);
+    }
+
+    /// Counts one `Query` or `Scan` page.
+    fn meter_page(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+        consistent: bool,
+        reported: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>,
+    ) {
+        if self.reads.is_none() {
+            return;
+        }
+        let sizes: Vec<usize> = items.iter().map(item_size).collect();
+        let reported = reported.and_then(|c| c.capacity_units()).unwrap_or(0.0);
+        self.meter_read(&sizes, page_units(&sizes), consistent, reported);
     }
 
     /// Every parked record, by stream and version: what operators look at
@@ -133,6 +272,7 @@ impl DynamoTable {
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
+                .set_return_consumed_capacity(self.read_capacity())
                 .set_exclusive_start_key(start);
             if let Some((expression, value)) = &filter {
                 request = request
@@ -144,6 +284,7 @@ impl DynamoTable {
                 .send()
                 .await
                 .map_err(|e| TableError::backend(format!("scanning {}", self.table), e))?;
+            self.meter_page(page.items(), true, page.consumed_capacity());
             for item in page.items() {
                 read_item(item, &mut state)?;
             }
@@ -682,9 +823,11 @@ impl ViewTable for DynamoTable {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":pk", s(format!("{PARKED_PREFIX}{pk}")))
             .limit(1)
+            .set_return_consumed_capacity(self.read_capacity())
             .send()
             .await
             .map_err(|e| TableError::backend(format!("reading parked records of {pk}"), e))?;
+        self.meter_page(out.items(), true, out.consumed_capacity());
         Ok(out.items().first().and_then(|item| match item.get(SORT) {
             Some(AttributeValue::S(sk)) => sk.parse().ok(),
             _ => None,
@@ -795,25 +938,44 @@ impl DynamoTable {
             );
             let mut attempt = 0;
             while let Some(request) = pending.take() {
+                let asked = request.keys().len();
                 let out = self
                     .db
                     .batch_get_item()
                     .request_items(&self.table, request)
+                    .set_return_consumed_capacity(self.read_capacity())
                     .send()
                     .await
                     .map_err(|e| TableError::backend(doing.to_owned(), e))?;
-                found.extend(
-                    out.responses()
-                        .and_then(|r| r.get(&self.table))
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
-                );
+                let items = out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 pending = out
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
                     .filter(|k| !k.keys().is_empty())
                     .cloned();
+                if self.reads.is_some() {
+                    // Each item is rounded up alone; a key not found costs
+                    // one unit, a key left unprocessed nothing.
+                    let sizes: Vec<usize> = items.iter().map(item_size).collect();
+                    let unprocessed = pending.as_ref().map_or(0, |k| k.keys().len());
+                    let missing = asked.saturating_sub(items.len() + unprocessed);
+                    let units = sizes
+                        .iter()
+                        .map(|size| size.div_ceil(READ_UNIT_BYTES).max(1))
+                        .sum::<usize>()
+                        + missing;
+                    let reported = out
+                        .consumed_capacity()
+                        .iter()
+                        .filter_map(|c| c.capacity_units())
+                        .sum();
+                    self.meter_read(&sizes, units.max(1), true, reported);
+                }
+                found.extend(items.iter().cloned());
                 if pending.is_some() {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -1238,6 +1400,7 @@ impl DynamoTable {
                 .expression_attribute_values(":h", s(listing.hash.1.clone()))
                 .scan_index_forward(!listing.newest_first)
                 .set_limit(i32::try_from(want).ok().filter(|w| *w < 1_000))
+                .set_return_consumed_capacity(self.read_capacity())
                 .set_exclusive_start_key(start);
             if !bounds.is_empty() {
                 request = request.expression_attribute_names("#s", sort);
@@ -1249,6 +1412,11 @@ impl DynamoTable {
                 .send()
                 .await
                 .map_err(|e| TableError::backend(format!("listing {}", listing.hash.1), e))?;
+            self.meter_page(
+                page.items(),
+                listing.index.is_none(),
+                page.consumed_capacity(),
+            );
             for item in page.items() {
                 if rows.len() == listing.limit {
                     return Ok(rows);

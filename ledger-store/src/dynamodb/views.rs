@@ -25,7 +25,9 @@
 //! `TransactWriteItems`: the gated `Put`s of its views and one `Update ...
 //! ADD` per sum. A write of one view and no sums (a credit account) is a
 //! plain conditional `PutItem`, half the cost of a transaction. Views are
-//! loaded with a consistent `BatchGetItem`.
+//! loaded with a consistent `BatchGetItem`. A due sum a payment brings to
+//! zero is then deleted (conditioned on still being zero), so the
+//! receivables listings read what is outstanding, never the history.
 //!
 //! Cost per event (AWS's formula, index writes at the standard rate of 1
 //! WCU per KB; items under 1 KB; `cargo test --test system streams --
@@ -529,6 +531,54 @@ fn sum_update(table: &str, add: &SumAdd) -> (Update, usize) {
     (update, item_size(&sized))
 }
 
+impl DynamoTable {
+    /// Deletes each due sum that `sums` took down (a payment) if it now
+    /// stands at zero: a settled receivable leaves the table and its
+    /// `listing` index, so the dashboard reads what is outstanding, not
+    /// the tenant's history. A `DeleteItem` conditioned on the amount
+    /// being zero, after the write that added: an invoice adding to the
+    /// same due date meanwhile fails the condition and keeps the item, and
+    /// a delete lost to a crash leaves a zero the listing drops. Costs 1
+    /// WCU a payment, and 1 more for the index when it deletes.
+    async fn delete_settled(&self, sums: &[SumAdd]) -> Result<Cost, TableError> {
+        let mut cost = Cost::default();
+        for add in sums {
+            let Sum::Due(amount) = add.add else { continue };
+            if !amount.is_sign_negative() {
+                continue;
+            }
+            let (pk, sk) = sum_key(&add.key);
+            let deleted = self
+                .db
+                .delete_item()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                .key(SORT, s(sk))
+                .condition_expression("#amount = :zero")
+                .expression_attribute_names("#amount", DUE_AMOUNT)
+                .expression_attribute_values(":zero", n(0))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            cost.dashboard += 1.0;
+            match deleted {
+                Ok(out) => {
+                    cost.dashboard += 1.0;
+                    cost.reported += out
+                        .consumed_capacity()
+                        .and_then(|c| c.capacity_units())
+                        .unwrap_or(0.0);
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(TableError::backend("deleting a settled receivable", e)),
+            }
+        }
+        Ok(cost)
+    }
+}
+
 fn stored_view(item: &HashMap<String, AttributeValue>) -> Option<StoredView> {
     let version = match item.get(VERSION) {
         Some(AttributeValue::N(v)) => v.parse().ok()?,
@@ -669,11 +719,13 @@ impl ViewTable for DynamoTable {
                         ..
                     },
                     Sum::Due(amount),
-                )) => rows.push(DueRow {
+                )) if !amount.is_zero() => rows.push(DueRow {
                     vendor_id,
                     due_date,
                     amount,
                 }),
+                // Settled: its delete was lost to a crash.
+                Some((SumKey::Due { .. }, Sum::Due(_))) => {}
                 _ => return Err(corrupt(&item, "not a due sum")),
             }
         }
@@ -839,7 +891,9 @@ impl ViewTable for DynamoTable {
             return self.put_view(view).await;
         }
         let (actions, cost) = self.transact_actions(write)?;
-        self.transact(&actions, write.views.len(), cost).await
+        let mut cost = self.transact(&actions, write.views.len(), cost).await?;
+        cost.add(&self.delete_settled(&write.sums).await?);
+        Ok(cost)
     }
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {

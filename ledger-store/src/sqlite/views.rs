@@ -7,7 +7,7 @@
 //! | table | key | columns |
 //! |---|---|---|
 //! | `views` | `tenant_id`, `stream` | `version`, `bytes`; an order view's `vendor_id` and `occurred_at` (µs) |
-//! | `sums` | `tenant_id`, `kind` (0 day, 1 due), `date`, `vendor_id` | `currency`, `amounts` (JSON: a day's totals, or a due amount) |
+//! | `sums` | `tenant_id`, `kind` (0 day, 1 due), `date`, `vendor_id` | `currency`, `amounts` (JSON: a day's totals, or a due amount; a due amount that comes to zero is deleted) |
 //! | `parked` | `pk`, `version` | `record`, `error`, `behind` |
 //!
 //! Indexes answer the listings in key order: `views_tenant_time` and
@@ -124,6 +124,8 @@ const SQL_UPSERT_SUM: &str = "INSERT INTO sums \
      (tenant_id, kind, date, vendor_id, currency, amounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
      ON CONFLICT (tenant_id, kind, date, vendor_id) DO UPDATE SET \
      currency = COALESCE(excluded.currency, sums.currency), amounts = excluded.amounts";
+const SQL_DELETE_SUM: &str = "DELETE FROM sums \
+     WHERE tenant_id = ?1 AND kind = ?2 AND date = ?3 AND vendor_id = ?4";
 const SQL_PARK: &str = "INSERT INTO parked (pk, version, record, error, behind) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pk, version) DO UPDATE SET \
      record = excluded.record, error = excluded.error, behind = excluded.behind";
@@ -401,6 +403,9 @@ fn write_in(tx: &Connection, write: &Write) -> Result<Result<(), WriteError>, Ta
         let mut upsert = tx
             .prepare_cached(SQL_UPSERT_SUM)
             .map_err(backend("preparing a sum write"))?;
+        let mut delete = tx
+            .prepare_cached(SQL_DELETE_SUM)
+            .map_err(backend("preparing a sum delete"))?;
         for SumAdd { key, add, currency } in &write.sums {
             let (tenant, kind, day, vendor) = sum_key(key);
             let key_params = params![tenant.as_str(), kind, day.to_string(), vendor.as_str()];
@@ -416,6 +421,14 @@ fn write_in(tx: &Connection, write: &Write) -> Result<Result<(), WriteError>, Ta
                 }
                 None => *add,
             };
+            // A settled receivable is deleted, so listings read only what
+            // is outstanding.
+            if total.is_settled() {
+                delete
+                    .execute(key_params)
+                    .map_err(backend("deleting a settled sum"))?;
+                continue;
+            }
             upsert
                 .execute(params![
                     tenant.as_str(),
@@ -661,6 +674,7 @@ impl ViewTable for SqliteViews {
             // Every date sorts between these two.
             let rows = sums_of(conn, tenant_id, DUE, vendor_id, "", "~")?;
             rows.into_iter()
+                .filter(|(_, _, sum)| !sum.is_settled())
                 .map(|(due_date, vendor_id, sum)| match sum {
                     Sum::Due(amount) => Ok(DueRow {
                         vendor_id,

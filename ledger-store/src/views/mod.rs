@@ -111,6 +111,12 @@ pub enum Sum {
 }
 
 impl Sum {
+    /// A receivable that came to zero: settled, so it lists as absent (a
+    /// day sum is never settled, whatever it holds).
+    pub fn is_settled(&self) -> bool {
+        matches!(self, Sum::Due(amount) if amount.is_zero())
+    }
+
     /// Adds `other` to `self`; a sum of another kind is left out (keys fix
     /// the kind, so it never happens).
     pub fn add(&mut self, other: &Sum) {
@@ -316,8 +322,13 @@ impl TableError {
 /// - `day_sums` MUST return every stored day sum of the range (`from` to
 ///   `to` inclusive; one vendor's or every vendor's of the tenant), ordered
 ///   by date then vendor.
-/// - `due_sums` MUST return every stored due sum of the tenant (one
-///   vendor's when set), ordered by due date then vendor.
+/// - `due_sums` MUST return every due sum of the tenant (one vendor's when
+///   set) that is not settled (`Sum::is_settled`: it came to zero), ordered
+///   by due date then vendor. A settled due sum MUST NOT stay where the
+///   listing reads it (an adapter deletes it), so the dashboard's
+///   receivables cost what is outstanding, not the tenant's history; one
+///   an interrupted write left behind is read and dropped. `scan` MAY
+///   omit settled due sums.
 /// - `credit_views` MUST return the tenant's credit views in employee id
 ///   order, those above `after` when set, at most `limit` (capped at
 ///   [`QUERY_ROWS_MAX`]).

@@ -29,6 +29,10 @@ use crate::record::ChangeRecord;
 
 /// The checkpoint's name in the checkpoint store.
 pub const VIEWS_CHECKPOINT_NAME: &str = "views";
+/// How long a caught-up follower lets the log gather before it folds the
+/// next page: what a read waiting on a consistency token may wait beyond
+/// the fold itself.
+pub const GATHER_PAUSE: Duration = Duration::from_millis(20);
 /// Longest pause before a page whose records failed is handed over again.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
@@ -171,6 +175,17 @@ where
                 Ok(0) => {
                     tokio::select! {
                         _ = commits.changed() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(n) if n < self.page => {
+                    // A short page: the follower has caught up. Let the
+                    // next page gather for a moment rather than fold every
+                    // few records on their own: a page's writes are one
+                    // transaction, and pages dirtied once for many records
+                    // cost far less than once for each few.
+                    tokio::select! {
+                        _ = tokio::time::sleep(GATHER_PAUSE) => {}
                         _ = stop.changed() => {}
                     }
                 }

@@ -125,11 +125,11 @@ impl ViewTable for MemoryTable {
         for s in &write.sums {
             let total = match state.sums.get(&s.key) {
                 Some(stored) => {
-                    let mut total = stored.clone();
+                    let mut total = *stored;
                     total.add(&s.add);
                     total
                 }
-                None => s.add.clone(),
+                None => s.add,
             };
             if total.is_settled() {
                 state.sums.remove(&s.key);

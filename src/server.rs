@@ -232,6 +232,14 @@ async fn demo_exists(store: &Store) -> anyhow::Result<bool> {
     Ok(!settings.is_empty())
 }
 
+/// What the stream projector has done: its last batch, and the write
+/// capacity of every batch so far (AWS's formula, and as reported).
+#[derive(Clone, Default)]
+struct Projected {
+    last: Option<(projector::Report, std::time::SystemTime)>,
+    cost: ledger_store::views::Cost,
+}
+
 /// Runs the stream projector on the event table's stream through the local
 /// runner, with the handler Lambda runs, writing the read-model table.
 async fn start_stream_projection(
@@ -240,8 +248,7 @@ async fn start_stream_projection(
     let projector = Arc::new(projector::StreamProjector::new(
         DynamoTable::connect(dynamo).await,
     ));
-    let last: Arc<std::sync::Mutex<Option<(projector::Report, std::time::SystemTime)>>> =
-        Arc::default();
+    let last: Arc<std::sync::Mutex<Projected>> = Arc::default();
     let handler = {
         let last = Arc::clone(&last);
         move |event| {
@@ -250,8 +257,9 @@ async fn start_stream_projection(
             async move {
                 let report = projector.handle(dynamodb_records(event)).await;
                 let response = dynamodb_response(&report);
-                *last.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((report, std::time::SystemTime::now()));
+                let mut projected = last.lock().unwrap_or_else(|e| e.into_inner());
+                projected.cost.add(&report.cost);
+                projected.last = Some((report, std::time::SystemTime::now()));
                 response
             }
         }
@@ -266,9 +274,13 @@ async fn start_stream_projection(
     let stats = runner.subscribe();
     let report: ProjectionReport = Arc::new(move || {
         let s = stats.borrow().clone();
-        let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Projected { last, cost } = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         serde_json::json!({"stream_projection": {
             "records_acknowledged": s.records_acknowledged,
+            "write_units": {
+                "computed": cost.total(),
+                "reported": cost.reported,
+            },
             "batches": s.batches_delivered,
             "redeliveries": s.redeliveries,
             "last_batch": last.map(|(r, at)| serde_json::json!({

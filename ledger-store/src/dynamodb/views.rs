@@ -40,7 +40,12 @@
 //! of one account in a batch; a parked record is 1 WCU. Reads: 1 RCU per
 //! view loaded (a consistent read of up to 4 KB); a listing page is 0.5
 //! RCU per 4 KB read from its index. A cash checkout (one order event)
-//! costs at most 7 WCU to project; a credit checkout adds 2. A
+//! costs at most 7 WCU to project before its activity entry, which adds
+//! 1 WCU for the item and 1 for each of its two or three indexes; a credit
+//! checkout adds its account's view (2) and a second entry. Measured end to
+//! end through the server (`cargo test --test system cost -- --nocapture`,
+//! checkouts one at a time, so no batch shares a sum): 9.5 WCU to project
+//! a cash checkout, 13.5 a credit one; with the append, 13.5 and 21.5. A
 //! [`DynamoTable::metered`] table counts its reads' calls and RCU
 //! ([`ReadTotals`]); `cargo bench -p ledger-store --bench reads` prints
 //! them per API query.

@@ -349,22 +349,17 @@ async fn seed(table: &DynamoTable, scale: Scale) -> Tenant {
             }
         }
     }
-    let writes = sums
-        .chunks(SEED_WRITE_ITEMS)
-        .map(|chunk| Write {
-            views: Vec::new(),
-            sums: chunk.to_vec(),
-        })
-        .collect();
-    write_all(table, writes).await;
-    let paid = payments
-        .chunks(SEED_WRITE_ITEMS)
-        .map(|chunk| Write {
-            views: Vec::new(),
-            sums: chunk.to_vec(),
-        })
-        .collect();
-    write_all(table, paid).await;
+    // Every invoice before any payment, so each payment finds its sum.
+    for adds in [&sums, &payments] {
+        let writes = adds
+            .chunks(SEED_WRITE_ITEMS)
+            .map(|chunk| Write {
+                views: Vec::new(),
+                sums: chunk.to_vec(),
+            })
+            .collect();
+        write_all(table, writes).await;
+    }
     eprintln!(
         "seeded {} day sums and {} due sums (all but the last week's paid) in {:.1?}",
         sums.len() / 2,

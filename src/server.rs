@@ -113,7 +113,7 @@ impl Server {
             service,
             views,
             verifier,
-            projections: Some(report),
+            projections: report,
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -8,8 +8,8 @@ use ledger_core::id::{StreamId, StreamVersion, TenantId};
 use ledger_store::dynamodb::DynamoStore;
 use ledger_store::sqlite::SqliteStore;
 use ledger_store::{
-    AppendError, AppendRequest, Checkpoint, CheckpointStore, CommitLog, EventStore, IdempotencyKey,
-    IdempotencyRecord, Position, READ_PAGE_RECORDS_MAX, Record, StoreError, StoredHead,
+    AppendError, AppendRequest, Checkpoint, CheckpointStore, EventStore, IdempotencyKey,
+    IdempotencyRecord, Position, Record, StoreError, StoredHead, read_log_all,
 };
 
 #[derive(Clone, Debug)]
@@ -29,14 +29,8 @@ impl Store {
     pub async fn all_records(&self) -> Result<Vec<Record>, StoreError> {
         match self {
             Store::Sqlite(s) => {
-                let mut records = Vec::new();
-                let mut after = Position::ZERO;
-                loop {
-                    let page = s.read_log(after, READ_PAGE_RECORDS_MAX).await?;
-                    let Some(last) = page.last() else { break };
-                    after = last.position;
-                    records.extend(page.into_iter().map(|r| r.record));
-                }
+                let logged = read_log_all(s, Position::ZERO).await?;
+                let mut records: Vec<Record> = logged.into_iter().map(|r| r.record).collect();
                 records.sort_by_key(|r| (r.tenant_id, r.stream, r.version));
                 Ok(records)
             }

@@ -505,6 +505,26 @@ pub async fn read_stream_all<S: EventStore>(
     }
 }
 
+/// Reads a whole commit log after `after`, page by page, in commit order.
+///
+/// # Errors
+/// The store's.
+pub async fn read_log_all<S: CommitLog>(
+    store: &S,
+    after: Position,
+) -> Result<Vec<LogRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = store.read_log(cursor, READ_PAGE_RECORDS_MAX).await?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        cursor = last.position;
+        out.extend(page);
+    }
+}
+
 /// A projection's persisted state and the log position it reflects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

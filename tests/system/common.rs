@@ -9,7 +9,7 @@ use ledger_core::envelope::Envelope;
 use ledger_core::event::{Event, Payment};
 use ledger_core::projection::{Outcome, ReadModels};
 use ledger_core::time::{Cadence, Period, TimeZone, Timestamp};
-use ledger_store::{CommitLog, Position, READ_PAGE_RECORDS_MAX, Record};
+use ledger_store::{CommitLog, Position, Record};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -208,19 +208,12 @@ pub fn credit_sale(order_id: &str, quantity: u64, unit_price: &str, employee: &s
 
 /// Every record of the log, in commit order.
 pub async fn read_all(store: &impl CommitLog) -> Vec<Record> {
-    let mut records = Vec::new();
-    let mut after = Position::ZERO;
-    loop {
-        let page = store
-            .read_log(after, READ_PAGE_RECORDS_MAX)
-            .await
-            .expect("the log reads");
-        let Some(last) = page.last() else {
-            return records;
-        };
-        after = last.position;
-        records.extend(page.into_iter().map(|r| r.record));
-    }
+    ledger_store::read_log_all(store, Position::ZERO)
+        .await
+        .expect("the log reads")
+        .into_iter()
+        .map(|r| r.record)
+        .collect()
 }
 
 pub fn decode_all(records: &[Record]) -> Vec<Envelope> {

@@ -19,7 +19,7 @@ pub struct App<S> {
     /// Health of the projector writing the read models, as a JSON object
     /// whose fields `/healthz` shows: the embedded follower's log and
     /// projected positions, or the stream projector's report.
-    pub projections: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    pub projections: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
 }
 
 pub type AppState<S> = Arc<App<S>>;

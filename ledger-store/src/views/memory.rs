@@ -232,10 +232,7 @@ impl ViewTable for MemoryTable {
                         due_date,
                     },
                     Sum::Due(amount),
-                ) if *tenant_id == tenant
-                    && vendor.is_none_or(|v| v == *vendor_id)
-                    && !sum.is_settled() =>
-                {
+                ) if *tenant_id == tenant && vendor.is_none_or(|v| v == *vendor_id) => {
                     Some(DueRow {
                         vendor_id: *vendor_id,
                         due_date: *due_date,

@@ -36,6 +36,11 @@
 //!   this build does not read, is rebuilt from the stream and written back
 //!   with the next append that touches it.
 //!
+//! A conflict (another instance wrote a stream first) is followed by a
+//! pause drawn at random below a bound that doubles per conflict
+//! ([`CONFLICT_PAUSE_FIRST`] to [`CONFLICT_PAUSE_MAX`]), so instances
+//! contending for one account do not retry in lockstep.
+//!
 //! The locks make conflicts between this process's own commands rare, so
 //! concurrent checkouts on one employee queue instead of retrying; they
 //! are never what keeps credit from being overdrawn: the store's condition
@@ -62,6 +67,15 @@ pub const COMMAND_ATTEMPTS_MAX: usize = 6;
 /// grow (a payment learns its order's vendor and credit account from the
 /// order's head).
 const LOAD_ROUNDS_MAX: usize = 3;
+/// The first bound of the pause after a conflict: the pause is drawn at
+/// random below a bound that doubles with every conflict of the command
+/// (full jitter), up to [`CONFLICT_PAUSE_MAX`]. Within one process the
+/// stream locks keep commands from conflicting, so a conflict means another
+/// instance wrote the stream; without the pause, instances hammering one
+/// account retry in lockstep and use up their attempts together.
+pub const CONFLICT_PAUSE_FIRST: std::time::Duration = std::time::Duration::from_millis(2);
+/// The largest bound of a pause after a conflict.
+pub const CONFLICT_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(64);
 /// Stream lock stripes; two streams sharing a stripe only queue, never deadlock.
 const LOCK_STRIPES: usize = 4096;
 
@@ -198,7 +212,7 @@ impl<S: EventStore> CommandService<S> {
         // Streams to read from the store beyond their heads: those that
         // conflicted, and those a rejection was decided on unread.
         let mut read: Vec<StreamId> = Vec::new();
-        for _ in 0..COMMAND_ATTEMPTS_MAX {
+        for attempt_number in 0..COMMAND_ATTEMPTS_MAX {
             let mut attempt = Attempt::new(tenant_id);
             let mut touches = attempt.aggregates.touches(command);
             let mut guards = self.locks.acquire(tenant_id, &touches).await;
@@ -260,6 +274,7 @@ impl<S: EventStore> CommandService<S> {
                 ) => {
                     tracing::debug!(%stream, "conflict; loading the command's streams again");
                     read.push(stream);
+                    tokio::time::sleep(conflict_pause(attempt_number)).await;
                 }
                 Err(AppendError::KeyExists(record)) => {
                     let idem = idempotency.as_ref().expect("only keyed appends store keys");
@@ -580,5 +595,37 @@ impl StreamLocks {
             });
         }
         guards
+    }
+}
+
+/// A pause drawn at random below `CONFLICT_PAUSE_FIRST << conflicts`,
+/// capped at [`CONFLICT_PAUSE_MAX`]. Without a random source it pauses for
+/// the whole bound (a pause, if not a spread one).
+fn conflict_pause(conflicts: usize) -> std::time::Duration {
+    let bound = CONFLICT_PAUSE_FIRST
+        .saturating_mul(1 << conflicts.min(16))
+        .min(CONFLICT_PAUSE_MAX);
+    let mut bytes = [0u8; 4];
+    let fraction = match getrandom::fill(&mut bytes) {
+        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX),
+        Err(_) => 1.0,
+    };
+    bound.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_pauses_stay_below_a_bound_that_doubles_up_to_its_cap() {
+        for conflicts in 0..COMMAND_ATTEMPTS_MAX + 20 {
+            let bound = (CONFLICT_PAUSE_FIRST * (1 << conflicts.min(16))).min(CONFLICT_PAUSE_MAX);
+            for _ in 0..50 {
+                assert!(conflict_pause(conflicts) <= bound, "conflict {conflicts}");
+            }
+        }
+        let draws: std::collections::HashSet<_> = (0..50).map(|_| conflict_pause(3)).collect();
+        assert!(draws.len() > 1, "pauses are spread, not in lockstep");
     }
 }

@@ -18,11 +18,10 @@ use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
 use ledger_store::views::AnyTable;
-use ledger_store::{AppendRequest, CommitLog, EventStore, StreamAppend};
+use ledger_store::{AnyStore, AppendRequest, CommitLog, EventStore, StreamAppend};
 use projector::follow::ViewFollower;
 use projector::lambda::{dynamodb_records, dynamodb_response};
 
-use crate::store::Store;
 use tally_sim::{SimConfig, simulate};
 
 /// The database file inside the data directory.
@@ -58,7 +57,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub key: LocalKey,
     pub demo_seeded: bool,
-    app: http::AppState<Store>,
+    app: http::AppState<AnyStore>,
     /// The embedded log's follower, and what stops it.
     follower: Option<Follower>,
     stream_projection: Option<RunnerHandle>,
@@ -78,11 +77,11 @@ impl Server {
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let lock = lock_data_dir(&config.data_dir)?;
         let store = match &config.store {
-            StoreConfig::Sqlite => Store::Sqlite(
+            StoreConfig::Sqlite => AnyStore::Sqlite(
                 SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
                     .context("opening the event store")?,
             ),
-            StoreConfig::Dynamo(dynamo) => Store::Dynamo(
+            StoreConfig::Dynamo(dynamo) => AnyStore::Dynamo(
                 DynamoStore::create_and_connect(dynamo)
                     .await
                     .with_context(|| format!("opening the DynamoDB tables ({dynamo:?})"))?,
@@ -97,17 +96,19 @@ impl Server {
         // Reads nothing: every command loads the heads it needs.
         let service = CommandService::new(store.clone());
         let (views, follower, stream_projection, report) = match (&store, &config.store) {
-            (Store::Sqlite(sqlite), _) => {
+            (AnyStore::Sqlite(sqlite), _) => {
                 let path = views_path(&config.data_dir.join(DATABASE_FILE));
                 let (views, follower, report) = start_follower(sqlite, &path).await?;
                 (views, Some(follower), None, report)
             }
-            (Store::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
+            (AnyStore::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
                 let (runner, report) = start_stream_projection(dynamo).await?;
                 let views = AnyTable::Dynamo(DynamoTable::connect(dynamo).await);
                 (views, None, Some(runner), report)
             }
-            (Store::Dynamo(_), StoreConfig::Sqlite) => unreachable!("the store follows its config"),
+            (AnyStore::Dynamo(_), StoreConfig::Sqlite) => {
+                unreachable!("the store follows its config")
+            }
         };
         let app = Arc::new(App {
             service,
@@ -142,7 +143,7 @@ impl Server {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &AnyStore {
         self.app.store()
     }
 
@@ -218,7 +219,7 @@ async fn start_follower(
 
 /// Whether the demo tenant is there already (its settings stream has an
 /// event): one read of one stream, whatever the store holds.
-async fn demo_exists(store: &Store) -> anyhow::Result<bool> {
+async fn demo_exists(store: &AnyStore) -> anyhow::Result<bool> {
     let tenant_id = SimConfig::default().tenant_id;
     let settings = store
         .read_stream(
@@ -312,7 +313,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// Writes the demo tenant's log: a few weeks up to yesterday, simulated
 /// through the real deciders, appended through the store's port in
 /// batches that respect each stream's order.
-async fn seed_demo(store: &Store) -> anyhow::Result<()> {
+async fn seed_demo(store: &AnyStore) -> anyhow::Result<()> {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let now = ledger_core::time::Timestamp::from_micros(since_epoch.as_micros() as i64);
     let today = now.local_date(ledger_core::time::TimeZone::new("Asia/Manila"));

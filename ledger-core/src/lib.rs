@@ -7,7 +7,8 @@
 //!   bytes, so a command handler loads a few heads instead of a whole log.
 //! - [`posting`] maps every event to double-entry postings.
 //! - [`projection`] folds events into read models, incrementally and idempotently.
-//! - [`audit`] verifies a log: chains, versions, postings, invariants.
+//! - [`audit`] verifies a log: chains, versions, postings, invariants;
+//!   [`digest`] takes the short value an auditor keeps to prove it later.
 //!
 //! Nothing here does IO: no clock, no randomness, no filesystem, no network.
 //! Time, ids and the caller arrive inside commands.
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod codec;
 pub mod credit;
 pub mod decider;
+pub mod digest;
 pub mod envelope;
 pub mod event;
 pub mod head;

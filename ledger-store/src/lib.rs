@@ -14,13 +14,16 @@
 //! three, and [`dynamodb::DynamoStore`], the cloud's, of `EventStore` and
 //! `CheckpointStore` (both pass [`conformance`]); [`views::MemoryTable`], [`sqlite::SqliteViews`] and
 //! [`dynamodb::views::DynamoTable`] of the third (all pass
-//! [`views::conformance`]), and [`views::AnyTable`] is whichever of them a
-//! server reads.
+//! [`views::conformance`]). [`AnyStore`] is whichever event store a process
+//! runs on, and [`views::AnyTable`] whichever read-model table it reads.
 
+mod any;
 pub mod conformance;
 pub mod dynamodb;
 pub mod sqlite;
 pub mod views;
+
+pub use any::{AnyStore, Pages, SCAN_SEGMENTS};
 
 use std::fmt;
 use std::future::Future;

@@ -1051,7 +1051,11 @@ fn assert_converged(state: &MemoryState, fresh: &ReadModels) {
     assert!(
         drift.is_empty(),
         "the table drifted from a fresh fold:\n{}",
-        drift.join("\n")
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

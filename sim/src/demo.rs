@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use ledger_core::audit::Auditor;
+use ledger_core::audit;
 use ledger_core::codec;
 use ledger_core::projection::ReadModels;
 use ledger_core::projection::dashboard::{DashboardQuery, DayTotals, Granularity};
@@ -199,14 +199,10 @@ fn export(records: &[Vec<u8>], path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Audits the log with ledger-core's [`Auditor`]; an error when it is not clean.
+/// Audits the log with ledger-core's [`audit::audit`]; an error when it is not clean.
 fn audit(records: &[Vec<u8>], out: &mut dyn Write) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut auditor = Auditor::new();
-    for record in records {
-        auditor.record(record);
-    }
-    let report = auditor.finish();
+    let report = audit::audit(records.iter().map(Vec::as_slice));
     let verdict = if report.is_clean() {
         "CLEAN"
     } else {

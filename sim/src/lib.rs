@@ -369,7 +369,7 @@ impl Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ledger_core::audit::Auditor;
+    use ledger_core::audit::audit;
 
     fn small() -> SimConfig {
         SimConfig {
@@ -404,11 +404,7 @@ mod tests {
             sales_per_day: 60,
             ..SimConfig::default()
         });
-        let mut auditor = Auditor::new();
-        for record in ledger.records() {
-            auditor.record(record);
-        }
-        let report = auditor.finish();
+        let report = audit(ledger.records().iter().map(Vec::as_slice));
         assert!(report.is_clean(), "{:#?}", report.findings);
         assert!(report.events > 1000);
         // Credit runs out now and then, as in life: the rules were exercised.

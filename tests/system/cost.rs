@@ -13,11 +13,11 @@ use aws_local::emulator::{Emulator, Kind, unique_prefix};
 use command_api::auth::Claims;
 use ledger_core::Role;
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
+use ledger_store::AnyStore;
 use ledger_store::dynamodb::{CapacityTotals, DynamoConfig};
 use reqwest::Method;
 use serde_json::json;
 use tally::server::{Server, ServerConfig, StoreConfig};
-use tally::store::Store;
 
 use crate::common::{self, Http};
 
@@ -42,7 +42,7 @@ async fn checkouts_cost_what_the_table_design_says() {
     })
     .await
     .expect("the server starts on DynamoDB Local");
-    let Store::Dynamo(dynamo) = server.store().clone() else {
+    let AnyStore::Dynamo(dynamo) = server.store().clone() else {
         panic!("the server runs on DynamoDB");
     };
     let http = Http::new(format!("http://{}", server.addr));

@@ -122,7 +122,11 @@ async fn the_handler_on_dynamodb_local_equals_a_fresh_fold() {
     assert!(
         drift.is_empty(),
         "drift from a fresh fold:\n{}",
-        drift.join("\n")
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         state.parked.is_empty(),
@@ -172,7 +176,11 @@ async fn the_handler_on_sqlite_equals_a_fresh_fold() {
     assert!(
         drift.is_empty(),
         "drift from a fresh fold:\n{}",
-        drift.join("\n")
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(state.parked.is_empty(), "nothing is parked");
     assert!(!state.views.is_empty() && !state.sums.is_empty());
@@ -309,13 +317,21 @@ async fn a_batch_dying_after_k_writes_converges_when_redelivered() {
         assert!(report.failed.is_empty(), "k = {k}: {:?}", report.failed);
         let state = table.scan().await.expect("the table scans");
         let drift = state.drift(&expected);
-        assert!(drift.is_empty(), "k = {k}: drift:\n{}", drift.join("\n"));
+        assert!(
+            drift.is_empty(),
+            "k = {k}: drift:\n{}",
+            drift
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
 /// Every event the store holds, folded from scratch (in any order across
 /// streams: the fold's result does not depend on it).
-async fn fold_store(store: &tally::store::Store) -> ReadModels {
+async fn fold_store(store: &ledger_store::AnyStore) -> ReadModels {
     let mut models = ReadModels::default();
     for record in store.all_records().await.expect("the store reads") {
         models.apply(&codec::decode(&record.bytes).expect("valid records"));
@@ -464,13 +480,25 @@ async fn checkouts_through_the_api_reach_the_read_models_by_the_stream_and_by_ki
         .await
         .expect("scans");
     let drift = by_stream.drift(&fresh);
-    assert!(drift.is_empty(), "stream path drift:\n{}", drift.join("\n"));
+    assert!(
+        drift.is_empty(),
+        "stream path drift:\n{}",
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let by_kinesis = kinesis_table.scan().await.expect("scans");
     let drift = by_kinesis.drift(&fresh);
     assert!(
         drift.is_empty(),
         "Kinesis path drift:\n{}",
-        drift.join("\n")
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(by_stream.parked.is_empty() && by_kinesis.parked.is_empty());
     let delivered = kinesis_runner.stats();
@@ -570,7 +598,15 @@ async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() 
         }
     }
     let drift = table.scan().await.expect("scans").drift(&expected_models);
-    assert!(drift.is_empty(), "drift:\n{}", drift.join("\n"));
+    assert!(
+        drift.is_empty(),
+        "drift:\n{}",
+        drift
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Operators see them.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))

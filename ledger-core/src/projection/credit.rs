@@ -154,6 +154,11 @@ impl CreditBalances {
             .map(|(_, v)| v)
     }
 
+    /// Every account of every tenant, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = (TenantId, &CreditView)> {
+        self.views.iter().map(|((t, _), v)| (*t, v))
+    }
+
     /// Statement lines in order, strictly after version `after`.
     pub fn statement(
         &self,

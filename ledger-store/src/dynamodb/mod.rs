@@ -85,6 +85,8 @@ const _: () = assert!(
 pub const CHECKPOINT_CHUNK_BYTES: usize = 300 * 1024;
 /// Attempts the SDK makes at a call that failed transiently or was throttled.
 pub const SDK_ATTEMPTS_MAX: u32 = 5;
+/// Scan pages read ahead of their reader (each at most 1 MB).
+pub const SCAN_PAGES_QUEUED: usize = 8;
 /// Attempts at a transaction cancelled by a conflicting transaction or a
 /// throttle.
 pub const TRANSACT_ATTEMPTS_MAX: u32 = 5;
@@ -257,31 +259,77 @@ impl DynamoStore {
     }
 
     /// Every event of the table, by a parallel Scan of `segments` segments:
-    /// for replays and audits, which need each stream in version order but
-    /// no order across streams. Records come grouped by tenant and stream,
-    /// each stream's in version order.
+    /// for tests and small tables (it holds them all). Records come grouped
+    /// by tenant and stream, each stream's in version order.
     ///
     /// # Errors
     /// The service's, or an item that is not an event record.
     pub async fn scan_events(&self, segments: u32) -> Result<Vec<Record>, StoreError> {
-        let segments = segments.max(1);
-        let mut tasks = tokio::task::JoinSet::new();
-        for segment in 0..segments {
-            let store = self.clone();
-            tasks.spawn(async move { store.scan_segment(segment, segments).await });
-        }
+        let mut pages = self.scan_event_pages(segments, SCAN_PAGES_QUEUED);
         let mut records = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let segment =
-                joined.map_err(|e| StoreError::backend("scanning the event table", e))??;
-            records.extend(segment);
+        while let Some(page) = pages.recv().await {
+            records.extend(page?);
         }
         records.sort_unstable_by_key(|r| (r.tenant_id, r.stream, r.version));
         Ok(records)
     }
 
-    async fn scan_segment(&self, segment: u32, segments: u32) -> Result<Vec<Record>, StoreError> {
-        let mut records = Vec::new();
+    /// Every event of the table, page by page, by a parallel Scan of
+    /// `segments` segments, with at most `queued` pages read ahead of the
+    /// receiver (so memory stays bounded whatever the table's size).
+    ///
+    /// Segments split the table by partition key, so all of a stream's
+    /// items are in one segment, and a Scan returns a partition's items in
+    /// sort-key order: each stream arrives in version order, streams
+    /// interleaved. (DynamoDB documents the split, and returns items in
+    /// storage order; a reader that checks versions, as the audit does,
+    /// would report any other order as a gap, never pass it.)
+    ///
+    /// The receiver ends after the last page, or after the first error.
+    pub fn scan_event_pages(
+        &self,
+        segments: u32,
+        queued: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<Record>, StoreError>> {
+        let segments = segments.max(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(queued.max(1));
+        for segment in 0..segments {
+            let (store, tx) = (self.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.scan_segment(segment, segments, &tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+        }
+        rx
+    }
+
+    /// Approximate number of items in the event table (DynamoDB refreshes
+    /// it about every six hours), for progress reports.
+    ///
+    /// # Errors
+    /// The service's.
+    pub async fn approximate_items(&self) -> Result<u64, StoreError> {
+        let table = self
+            .inner
+            .db
+            .describe_table()
+            .table_name(&self.inner.events)
+            .send()
+            .await
+            .map_err(|e| backend("DescribeTable", e))?;
+        Ok(table
+            .table()
+            .and_then(|t| t.item_count())
+            .map_or(0, |n| n.max(0) as u64))
+    }
+
+    async fn scan_segment(
+        &self,
+        segment: u32,
+        segments: u32,
+        tx: &tokio::sync::mpsc::Sender<Result<Vec<Record>, StoreError>>,
+    ) -> Result<(), StoreError> {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -296,6 +344,7 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend("Scan", e))?;
+            let mut records = Vec::with_capacity(page.items().len());
             for item in page.items() {
                 if let Some(event) = item::read_event(item)? {
                     records.push(Record {
@@ -306,9 +355,13 @@ impl DynamoStore {
                     });
                 }
             }
+            if tx.send(Ok(records)).await.is_err() {
+                // The reader stopped listening.
+                return Ok(());
+            }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(records),
+                _ => return Ok(()),
             }
         }
     }

@@ -319,11 +319,81 @@ impl ViewTable for MemoryTable {
     }
 }
 
+/// A read model, as drift reports name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Projection {
+    Orders,
+    Credit,
+    Dashboard,
+    Activity,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 4] = [
+        Projection::Orders,
+        Projection::Credit,
+        Projection::Dashboard,
+        Projection::Activity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Projection::Orders => "orders",
+            Projection::Credit => "credit",
+            Projection::Dashboard => "dashboard",
+            Projection::Activity => "activity",
+        }
+    }
+}
+
+/// One difference between stored read models and a fresh fold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    pub projection: Projection,
+    /// What differs: a view's stream, a sum's key, an activity entry's
+    /// event, or a count.
+    pub key: String,
+    /// What the fresh fold has (`absent`: nothing).
+    pub expected: String,
+    /// What is stored (`absent`: nothing).
+    pub found: String,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: stored {}, fresh fold {}",
+            self.projection.as_str(),
+            self.key,
+            self.found,
+            self.expected
+        )
+    }
+}
+
+const ABSENT: &str = "absent";
+
+fn drift(
+    projection: Projection,
+    key: String,
+    expected: Option<String>,
+    found: Option<String>,
+) -> Drift {
+    Drift {
+        projection,
+        key,
+        expected: expected.unwrap_or_else(|| ABSENT.to_owned()),
+        found: found.unwrap_or_else(|| ABSENT.to_owned()),
+    }
+}
+
 impl MemoryState {
     /// How these read models differ from `fresh`, the same projections
-    /// folded from scratch: one line per difference, empty when they agree.
-    /// Tests assert convergence with it; the replay CLI reports drift.
-    pub fn drift(&self, fresh: &ReadModels) -> Vec<String> {
+    /// folded from scratch: one [`Drift`] per difference, empty when they
+    /// agree. Tests assert convergence with it; the replay CLI reports it.
+    pub fn drift(&self, fresh: &ReadModels) -> Vec<Drift> {
         let mut out = Vec::new();
         self.views_drift(fresh, &mut out);
         self.sums_drift(fresh, &mut out);
@@ -332,29 +402,36 @@ impl MemoryState {
     }
 
     /// The activity entries that differ from the fresh fold's.
-    fn activity_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+    fn activity_drift(&self, fresh: &ReadModels, out: &mut Vec<Drift>) {
         let mut want: BTreeMap<(TenantId, StreamId, StreamVersion), &ActivityEntry> = fresh
             .activity
             .entries()
             .map(|e| ((e.tenant_id, e.stream, e.version), e))
             .collect();
-        for (key, entry) in &self.activity {
-            match want.remove(key) {
+        let key = |(t, s, v): &(TenantId, StreamId, StreamVersion)| format!("{t}|{s}@{v}");
+        for (k, entry) in &self.activity {
+            match want.remove(k) {
                 Some(w) if w == entry => {}
-                w => out.push(format!(
-                    "activity {key:?}: stored {entry:?}, fresh fold {w:?}"
+                w => out.push(drift(
+                    Projection::Activity,
+                    key(k),
+                    w.map(|w| format!("{w:?}")),
+                    Some(format!("{entry:?}")),
                 )),
             }
         }
-        for (key, entry) in want {
-            out.push(format!(
-                "activity {key:?}: not stored, fresh fold {entry:?}"
+        for (k, entry) in want {
+            out.push(drift(
+                Projection::Activity,
+                key(&k),
+                Some(format!("{entry:?}")),
+                None,
             ));
         }
     }
 
     /// The views that differ from the fresh fold's, then the counts.
-    fn views_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+    fn views_drift(&self, fresh: &ReadModels, out: &mut Vec<Drift>) {
         let (mut orders, mut accounts) = (0usize, 0usize);
         for (key, stored) in &self.views {
             match key.stream.kind() {
@@ -363,14 +440,13 @@ impl MemoryState {
                 _ => {}
             }
             out.extend(view_drift(key, stored, fresh));
-            if stored.version.get() == 0 {
-                out.push(format!("view {} at version 0", key.stream));
-            }
         }
         if orders != fresh.orders.len() {
-            out.push(format!(
-                "{orders} order views stored, {} in the fresh fold",
-                fresh.orders.len()
+            out.push(drift(
+                Projection::Orders,
+                "count of order views".to_owned(),
+                Some(fresh.orders.len().to_string()),
+                Some(orders.to_string()),
             ));
         }
         let tenants: std::collections::BTreeSet<TenantId> =
@@ -380,56 +456,90 @@ impl MemoryState {
             .map(|t| fresh.credit.accounts(*t).count())
             .sum();
         if accounts != fresh_accounts {
-            out.push(format!(
-                "{accounts} credit views stored, {fresh_accounts} in the fresh fold"
+            out.push(drift(
+                Projection::Credit,
+                "count of credit views".to_owned(),
+                Some(fresh_accounts.to_string()),
+                Some(accounts.to_string()),
             ));
         }
     }
 
     /// The dashboard sums that differ from the fresh fold's.
-    fn sums_drift(&self, fresh: &ReadModels, out: &mut Vec<String>) {
+    fn sums_drift(&self, fresh: &ReadModels, out: &mut Vec<Drift>) {
         // A settled receivable reads as absent, stored or not.
         let mut want = fresh_sums(fresh);
         want.retain(|_, sum| !sum.is_settled());
         for (key, sum) in self.sums.iter().filter(|(_, sum)| !sum.is_settled()) {
             match want.remove(key) {
                 Some(w) if &w == sum => {}
-                w => out.push(format!("{key:?}: stored {sum:?}, fresh fold {w:?}")),
+                w => out.push(drift(
+                    Projection::Dashboard,
+                    format!("{key:?}"),
+                    w.map(|w| format!("{w:?}")),
+                    Some(format!("{sum:?}")),
+                )),
             }
         }
         for (key, sum) in want {
-            out.push(format!("{key:?}: not stored, fresh fold {sum:?}"));
+            out.push(drift(
+                Projection::Dashboard,
+                format!("{key:?}"),
+                Some(format!("{sum:?}")),
+                None,
+            ));
         }
     }
 }
 
 /// How one stored view differs from the fresh fold's, if it does.
-fn view_drift(key: &ViewKey, stored: &StoredView, fresh: &ReadModels) -> Option<String> {
+fn view_drift(key: &ViewKey, stored: &StoredView, fresh: &ReadModels) -> Option<Drift> {
     let id = key.stream.id();
+    let name = format!("{}|{}", key.tenant_id, key.stream);
+    let at_zero = stored.version.get() == 0;
     match key.stream.kind() {
         StreamKind::Order => {
             let want = fresh.orders.get(key.tenant_id, OrderId::from_text(id));
             match OrderView::from_bytes(&stored.bytes) {
-                Ok(got) if Some(&got) == want => None,
-                Ok(got) => Some(format!(
-                    "order {}|{id}: stored {got:?}, fresh fold {want:?}",
-                    key.tenant_id
+                Ok(got) if Some(&got) == want && !at_zero => None,
+                Ok(got) => Some(drift(
+                    Projection::Orders,
+                    name,
+                    want.map(|w| format!("{w:?}")),
+                    Some(format!("{got:?} at version {}", stored.version)),
                 )),
-                Err(e) => Some(format!("order {}|{id}: {e}", key.tenant_id)),
+                Err(e) => Some(drift(
+                    Projection::Orders,
+                    name,
+                    want.map(|w| format!("{w:?}")),
+                    Some(format!("undecodable: {e}")),
+                )),
             }
         }
         StreamKind::Credit => {
             let want = fresh.credit.get(key.tenant_id, EmployeeId::from_text(id));
             match CreditView::from_bytes(&stored.bytes) {
-                Ok(got) if Some(&got) == want => None,
-                Ok(got) => Some(format!(
-                    "credit {}|{id}: stored {got:?}, fresh fold {want:?}",
-                    key.tenant_id
+                Ok(got) if Some(&got) == want && !at_zero => None,
+                Ok(got) => Some(drift(
+                    Projection::Credit,
+                    name,
+                    want.map(|w| format!("{w:?}")),
+                    Some(format!("{got:?} at version {}", stored.version)),
                 )),
-                Err(e) => Some(format!("credit {}|{id}: {e}", key.tenant_id)),
+                Err(e) => Some(drift(
+                    Projection::Credit,
+                    name,
+                    want.map(|w| format!("{w:?}")),
+                    Some(format!("undecodable: {e}")),
+                )),
             }
         }
-        kind => Some(format!("a view of a {kind:?} stream: {}", key.stream)),
+        kind => Some(drift(
+            Projection::Orders,
+            name,
+            None,
+            Some(format!("a view of a {kind:?} stream")),
+        )),
     }
 }
 

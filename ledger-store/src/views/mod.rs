@@ -37,7 +37,7 @@ mod memory;
 
 pub use any::AnyTable;
 
-pub use memory::{MemoryState, MemoryTable};
+pub use memory::{Drift, MemoryState, MemoryTable, Projection};
 
 /// An activity entry's place in its tenant's log, as text that sorts as
 /// [`ActivityEntry::sort_key`] does: the record time (20 digits, offset so

@@ -1,0 +1,229 @@
+//! `tally audit`: the whole log checked by ledger-core's
+//! [`Auditor`](ledger_core::audit::Auditor), then the read models and the
+//! stream heads reconciled with the ledger it built, and, when given, a
+//! digest taken earlier recomputed over the log as it is now.
+//!
+//! Memory: the auditor's per-stream, per-account and per-order state, a
+//! digest's per-stream state, and the read models' credit views and sums
+//! while they are reconciled; never the events.
+
+use std::collections::BTreeMap;
+
+use ledger_core::Hash;
+use ledger_core::audit::{AuditReport, Auditor, Finding, StoredAt};
+use ledger_core::digest::{Digest, Digester};
+use ledger_core::head::{HeadState, StreamHead};
+use ledger_core::id::{EmployeeId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
+use ledger_core::projection::credit::CreditView;
+use ledger_store::EventStore;
+use ledger_store::views::{Sum, SumKey, ViewTable};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::progress::Progress;
+use crate::{Ledger, Reading};
+
+/// Heads loaded per call.
+const HEADS_PER_LOAD: usize = 100;
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// Only this tenant's streams (and read models).
+    pub tenant: Option<TenantId>,
+    /// A digest taken earlier, to prove the log against.
+    pub against: Option<Digest>,
+}
+
+/// An audit's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRun {
+    pub clean: bool,
+    pub report: AuditReport,
+    /// The digest given and the one the log hashes to now.
+    pub digest: Option<DigestCheck>,
+    pub reading: Reading,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestCheck {
+    pub expected: String,
+    pub found: String,
+    pub holds: bool,
+}
+
+/// Audits the ledger.
+///
+/// # Errors
+/// The store's or the read-model table's.
+pub async fn audit(
+    ledger: &Ledger,
+    options: &AuditOptions,
+    progress: &Progress,
+) -> anyhow::Result<AuditRun> {
+    let tenant = options.against.and_then(|d| d.tenant).or(options.tenant);
+    let mut auditor = Auditor::new();
+    let mut digester = options.against.as_ref().map(Digester::again);
+    let reading = ledger
+        .records(tenant, progress, |record| {
+            let at = StoredAt {
+                tenant_id: record.tenant_id,
+                stream: record.stream,
+                version: record.version,
+            };
+            if let Some(envelope) = auditor.record_at(at, &record.bytes)
+                && let Some(digester) = digester.as_mut()
+            {
+                digester.event(&envelope);
+            }
+        })
+        .await?;
+    reconcile_read_models(ledger, tenant, &mut auditor).await?;
+    check_heads(ledger, &mut auditor).await?;
+    let digest = match (options.against, digester) {
+        (Some(expected), Some(digester)) => {
+            let found = digester.finish();
+            let holds = found == expected;
+            if !holds {
+                auditor.find(Finding::DigestMismatch {
+                    expected: expected.to_string(),
+                    found: found.to_string(),
+                });
+            }
+            Some(DigestCheck {
+                expected: expected.to_string(),
+                found: found.to_string(),
+                holds,
+            })
+        }
+        _ => None,
+    };
+    let report = auditor.finish();
+    Ok(AuditRun {
+        clean: report.is_clean(),
+        report,
+        digest,
+        reading,
+    })
+}
+
+/// Compares the credit balances and vendor payables the read models state
+/// with the ledger's.
+async fn reconcile_read_models(
+    ledger: &Ledger,
+    tenant: Option<TenantId>,
+    auditor: &mut Auditor,
+) -> anyhow::Result<()> {
+    let state = ledger
+        .views
+        .scan()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the read models: {e}"))?;
+    let ours = |t: TenantId| tenant.is_none_or(|want| want == t);
+    let mut credit: BTreeMap<(TenantId, EmployeeId), Decimal> = BTreeMap::new();
+    for (key, stored) in &state.views {
+        if key.stream.kind() == StreamKind::Credit && ours(key.tenant_id) {
+            let view = CreditView::from_bytes(&stored.bytes)
+                .map_err(|e| anyhow::anyhow!("the credit view of {}: {e}", key.stream))?;
+            credit.insert((key.tenant_id, view.employee_id), view.balance.amount());
+        }
+    }
+    let mut payable: BTreeMap<(TenantId, VendorId), Decimal> = BTreeMap::new();
+    for (key, sum) in &state.sums {
+        if let (
+            SumKey::Day {
+                tenant_id,
+                vendor_id,
+                ..
+            },
+            Sum::Day(totals),
+        ) = (key, sum)
+            && ours(*tenant_id)
+        {
+            *payable.entry((*tenant_id, *vendor_id)).or_default() += totals.net_payable();
+        }
+    }
+    auditor.reconcile("read models", credit, payable);
+    Ok(())
+}
+
+/// Checks every stored head of an audited stream: never ahead of its
+/// stream; at the stream's last version, the same hash, and for a credit
+/// account the ledger's balance. (A head behind its stream is allowed: it
+/// is derived state, brought forward by the next command.)
+async fn check_heads(ledger: &Ledger, auditor: &mut Auditor) -> anyhow::Result<()> {
+    let mut by_tenant: BTreeMap<TenantId, Vec<(StreamId, StreamVersion, Hash)>> = BTreeMap::new();
+    for (tenant_id, stream, version, hash) in auditor.stream_heads() {
+        by_tenant
+            .entry(tenant_id)
+            .or_default()
+            .push((stream, version, hash));
+    }
+    let mut credit: BTreeMap<(TenantId, EmployeeId), Decimal> = BTreeMap::new();
+    for (tenant_id, mut streams) in by_tenant {
+        streams.sort_unstable_by_key(|(s, _, _)| *s);
+        for chunk in streams.chunks(HEADS_PER_LOAD) {
+            let ids: Vec<StreamId> = chunk.iter().map(|(s, _, _)| *s).collect();
+            let heads = ledger
+                .store
+                .load_heads(tenant_id, &ids)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the stream heads: {e}"))?;
+            for ((stream, last, hash), stored) in chunk.iter().zip(heads) {
+                let Some(stored) = stored else { continue };
+                let problem = match StreamHead::from_bytes(&stored.bytes) {
+                    Err(e) => Some(format!("undecodable head: {e}")),
+                    Ok(head) if head.stream != *stream => {
+                        Some(format!("the head names stream {}", head.stream))
+                    }
+                    Ok(head) if head.version > *last => Some(format!(
+                        "head at version {}, ahead of the stream's last version {last}",
+                        head.version
+                    )),
+                    Ok(head) if head.version == *last && head.hash != *hash => Some(format!(
+                        "head at version {last} has hash {}, the stream's event has {}",
+                        head.hash.to_hex(),
+                        hash.to_hex()
+                    )),
+                    Ok(head) => {
+                        if head.version == *last
+                            && let HeadState::Credit(Some(account)) = &head.state
+                        {
+                            credit.insert(
+                                (tenant_id, EmployeeId::from_text(stream.id())),
+                                account.balance.amount(),
+                            );
+                        }
+                        None
+                    }
+                };
+                if let Some(problem) = problem {
+                    auditor.find(Finding::HeadMismatch {
+                        tenant_id,
+                        stream: *stream,
+                        problem,
+                    });
+                }
+            }
+        }
+    }
+    // Only accounts whose head is current can be compared.
+    let ledger_credit: BTreeMap<_, _> = auditor
+        .ledger()
+        .credit_balances()
+        .into_iter()
+        .filter(|(k, _)| credit.contains_key(k))
+        .collect();
+    for (key, head) in credit {
+        let ledger = ledger_credit.get(&key).copied().unwrap_or_default();
+        if head != ledger {
+            auditor.find(Finding::ProjectionDrift {
+                tenant_id: key.0,
+                source: "heads",
+                what: format!("credit balance of employee {}", key.1),
+                projection: head,
+                ledger,
+            });
+        }
+    }
+    Ok(())
+}

@@ -21,6 +21,8 @@ mod any;
 pub mod conformance;
 pub mod dynamodb;
 pub mod sqlite;
+#[cfg(feature = "tamper")]
+pub mod tamper;
 pub mod views;
 
 pub use any::{AnyStore, Pages, SCAN_SEGMENTS};

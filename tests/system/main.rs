@@ -8,4 +8,5 @@ mod cost;
 mod durability;
 mod instances;
 mod load;
+mod replay;
 mod streams;

@@ -304,6 +304,43 @@ impl DynamoStore {
         rx
     }
 
+    /// Puts an item into the event table unconditionally, for
+    /// [`crate::tamper`].
+    #[cfg(feature = "tamper")]
+    pub(crate) async fn tamper_put(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .put_item()
+            .table_name(&self.inner.events)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes an item of the event table, for [`crate::tamper`].
+    #[cfg(feature = "tamper")]
+    pub(crate) async fn tamper_delete(
+        &self,
+        pk: &str,
+        version: StreamVersion,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .delete_item()
+            .table_name(&self.inner.events)
+            .key(PK, AttributeValue::S(pk.to_owned()))
+            .key(VERSION, AttributeValue::N(version.to_string()))
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", e))?;
+        Ok(())
+    }
+
     /// Approximate number of items in the event table (DynamoDB refreshes
     /// it about every six hours), for progress reports.
     ///

@@ -273,6 +273,15 @@ impl SqliteStore {
         })
     }
 
+    /// A connection of its own to the log's database, for
+    /// [`crate::tamper`].
+    #[cfg(feature = "tamper")]
+    pub(crate) fn tamper_connection(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.inner.readers.path).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        Ok(conn)
+    }
+
     /// Counts of the writer's work since the store opened.
     pub fn stats(&self) -> GroupCommitStats {
         GroupCommitStats {
@@ -1047,7 +1056,7 @@ fn select_heads_sql(n: usize) -> String {
 
 /// A stream's stored text, into a buffer reused so that the append path
 /// does not allocate for it.
-fn write_stream_text(buffer: &mut String, stream: StreamId) {
+pub(crate) fn write_stream_text(buffer: &mut String, stream: StreamId) {
     use std::fmt::Write as _;
     buffer.clear();
     write!(buffer, "{stream}").expect("writing to a String cannot fail");

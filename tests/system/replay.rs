@@ -1,0 +1,419 @@
+//! The audit and replay tools (`tally audit`, `digest`, `export`, `replay
+//! verify`, `replay as-of`) run as the real binary against a ledger a real
+//! server seeded and projected, on both stores; faults are planted below
+//! the command API, as someone with write access to the tables could.
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_local::emulator::{Emulator, Kind, unique_prefix};
+use ledger_core::codec;
+use ledger_core::envelope::Envelope;
+use ledger_core::event::{CreditSpent, Event};
+use ledger_core::id::{OrderId, StreamId, StreamKind, StreamVersion, TenantId, UserId};
+use ledger_core::time::Timestamp;
+use ledger_store::dynamodb::DynamoConfig;
+use ledger_store::views::{AnyTable, Sum, SumAdd, SumKey, ViewTable, Write};
+use ledger_store::{AnyStore, Record, tamper};
+use serde_json::Value;
+use tally::server::{Server, ServerConfig, StoreConfig};
+
+use crate::common::Http;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Dynamo,
+}
+
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tools_find_every_planted_fault() {
+        super::the_tools_find_every_planted_fault(super::Backend::Sqlite).await;
+    }
+}
+
+mod dynamodb {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tools_find_every_planted_fault() {
+        super::the_tools_find_every_planted_fault(super::Backend::Dynamo).await;
+    }
+}
+
+const DEMO: &str = "demo";
+
+/// A demo ledger seeded and projected by a real server, then stopped.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    store: AnyStore,
+    views: AnyTable,
+}
+
+async fn seeded(backend: Backend) -> Fixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (store, args) = match backend {
+        Backend::Sqlite => (
+            StoreConfig::Sqlite,
+            vec!["--data".to_owned(), dir.path().display().to_string()],
+        ),
+        Backend::Dynamo => {
+            let endpoint = tokio::task::spawn_blocking(|| {
+                Emulator::shared(Kind::DynamoDb).endpoint().to_owned()
+            })
+            .await
+            .expect("DynamoDB Local starts");
+            let prefix = unique_prefix("sys-replay");
+            (
+                StoreConfig::Dynamo(DynamoConfig {
+                    endpoint: Some(endpoint.clone()),
+                    table_prefix: prefix.clone(),
+                }),
+                vec![
+                    "--store".to_owned(),
+                    "dynamodb".to_owned(),
+                    "--endpoint".to_owned(),
+                    endpoint,
+                    "--table-prefix".to_owned(),
+                    prefix,
+                ],
+            )
+        }
+    };
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        demo: true,
+        store,
+    })
+    .await
+    .expect("the server starts");
+    match server.stream_projection() {
+        Some(runner) => runner
+            .caught_up(Duration::from_secs(120))
+            .await
+            .expect("the stream projector catches up"),
+        None => {
+            let http = Http::new(format!("http://{}", server.addr));
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let health = http.health().await.expect("/healthz answers");
+                if health["projection_lag_records"] == 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the follower catches up: {health}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let store = server.store().clone();
+    let views = server.views().clone();
+    server.stop().await.expect("the server stops");
+    Fixture {
+        _dir: dir,
+        args,
+        store,
+        views,
+    }
+}
+
+/// Runs the real binary; its exit code and stdout.
+async fn tally(fixture: &Fixture, args: &[&str]) -> (i32, String) {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(fixture.args.iter().cloned());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(&all)
+            .output()
+            .expect("the binary runs")
+    })
+    .await
+    .expect("the binary returns");
+    let stdout = String::from_utf8(output.stdout).expect("stdout is text");
+    let code = output.status.code().expect("the binary exits");
+    assert!(
+        code == 0 || code == 1,
+        "{args:?} exited {code}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (code, stdout)
+}
+
+async fn tally_json(fixture: &Fixture, args: &[&str]) -> (i32, Value) {
+    let (code, out) = tally(fixture, args).await;
+    let value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+    (code, value)
+}
+
+fn findings(report: &Value) -> Vec<Value> {
+    report["report"]["findings"]
+        .as_array()
+        .expect("findings")
+        .clone()
+}
+
+/// The findings that name `stream`.
+fn naming(report: &Value, stream: StreamId) -> Vec<Value> {
+    let stream = stream.to_string();
+    findings(report)
+        .into_iter()
+        .filter(|f| f.to_string().contains(&format!("\"{stream}\"")))
+        .collect()
+}
+
+/// A stream of `kind` with at least `events` events, and its records.
+fn stream_with(
+    records: &[Record],
+    kind: StreamKind,
+    events: usize,
+    except: &[StreamId],
+) -> (StreamId, Vec<Record>) {
+    let mut by_stream: std::collections::BTreeMap<StreamId, Vec<Record>> = Default::default();
+    for r in records.iter().filter(|r| r.stream.kind() == kind) {
+        by_stream.entry(r.stream).or_default().push(r.clone());
+    }
+    by_stream
+        .into_iter()
+        .find(|(s, rs)| rs.len() >= events && !except.contains(s))
+        .unwrap_or_else(|| panic!("a {kind:?} stream of {events} events"))
+}
+
+async fn the_tools_find_every_planted_fault(backend: Backend) {
+    let fixture = seeded(backend).await;
+    let tenant = TenantId::new(DEMO);
+
+    // A clean ledger: audit and verify pass, exit 0.
+    let (code, clean) = tally_json(&fixture, &["audit", "--json"]).await;
+    assert_eq!(code, 0, "{clean:#}");
+    let events = clean["report"]["events"].as_u64().expect("events");
+    assert!(events > 1000, "{events}");
+    let summary = &clean["report"]["tenants"][DEMO];
+    assert_eq!(summary["events"].as_u64(), Some(events));
+    assert_ne!(summary["gross_sales"], "0", "{summary}");
+    let (code, verified) = tally_json(&fixture, &["replay", "verify", "--json"]).await;
+    assert_eq!(code, 0, "{verified:#}");
+
+    // A digest kept now holds against the untouched log.
+    let at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::hours(1));
+    let at = at.to_datetime().to_rfc3339();
+    let (_, digest) = tally(&fixture, &["digest", "--at", &at]).await;
+    let digest = digest.trim().to_owned();
+    assert!(digest.starts_with("tally-digest/1/*/"), "{digest}");
+    let (code, holds) = tally_json(&fixture, &["audit", "--json", "--against", &digest]).await;
+    assert_eq!(code, 0, "{holds:#}");
+    assert_eq!(holds["digest"]["holds"], true);
+
+    // Export: every event once, each line the envelope that seals to the
+    // stored hash (so nothing needed to recompute the chain is lost).
+    let (code, jsonl) = tally(&fixture, &["export", "--format", "jsonl"]).await;
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = jsonl.lines().collect();
+    assert_eq!(lines.len() as u64, events);
+    for line in &lines {
+        let envelope: Envelope = serde_json::from_str(line).expect("a line is an envelope");
+        let sealed = codec::seal(
+            envelope.header.clone(),
+            envelope.event.clone(),
+            envelope.prev_hash,
+        )
+        .expect("an exported event seals again");
+        assert_eq!(sealed.envelope.hash, envelope.hash, "{line}");
+    }
+    let (_, again) = tally(&fixture, &["export", "--format", "jsonl"]).await;
+    assert_eq!(again, jsonl, "the same ledger exports to the same bytes");
+
+    let records = fixture.store.all_records().await.expect("the log reads");
+    let (credit, credit_records) = stream_with(&records, StreamKind::Credit, 2, &[]);
+    let (_, one) = tally(&fixture, &["export", "--stream", &credit.to_string()]).await;
+    let versions: Vec<u64> = one
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["version"]
+                .as_u64()
+                .expect("v")
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=credit_records.len() as u64).collect::<Vec<_>>()
+    );
+
+    // As of an instant before the log began: nothing; after it: the audit's figures.
+    let (_, before) = tally_json(
+        &fixture,
+        &["replay", "as-of", "--json", "--at", "2000-01-01T00:00:00Z"],
+    )
+    .await;
+    assert_eq!(before["tenants"], serde_json::json!({}));
+    let (_, after) = tally_json(&fixture, &["replay", "as-of", "--json", "--at", &at]).await;
+    let payable: rust_decimal::Decimal = after["tenants"][DEMO]["payable"]
+        .as_object()
+        .expect("payables")
+        .values()
+        .map(|v| {
+            v.as_str()
+                .expect("a decimal")
+                .parse::<rust_decimal::Decimal>()
+                .expect("decimal")
+        })
+        .sum();
+    assert_eq!(
+        payable.to_string(),
+        summary["vendor_payable"].as_str().expect("payable")
+    );
+
+    // Planted below the API: one flipped byte, a deleted event, a spend
+    // that overdraws a credit account, and a vendor stream rewritten and
+    // rehashed end to end.
+    let (tampered, tampered_records) = stream_with(&records, StreamKind::Order, 1, &[]);
+    let mut bytes = tampered_records[0].bytes.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    tamper::put_record(
+        &fixture.store,
+        tenant,
+        tampered,
+        StreamVersion::new(1),
+        bytes,
+    )
+    .await
+    .expect("a byte flips");
+
+    let (gapped, _) = stream_with(&records, StreamKind::Credit, 3, &[credit]);
+    tamper::delete_record(&fixture.store, tenant, gapped, StreamVersion::new(2))
+        .await
+        .expect("an event goes");
+
+    let overdrawn = credit_records
+        .last()
+        .map(|r| codec::decode(&r.bytes).expect("decodes"))
+        .expect("a last event");
+    let currency = overdrawn
+        .event
+        .currency()
+        .expect("a credit event has a currency");
+    let mut header = overdrawn.header.clone();
+    header.version = overdrawn.header.version.next();
+    let spend = Event::CreditSpent(CreditSpent {
+        order_id: OrderId::new("O-planted"),
+        amount: ledger_core::Money::parse(rust_decimal::Decimal::new(99_999_999, 2), currency)
+            .expect("an amount"),
+        balance_after: ledger_core::Money::zero(currency),
+    });
+    let planted = codec::seal(header, spend, overdrawn.hash).expect("the spend seals");
+    tamper::put_record(
+        &fixture.store,
+        tenant,
+        credit,
+        planted.envelope.version(),
+        planted.bytes.clone(),
+    )
+    .await
+    .expect("the spend is planted");
+
+    let (vendor, vendor_records) = stream_with(&records, StreamKind::Vendor, 1, &[]);
+    let mut prev = ledger_core::Hash::GENESIS;
+    for r in &vendor_records {
+        let mut e = codec::decode(&r.bytes).expect("decodes");
+        e.header.actor.user_id = UserId::new("mallory");
+        let resealed = codec::seal(e.header, e.event, prev).expect("reseals");
+        prev = resealed.envelope.hash;
+        tamper::put_record(&fixture.store, tenant, vendor, r.version, resealed.bytes)
+            .await
+            .expect("rewritten");
+    }
+
+    let (code, found) = tally_json(&fixture, &["audit", "--json"]).await;
+    assert_eq!(code, 1, "{found:#}");
+    let kinds = |stream| -> Vec<String> {
+        naming(&found, stream)
+            .iter()
+            .map(|f| f["finding"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let flipped = kinds(tampered);
+    assert!(
+        flipped
+            .iter()
+            .any(|k| k == "hash_mismatch" || k == "undecodable"),
+        "{flipped:?}"
+    );
+    assert!(
+        kinds(gapped).contains(&"version_gap".to_owned()),
+        "{:?}",
+        kinds(gapped)
+    );
+    let overdraw: Vec<Value> = findings(&found)
+        .into_iter()
+        .filter(|f| f["finding"] == "negative_credit" && f["employee_id"] == credit.id().as_str())
+        .collect();
+    assert_eq!(overdraw.len(), 1, "{found:#}");
+    assert_eq!(overdraw[0]["version"], planted.envelope.version().get());
+    assert!(
+        kinds(vendor).is_empty(),
+        "a rehashed stream passes a plain audit: {:?}",
+        kinds(vendor)
+    );
+
+    // Only the digest sees the rewritten stream.
+    let (code, against) = tally_json(&fixture, &["audit", "--json", "--against", &digest]).await;
+    assert_eq!(code, 1);
+    assert_eq!(against["digest"]["holds"], false);
+    assert!(
+        findings(&against)
+            .iter()
+            .any(|f| f["finding"] == "digest_mismatch"),
+        "{against:#}"
+    );
+
+    // A planted drift in the read models: verify names its key.
+    let (vendor_id, date) = match fixture
+        .views
+        .scan()
+        .await
+        .expect("scans")
+        .sums
+        .keys()
+        .next()
+    {
+        Some(SumKey::Day {
+            vendor_id, date, ..
+        }) => (*vendor_id, *date),
+        other => panic!("a day sum: {other:?}"),
+    };
+    let mut totals = ledger_core::projection::dashboard::DayTotals::default();
+    totals.gross = rust_decimal::Decimal::ONE;
+    fixture
+        .views
+        .write(&Write {
+            views: Vec::new(),
+            sums: vec![SumAdd {
+                key: SumKey::Day {
+                    tenant_id: tenant,
+                    vendor_id,
+                    date,
+                },
+                add: Sum::Day(totals),
+                currency: None,
+            }],
+        })
+        .await
+        .expect("a sum is added below the projector");
+    let (_, drifted) = tally_json(
+        &fixture,
+        &["replay", "verify", "--json", "--projection", "dashboard"],
+    )
+    .await;
+    let drift = drifted["drift"].as_array().expect("drift");
+    assert!(
+        drift.iter().any(|d| d["projection"] == "dashboard"
+            && d["key"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(vendor_id.as_str())),
+        "{drifted:#}"
+    );
+}

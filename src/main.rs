@@ -210,6 +210,35 @@ Exit codes: 0 clean, 1 drift, 2 usage error, 3 could not run.")]
 Each stream is folded up to its first event recorded after the instant,
 the same cut a digest makes.")]
     AsOf(AsOfArgs),
+    /// Fold the log into a fresh generation of the read models, catch up
+    /// with what was appended meanwhile, and switch readers to it (a
+    /// running server adopts it); the old generation is left for cleanup.
+    #[command(after_help = "Examples:
+  tally replay rebuild --data tally-data
+  tally replay rebuild --data tally-data --no-switch    # build now, switch later
+  tally replay rebuild --data tally-data --restart      # start an unfinished one over
+
+An interrupted rebuild leaves the live generation untouched; run it again
+to resume from its checkpoint. Every projection is rebuilt together: they
+share one generation (and one transaction per page).
+
+Exit codes: 0 rebuilt, 2 usage error, 3 could not run (another rebuild holds
+the generation, the store failed).")]
+    Rebuild(RebuildArgs),
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    /// Start the next generation over instead of resuming it.
+    #[arg(long)]
+    restart: bool,
+    /// Build the next generation but leave readers on the live one.
+    #[arg(long)]
+    no_switch: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -426,6 +455,7 @@ fn main() -> ExitCode {
         Cmd::Export(args) => export(&args),
         Cmd::Replay(ReplayCmd::Verify(args)) => verify(&args),
         Cmd::Replay(ReplayCmd::AsOf(args)) => as_of(&args),
+        Cmd::Replay(ReplayCmd::Rebuild(args)) => rebuild(&args),
     };
     match outcome {
         Ok(Verdict::Clean) => ExitCode::SUCCESS,
@@ -646,6 +676,47 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Verdict> {
     } else {
         Verdict::Findings
     })
+}
+
+fn rebuild(args: &RebuildArgs) -> anyhow::Result<Verdict> {
+    let location = args.ledger.location();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let rebuilt = runtime.block_on(async {
+        let ledger = Ledger::open(&location).await?;
+        let options = tally_replay::rebuild::RebuildOptions {
+            restart: args.restart,
+            no_switch: args.no_switch,
+        };
+        tally_replay::rebuild::rebuild(&location, &ledger, options, &Progress::new("rebuilding"))
+            .await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rebuilt)?);
+    } else {
+        println!(
+            "Rebuilt generation {} ({}): folded {} records in {:.2} s ({:.0} events/s).",
+            rebuilt.generation,
+            rebuilt.path.display(),
+            rebuilt.folded,
+            rebuilt.elapsed.as_secs_f64(),
+            rebuilt.per_second()
+        );
+        if rebuilt.switched {
+            println!(
+                "Readers switched from generation {} to {}; a running server adopts it within a second. \
+                 Delete {} once no reader uses it.",
+                rebuilt.live_before,
+                rebuilt.generation,
+                rebuilt.old_path.display()
+            );
+        } else {
+            println!(
+                "Readers stay on generation {}: run again without --no-switch to switch.",
+                rebuilt.live_before
+            );
+        }
+    }
+    Ok(Verdict::Clean)
 }
 
 fn as_of(args: &AsOfArgs) -> anyhow::Result<Verdict> {

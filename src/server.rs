@@ -14,9 +14,10 @@ use command_api::http::{self, App};
 use command_api::service::CommandService;
 use ledger_core::codec;
 use ledger_core::id::StreamId;
+use ledger_store::Position;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
+use ledger_store::sqlite::{LiveViews, SqliteStore, SqliteViews, generation_path, live_generation};
 use ledger_store::views::AnyTable;
 use ledger_store::{AnyStore, AppendRequest, CommitLog, EventStore, StreamAppend};
 use projector::follow::ViewFollower;
@@ -97,8 +98,8 @@ impl Server {
         let service = CommandService::new(store.clone());
         let (views, follower, stream_projection, report) = match (&store, &config.store) {
             (AnyStore::Sqlite(sqlite), _) => {
-                let path = views_path(&config.data_dir.join(DATABASE_FILE));
-                let (views, follower, report) = start_follower(sqlite, &path).await?;
+                let database = config.data_dir.join(DATABASE_FILE);
+                let (views, follower, report) = start_follower(sqlite, &database).await?;
                 (views, Some(follower), None, report)
             }
             (AnyStore::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
@@ -187,23 +188,45 @@ type Follower = (
     tokio::task::JoinHandle<()>,
 );
 
+/// How often the embedded projector looks for a rebuilt generation of the
+/// read models to adopt.
+pub const GENERATION_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Starts the embedded projector: a `ViewFollower` of the SQLite log into
-/// the read-model file at `path`. It reads only its checkpoint (a
-/// position, whatever the log's length) before serving. Its report gives
-/// the log head, the position projected and the lag between them, which
-/// `tally load` waits on before it verifies.
+/// the live generation of the read models beside `database`. It reads only
+/// its checkpoint (a position, whatever the log's length) before serving.
+/// Its report gives the log head, the position projected, the lag between
+/// them (which `tally load` waits on before it verifies) and the
+/// generation readers read.
+///
+/// When `tally replay rebuild` switches in a new generation, the projector
+/// adopts it (see [`follow_generations`]).
 async fn start_follower(
     store: &SqliteStore,
-    path: &Path,
+    database: &Path,
 ) -> anyhow::Result<(AnyTable, Follower, ProjectionReport)> {
-    let views = SqliteViews::open(path)
-        .with_context(|| format!("opening the read models ({})", path.display()))?;
-    let follower = ViewFollower::resume(store.clone(), views.clone(), views.clone())
+    let generation = live_generation(database).context("reading the live read-model generation")?;
+    let views = open_views(database, generation)?;
+    let live = LiveViews::new(views.clone());
+    let follower = ViewFollower::resume(store.clone(), views.clone(), views)
         .await
         .context("starting the projector")?;
-    let projected = follower.position();
+    let projected = Arc::new(tokio::sync::watch::Sender::new(
+        *follower.position().borrow(),
+    ));
+    let live_generation = Arc::new(std::sync::atomic::AtomicU32::new(generation));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(follower.run(stopped));
+    let task = tokio::spawn(follow_generations(
+        Generations {
+            store: store.clone(),
+            database: database.to_owned(),
+            live: live.clone(),
+            projected: Arc::clone(&projected),
+            generation: Arc::clone(&live_generation),
+        },
+        follower,
+        stopped,
+    ));
     let log = store.clone();
     let report: ProjectionReport = Arc::new(move || {
         let head = log.head().0;
@@ -212,9 +235,95 @@ async fn start_follower(
             "log_position": head,
             "projected_position": projected,
             "projection_lag_records": head.saturating_sub(projected),
+            "read_model_generation": live_generation.load(std::sync::atomic::Ordering::Relaxed),
         })
     });
-    Ok((AnyTable::Sqlite(views), (stop, task), report))
+    Ok((AnyTable::Live(live), (stop, task), report))
+}
+
+fn open_views(database: &Path, generation: u32) -> anyhow::Result<SqliteViews> {
+    let path = generation_path(database, generation);
+    SqliteViews::open(&path)
+        .with_context(|| format!("opening the read models ({})", path.display()))
+}
+
+/// What the embedded projector shares with the server.
+struct Generations {
+    store: SqliteStore,
+    database: PathBuf,
+    /// The generation readers read.
+    live: LiveViews,
+    /// The position the live generation is folded to.
+    projected: Arc<tokio::sync::watch::Sender<Position>>,
+    generation: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Runs `follower` on the live generation until `stop`; every
+/// [`GENERATION_POLL`] looks whether a rebuild switched in another one,
+/// and adopts it: it folds the new generation from the rebuild's
+/// checkpoint up to the log's head while the old follower goes on, then
+/// points readers at the new one and stops the old follower. Readers never
+/// see a generation behind the one they read before; the old file is left
+/// for the operator to delete.
+async fn follow_generations(
+    shared: Generations,
+    mut follower: ViewFollower<SqliteStore, SqliteViews, SqliteViews>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut generation = shared.generation.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let mut position = follower.position();
+        let (halt, halted) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(follower.run(halted));
+        let (adopted, next) = loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    let _ = halt.send(true);
+                    let _ = run.await;
+                    return;
+                }
+                Ok(()) = position.changed() => {
+                    shared.projected.send_replace(*position.borrow_and_update());
+                }
+                () = tokio::time::sleep(GENERATION_POLL) => {
+                    match live_generation(&shared.database) {
+                        Ok(g) if g != generation => {
+                            match adopt(&shared, g).await {
+                                Ok(next) => break (g, next),
+                                Err(e) => tracing::warn!(error = %e, generation = g, "adopting a rebuilt generation failed; trying again"),
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading the live generation failed"),
+                    }
+                }
+            }
+        };
+        shared.live.set(next.table().clone());
+        let _ = halt.send(true);
+        let _ = run.await;
+        generation = adopted;
+        shared.projected.send_replace(*next.position().borrow());
+        shared
+            .generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            generation,
+            "readers switched to a rebuilt generation of the read models"
+        );
+        follower = next;
+    }
+}
+
+/// A follower of generation `generation`, caught up with the log.
+async fn adopt(
+    shared: &Generations,
+    generation: u32,
+) -> anyhow::Result<ViewFollower<SqliteStore, SqliteViews, SqliteViews>> {
+    let views = open_views(&shared.database, generation)?;
+    let mut follower = ViewFollower::resume(shared.store.clone(), views.clone(), views).await?;
+    follower.catch_up().await?;
+    Ok(follower)
 }
 
 /// Whether the demo tenant is there already (its settings stream has an

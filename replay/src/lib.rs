@@ -15,12 +15,15 @@
 //! - [`fold`]: the projections folded afresh, to compare with the live
 //!   read models (`replay verify`) or as they stood at an instant
 //!   (`replay as-of`).
+//! - [`rebuild`]: the read models folded into a new generation and
+//!   switched in for readers.
 
 pub mod audit;
 pub mod digest;
 pub mod export;
 pub mod fold;
 pub mod progress;
+pub mod rebuild;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,7 +32,7 @@ use anyhow::{Context, bail};
 use ledger_core::TenantId;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::sqlite::{SqliteStore, SqliteViews, views_path};
+use ledger_store::sqlite::{SqliteStore, SqliteViews, generation_path, live_generation};
 use ledger_store::views::AnyTable;
 use ledger_store::{AnyStore, Record};
 use serde::Serialize;
@@ -65,7 +68,7 @@ impl Ledger {
                 }
                 let store = SqliteStore::open(database)
                     .with_context(|| format!("opening {}", database.display()))?;
-                let views_file = views_path(database);
+                let views_file = generation_path(database, live_generation(database)?);
                 let views = SqliteViews::open(&views_file)
                     .with_context(|| format!("opening {}", views_file.display()))?;
                 Ok(Ledger {
@@ -137,6 +140,6 @@ impl Reading {
     }
 }
 
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }

@@ -125,7 +125,10 @@ pub(super) const CHECKPOINT_SCHEMA: &str = "
 
 pub mod views;
 
-pub use views::{SqliteViews, views_path};
+pub use views::{
+    LiveViews, SqliteViews, generation_file, generation_path, live_generation, switch_generation,
+    views_path,
+};
 
 /// The checkpoint database beside the log's database at `path`.
 pub fn checkpoint_path(path: &Path) -> std::path::PathBuf {

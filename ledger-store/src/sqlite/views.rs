@@ -170,6 +170,95 @@ pub fn views_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The read-model database of generation `generation` beside the log's
+/// database at `database`: the first is [`views_path`], a rebuild's
+/// `<log>-views-g<n>`.
+pub fn generation_path(database: &Path, generation: u32) -> PathBuf {
+    let first = views_path(database);
+    if generation <= 1 {
+        return first;
+    }
+    let mut name = first.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-g{generation}"));
+    first.with_file_name(name)
+}
+
+/// The file naming the live generation of the read models beside the
+/// log's database at `database`.
+pub fn generation_file(database: &Path) -> PathBuf {
+    let mut name = views_path(database)
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    name.push(".generation");
+    database.with_file_name(name)
+}
+
+/// The live generation of the read models beside `database` (1 when no
+/// rebuild ever switched one in).
+///
+/// # Errors
+/// When the file exists but cannot be read or holds no generation.
+pub fn live_generation(database: &Path) -> Result<u32, TableError> {
+    let path = generation_file(database);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            TableError::Corrupt(format!("{}: {text:?} is not a generation", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(TableError::backend(
+            format!("reading {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// Makes `generation` the live one, atomically and durably: the new name
+/// is written beside the file, synced, renamed over it, and the directory
+/// synced, so a reader sees the old generation or the new, never neither.
+///
+/// # Errors
+/// The filesystem's.
+pub fn switch_generation(database: &Path, generation: u32) -> Result<(), TableError> {
+    use std::io::Write as _;
+    let path = generation_file(database);
+    let io = |e: std::io::Error| TableError::backend(format!("switching {}", path.display()), e);
+    let mut next = path.clone().into_os_string();
+    next.push(".next");
+    let next = PathBuf::from(next);
+    let mut file = std::fs::File::create(&next).map_err(io)?;
+    writeln!(file, "{generation}").map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&next, &path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A handle on whichever generation of the read models is live: readers
+/// holding it read the generation set last.
+#[derive(Clone, Debug)]
+pub struct LiveViews(Arc<std::sync::RwLock<SqliteViews>>);
+
+impl LiveViews {
+    pub fn new(views: SqliteViews) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(views)))
+    }
+
+    /// The live generation's table.
+    pub fn current(&self) -> SqliteViews {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `views` the live generation for every later read.
+    pub fn set(&self, views: SqliteViews) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = views;
+    }
+}
+
 /// The read-model table in one SQLite file. Cheap to clone: clones share
 /// the connection.
 #[derive(Clone)]
@@ -191,6 +280,11 @@ fn backend(context: &str) -> impl FnOnce(rusqlite::Error) -> TableError + '_ {
 }
 
 impl SqliteViews {
+    /// The file it is in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (creating if needed) the table at `path`.
     ///
     /// # Errors

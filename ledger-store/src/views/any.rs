@@ -13,12 +13,15 @@ use super::{
     TableError, ViewKey, ViewTable, Write, WriteError,
 };
 use crate::dynamodb::views::DynamoTable;
-use crate::sqlite::SqliteViews;
+use crate::sqlite::{LiveViews, SqliteViews};
 
 #[derive(Debug, Clone)]
 pub enum AnyTable {
     Memory(Arc<MemoryTable>),
     Sqlite(SqliteViews),
+    /// Whichever generation of the SQLite read models is live (the server
+    /// switches it when a rebuild is adopted).
+    Live(LiveViews),
     Dynamo(DynamoTable),
 }
 
@@ -28,6 +31,11 @@ macro_rules! on_adapter {
         match $table {
             AnyTable::Memory($t) => $call,
             AnyTable::Sqlite($t) => $call,
+            AnyTable::Live(live) => {
+                let current = live.current();
+                let $t = &current;
+                $call
+            }
             AnyTable::Dynamo($t) => $call,
         }
     };

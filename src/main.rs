@@ -67,9 +67,8 @@ enum Cmd {
     /// figures as they stood at an instant.
     #[command(subcommand)]
     Replay(ReplayCmd),
-    /// List the records the stream projector parked (poison, and the events
-    /// waiting behind it) in a DynamoDB read-model table, one JSON object
-    /// per line.
+    /// List the records the projector parked (poison, and the events
+    /// waiting behind it), one JSON object per line.
     Parked(ParkedArgs),
 }
 
@@ -225,6 +224,28 @@ share one generation (and one transaction per page).
 Exit codes: 0 rebuilt, 2 usage error, 3 could not run (another rebuild holds
 the generation, the store failed).")]
     Rebuild(RebuildArgs),
+    /// After a fix, apply the parked records again from the event table,
+    /// in version order, and clear each parked entry once its event is
+    /// applied. Exits 1 when a stream is still parked.
+    #[command(after_help = "Examples:
+  tally parked --data tally-data            # what is parked, and why
+  tally replay redrive --data tally-data
+  tally replay redrive --store dynamodb --endpoint http://127.0.0.1:8000 --json
+
+Safe to run twice, or after one was cut off: an event already applied is a
+duplicate at its view's gate, and its entry is cleared then.
+
+Exit codes: 0 nothing left parked, 1 a stream is still parked, 2 usage
+error, 3 could not run.")]
+    Redrive(RedriveArgs),
+}
+
+#[derive(clap::Args)]
+struct RedriveArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -298,13 +319,8 @@ fn parse_instant(text: &str) -> Result<Timestamp, String> {
 
 #[derive(clap::Args)]
 struct ParkedArgs {
-    /// The DynamoDB endpoint (DynamoDB Local's URL); without it, the AWS
-    /// service with credentials and region from the environment.
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// Prepended to the DynamoDB table names.
-    #[arg(long, default_value = "tally-")]
-    table_prefix: String,
+    #[command(flatten)]
+    ledger: LedgerArgs,
 }
 
 #[derive(clap::Args)]
@@ -456,6 +472,7 @@ fn main() -> ExitCode {
         Cmd::Replay(ReplayCmd::Verify(args)) => verify(&args),
         Cmd::Replay(ReplayCmd::AsOf(args)) => as_of(&args),
         Cmd::Replay(ReplayCmd::Rebuild(args)) => rebuild(&args),
+        Cmd::Replay(ReplayCmd::Redrive(args)) => redrive(&args),
     };
     match outcome {
         Ok(Verdict::Clean) => ExitCode::SUCCESS,
@@ -719,6 +736,34 @@ fn rebuild(args: &RebuildArgs) -> anyhow::Result<Verdict> {
     Ok(Verdict::Clean)
 }
 
+fn redrive(args: &RedriveArgs) -> anyhow::Result<Verdict> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let redriven = runtime.block_on(async {
+        let ledger = Ledger::open(&args.ledger.location()).await?;
+        tally_replay::redrive::redrive(&ledger).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&redriven)?);
+    } else if redriven.streams.is_empty() {
+        println!("Nothing is parked.");
+    } else {
+        for s in &redriven.streams {
+            match &s.still_parked {
+                None => println!(
+                    "{}: {} parked, {} events handed over, {} applied, {} cleared",
+                    s.stream, s.parked, s.handed, s.applied, s.cleared
+                ),
+                Some(why) => println!("{}: STILL PARKED: {why}", s.stream),
+            }
+        }
+    }
+    Ok(if redriven.clean {
+        Verdict::Clean
+    } else {
+        Verdict::Findings
+    })
+}
+
 fn as_of(args: &AsOfArgs) -> anyhow::Result<Verdict> {
     let runtime = tokio::runtime::Runtime::new()?;
     let figures = runtime.block_on(async {
@@ -751,14 +796,15 @@ fn as_of(args: &AsOfArgs) -> anyhow::Result<Verdict> {
 }
 
 fn parked(args: &ParkedArgs) -> anyhow::Result<()> {
+    use ledger_store::views::ViewTable;
     let runtime = tokio::runtime::Runtime::new()?;
     let parked = runtime.block_on(async {
-        let table = ledger_store::dynamodb::views::DynamoTable::connect(&DynamoConfig {
-            endpoint: args.endpoint.clone(),
-            table_prefix: args.table_prefix.clone(),
-        })
-        .await;
-        table.parked().await
+        let ledger = Ledger::open(&args.ledger.location()).await?;
+        ledger
+            .views
+            .parked()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading parked records: {e}"))
     })?;
     for p in &parked {
         println!(

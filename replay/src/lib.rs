@@ -24,6 +24,7 @@ pub mod export;
 pub mod fold;
 pub mod progress;
 pub mod rebuild;
+pub mod redrive;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

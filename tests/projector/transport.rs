@@ -107,6 +107,14 @@ impl ViewTable for Probe {
         self.table.park(parked).await
     }
 
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        self.table.parked().await
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        self.table.unpark(pk, through).await
+    }
+
     async fn record_activity(
         &self,
         entries: &[ledger_core::projection::activity::ActivityEntry],

@@ -31,12 +31,22 @@ mod sqlite {
     async fn the_tools_find_every_planted_fault() {
         super::the_tools_find_every_planted_fault(super::Backend::Sqlite).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redrive_applies_parked_records_and_clears_them_once() {
+        super::redrive_applies_parked_records_and_clears_them_once(super::Backend::Sqlite).await;
+    }
 }
 
 mod dynamodb {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_tools_find_every_planted_fault() {
         super::the_tools_find_every_planted_fault(super::Backend::Dynamo).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redrive_applies_parked_records_and_clears_them_once() {
+        super::redrive_applies_parked_records_and_clears_them_once(super::Backend::Dynamo).await;
     }
 }
 
@@ -533,4 +543,140 @@ async fn a_rebuild_under_load_loses_nothing_and_counts_nothing_twice() {
         .expect("verify runs");
     let verified: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(output.status.code(), Some(0), "{verified:#}");
+}
+
+/// An empty ledger of `backend`: its store, its read models, and the
+/// arguments that name it.
+async fn empty_ledger(backend: Backend) -> Fixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    match backend {
+        Backend::Sqlite => {
+            let database = dir.path().join(tally::server::DATABASE_FILE);
+            let store = ledger_store::sqlite::SqliteStore::open(&database).expect("opens");
+            let views = ledger_store::sqlite::SqliteViews::open(&ledger_store::sqlite::views_path(
+                &database,
+            ))
+            .expect("opens");
+            Fixture {
+                args: vec!["--data".to_owned(), dir.path().display().to_string()],
+                _dir: dir,
+                store: AnyStore::Sqlite(store),
+                views: AnyTable::Sqlite(views),
+            }
+        }
+        Backend::Dynamo => {
+            let endpoint = tokio::task::spawn_blocking(|| {
+                Emulator::shared(Kind::DynamoDb).endpoint().to_owned()
+            })
+            .await
+            .expect("DynamoDB Local starts");
+            let config = DynamoConfig {
+                endpoint: Some(endpoint.clone()),
+                table_prefix: unique_prefix("sys-redrive"),
+            };
+            let store = ledger_store::dynamodb::DynamoStore::create_and_connect(&config)
+                .await
+                .expect("tables");
+            let views = ledger_store::dynamodb::views::DynamoTable::connect(&config).await;
+            Fixture {
+                args: vec![
+                    "--store".to_owned(),
+                    "dynamodb".to_owned(),
+                    "--endpoint".to_owned(),
+                    endpoint,
+                    "--table-prefix".to_owned(),
+                    config.table_prefix.clone(),
+                ],
+                _dir: dir,
+                store: AnyStore::Dynamo(store),
+                views: AnyTable::Dynamo(views),
+            }
+        }
+    }
+}
+
+/// A projector that could not read an order's first event parked it and
+/// everything behind it; after the fix, `replay redrive` applies them from
+/// the event table and clears every entry, and a second redrive finds
+/// nothing to do.
+async fn redrive_applies_parked_records_and_clears_them_once(backend: Backend) {
+    use ledger_store::dynamodb::change::Change;
+    use projector::record::ChangeRecord;
+
+    let source = seeded(backend).await;
+    let records = source.store.all_records().await.expect("the log reads");
+    let (order, order_records) = stream_with(&records, StreamKind::Order, 2, &[]);
+    let first = codec::decode(&order_records[0].bytes).expect("decodes");
+    let Event::SaleRecorded(sale) = &first.event else {
+        panic!("an order starts with its sale: {:?}", first.event)
+    };
+    let vendor = StreamId::vendor(sale.vendor_id);
+    let tenant = TenantId::new(DEMO);
+    let copied: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.stream == order || r.stream == vendor || r.stream == StreamId::tenant(tenant))
+        .collect();
+
+    // Another ledger holding those streams, projected by a projector that
+    // could not read the order's first event.
+    let ledger = empty_ledger(backend).await;
+    for r in &copied {
+        tamper::put_record(
+            &ledger.store,
+            r.tenant_id,
+            r.stream,
+            r.version,
+            r.bytes.clone(),
+        )
+        .await
+        .expect("copied");
+    }
+    let delivered: Vec<ChangeRecord> = copied
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut bytes = r.bytes.clone();
+            if r.stream == order && r.version.get() == 1 {
+                bytes.truncate(10);
+            }
+            ChangeRecord {
+                id: i.to_string(),
+                written_at_ms: None,
+                change: Change::Event {
+                    pk: projector::plan::pk_of(r.tenant_id, r.stream),
+                    version: r.version.get(),
+                    bytes,
+                },
+            }
+        })
+        .collect();
+    let report = projector::StreamProjector::new(ledger.views.clone())
+        .handle(delivered)
+        .await;
+    assert_eq!(report.parked, order_records.len(), "{report:?}");
+    let (code, drift) = tally_json(&ledger, &["replay", "verify", "--json"]).await;
+    assert_eq!(code, 1, "a parked order is drift: {drift:#}");
+
+    let (code, redriven) = tally_json(&ledger, &["replay", "redrive", "--json"]).await;
+    assert_eq!(code, 0, "{redriven:#}");
+    let streams = redriven["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 1, "{redriven:#}");
+    assert_eq!(
+        streams[0]["cleared"].as_u64(),
+        Some(order_records.len() as u64)
+    );
+    assert_eq!(
+        streams[0]["applied"].as_u64(),
+        Some(order_records.len() as u64)
+    );
+    assert!(ledger.views.parked().await.expect("reads").is_empty());
+    let (code, verified) = tally_json(&ledger, &["replay", "verify", "--json"]).await;
+    assert_eq!(code, 0, "{verified:#}");
+
+    // Exactly once: nothing left to do, and the sums did not move.
+    let before = ledger.views.scan().await.expect("scans");
+    let (code, again) = tally_json(&ledger, &["replay", "redrive", "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(again["streams"], serde_json::json!([]));
+    assert_eq!(ledger.views.scan().await.expect("scans").sums, before.sums);
 }

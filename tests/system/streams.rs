@@ -219,6 +219,14 @@ impl<T: ViewTable> ViewTable for Crashing<T> {
         self.spend()?;
         self.inner.park(parked).await
     }
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        self.spend()?;
+        self.inner.parked().await
+    }
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        self.spend()?;
+        self.inner.unpark(pk, through).await
+    }
     async fn record_activity(
         &self,
         entries: &[ledger_core::projection::activity::ActivityEntry],

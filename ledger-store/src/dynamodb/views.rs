@@ -252,19 +252,6 @@ impl DynamoTable {
         self.meter_read(&sizes, page_units(&sizes), consistent, reported);
     }
 
-    /// Every parked record, by stream and version: what operators look at
-    /// and redrive from. A filtered scan: an operator's tool, not a hot
-    /// path.
-    ///
-    /// # Errors
-    /// When the scan fails.
-    pub async fn parked(&self) -> Result<Vec<Parked>, TableError> {
-        let state = self
-            .scan_where(Some(("begins_with(#pk, :parked)", s(PARKED_PREFIX))))
-            .await?;
-        Ok(state.parked.into_values().collect())
-    }
-
     /// A consistent scan of the items matching `filter` (an expression on
     /// `#pk` with one value `:parked`), read into a [`MemoryState`].
     async fn scan_where(
@@ -899,6 +886,50 @@ impl ViewTable for DynamoTable {
         let mut cost = self.transact(&actions, write.views.len(), cost).await?;
         cost.add(&self.delete_settled(&write.sums).await?);
         Ok(cost)
+    }
+
+    /// A filtered scan: an operator's tool, not a hot path.
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        let state = self
+            .scan_where(Some(("begins_with(#pk, :parked)", s(PARKED_PREFIX))))
+            .await?;
+        Ok(state.parked.into_values().collect())
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        let key = s(format!("{PARKED_PREFIX}{pk}"));
+        let mut start = None;
+        loop {
+            let page = self
+                .db
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND #sk <= :through")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SORT)
+                .expression_attribute_values(":pk", key.clone())
+                .expression_attribute_values(":through", s(padded(through)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| TableError::backend(format!("reading parked records of {pk}"), e))?;
+            for item in page.items() {
+                let Some(sk) = item.get(SORT) else { continue };
+                self.db
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key(PK, key.clone())
+                    .key(SORT, sk.clone())
+                    .send()
+                    .await
+                    .map_err(|e| TableError::backend(format!("unparking {pk}"), e))?;
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {

@@ -137,6 +137,9 @@ const SQL_PARK: &str = "INSERT INTO parked (pk, version, record, error, behind) 
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pk, version) DO UPDATE SET \
      record = excluded.record, error = excluded.error, behind = excluded.behind";
 const SQL_PARKED_FROM: &str = "SELECT MIN(version) FROM parked WHERE pk = ?1";
+const SQL_PARKED: &str =
+    "SELECT pk, version, record, error, behind FROM parked ORDER BY pk, version";
+const SQL_UNPARK: &str = "DELETE FROM parked WHERE pk = ?1 AND version <= ?2";
 /// A tenant's order views (one vendor's when `?2` is set) in
 /// `[?3, ?4)`, below `(?5, ?6)`, newest first.
 const SQL_ORDERS: &str = "SELECT stream, version, bytes, vendor_id, occurred_at FROM views \
@@ -346,6 +349,26 @@ impl SqliteViews {
         .await
         .map_err(|e| TableError::backend("a read-model task", e))?
     }
+}
+
+/// Every parked record, by stream key then version.
+fn read_parked(conn: &Connection) -> Result<Vec<Parked>, TableError> {
+    let mut select = conn
+        .prepare_cached(SQL_PARKED)
+        .map_err(backend("preparing to read parked records"))?;
+    let rows = select
+        .query_map([], |r| {
+            Ok(Parked {
+                pk: r.get(0)?,
+                version: r.get::<_, i64>(1)?.max(0) as u64,
+                record: r.get(2)?,
+                error: r.get(3)?,
+                behind: r.get::<_, Option<i64>>(4)?.map(|b| b.max(0) as u64),
+            })
+        })
+        .map_err(backend("reading parked records"))?;
+    rows.map(|row| row.map_err(backend("reading a parked record")))
+        .collect()
 }
 
 fn activity_entry(bytes: &[u8]) -> Result<ActivityEntry, TableError> {
@@ -663,6 +686,21 @@ impl ViewTable for SqliteViews {
                 .query_row(SQL_PARKED_FROM, params![pk], |r| r.get(0))
                 .map_err(backend("reading parked records"))?;
             Ok(lowest.and_then(|v| u64::try_from(v).ok()))
+        })
+        .await
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        self.with(|conn| read_parked(conn)).await
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        let pk = pk.to_owned();
+        let through = i64::try_from(through).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            conn.execute(SQL_UNPARK, params![pk, through])
+                .map_err(backend("unparking records"))?;
+            Ok(())
         })
         .await
     }
@@ -991,22 +1029,7 @@ impl ViewTable for SqliteViews {
                 };
                 state.sums.insert(key, sum_of(kind, &amounts)?);
             }
-            let mut parked = conn
-                .prepare("SELECT pk, version, record, error, behind FROM parked")
-                .map_err(backend("preparing a scan"))?;
-            let rows = parked
-                .query_map([], |r| {
-                    Ok(Parked {
-                        pk: r.get(0)?,
-                        version: r.get::<_, i64>(1)?.max(0) as u64,
-                        record: r.get(2)?,
-                        error: r.get(3)?,
-                        behind: r.get::<_, Option<i64>>(4)?.map(|b| b.max(0) as u64),
-                    })
-                })
-                .map_err(backend("scanning parked records"))?;
-            for row in rows {
-                let p = row.map_err(backend("reading a parked record"))?;
+            for p in read_parked(conn)? {
                 state.parked.insert((p.pk.clone(), p.version), p);
             }
             let mut activity = conn

@@ -62,6 +62,14 @@ impl ViewTable for AnyTable {
         on_adapter!(self, t => t.park(parked).await)
     }
 
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        on_adapter!(self, t => t.parked().await)
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        on_adapter!(self, t => t.unpark(pk, through).await)
+    }
+
     async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {
         on_adapter!(self, t => t.record_activity(entries).await)
     }

@@ -35,6 +35,7 @@ macro_rules! view_table_conformance_tests {
             sums_only_add,
             a_large_write_is_all_or_nothing,
             parking_twice_stores_once,
+            unparking_deletes_only_what_was_applied,
             orders_list_newest_first_in_pages,
             sums_list_by_date_then_vendor,
             credit_views_list_by_employee_in_pages,
@@ -422,6 +423,60 @@ pub async fn a_large_write_is_all_or_nothing<T: ViewTable>(table: &T) {
         other => panic!("one stale gate must fail the whole write, got {other:?}"),
     }
     assert_eq!(state_of(table, tenant).await, before, "nothing was written");
+}
+
+/// `unpark` deletes a stream's parked records up to a version and nothing
+/// else; `parked` lists what is left by stream then version.
+pub async fn unparking_deletes_only_what_was_applied<T: ViewTable>(table: &T) {
+    let tenant = unique_tenant("views-unpark");
+    let parked = |stream: &str, version: u64, behind: Option<u64>| Parked {
+        pk: format!("{tenant}|{stream}"),
+        version,
+        record: format!("seq-{stream}-{version}"),
+        error: "poison".to_owned(),
+        behind,
+    };
+    table
+        .park(&[
+            parked("order/O1", 4, None),
+            parked("order/O1", 5, Some(4)),
+            parked("order/O1", 6, Some(4)),
+            parked("order/O2", 1, None),
+        ])
+        .await
+        .expect("park");
+    let ours = |all: Vec<Parked>| -> Vec<Parked> {
+        all.into_iter()
+            .filter(|p| p.pk.starts_with(&format!("{tenant}|")))
+            .collect()
+    };
+    table
+        .unpark(&format!("{tenant}|order/O1"), 5)
+        .await
+        .expect("unpark");
+    assert_eq!(
+        ours(table.parked().await.expect("parked")),
+        vec![parked("order/O1", 6, Some(4)), parked("order/O2", 1, None)]
+    );
+    assert_eq!(
+        table
+            .parked_from(&format!("{tenant}|order/O1"))
+            .await
+            .expect("parked"),
+        Some(6)
+    );
+    table
+        .unpark(&format!("{tenant}|order/O9"), 100)
+        .await
+        .expect("unparking nothing is no error");
+    table
+        .unpark(&format!("{tenant}|order/O1"), 6)
+        .await
+        .expect("unpark");
+    assert_eq!(
+        ours(table.parked().await.expect("parked")),
+        vec![parked("order/O2", 1, None)]
+    );
 }
 
 /// Parking a record twice stores it once, later fields winning, and

@@ -141,6 +141,23 @@ impl ViewTable for MemoryTable {
         Ok(Cost::default())
     }
 
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        Ok(state.parked.values().cloned().collect())
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        Self::spend(&mut state)?;
+        state
+            .parked
+            .retain(|(p, version), _| p != pk || *version > through);
+        Ok(())
+    }
+
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
         tokio::task::yield_now().await;
         let mut state = self.lock();

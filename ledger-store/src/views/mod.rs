@@ -299,6 +299,9 @@ impl TableError {
 ///   parking one twice MUST store it once (the later record wins).
 /// - `parked_from` MUST return the lowest parked version of a stream key,
 ///   and `None` when nothing of it is parked.
+/// - `parked` MUST return every parked record, by stream key then version.
+/// - `unpark` MUST delete the stream key's parked records at versions up to
+///   `through`, and only those; unparking what is not parked is no error.
 /// - `record_activity` MUST store each entry under its `(tenant, stream,
 ///   version)`; storing one twice MUST store it once. A projector records
 ///   an event's entry only once the event's views and sums are written
@@ -347,6 +350,15 @@ pub trait ViewTable: Send + Sync {
     /// The lowest version of the stream that is parked, if any.
     fn parked_from(&self, pk: &str)
     -> impl Future<Output = Result<Option<u64>, TableError>> + Send;
+
+    /// Every parked record, by stream key then version: what operators
+    /// look at and redrive from.
+    fn parked(&self) -> impl Future<Output = Result<Vec<Parked>, TableError>> + Send;
+
+    /// Deletes the parked records of the stream key `pk` at versions up to
+    /// `through`: they were applied.
+    fn unpark(&self, pk: &str, through: u64)
+    -> impl Future<Output = Result<(), TableError>> + Send;
 
     /// Writes `write` atomically, gates first.
     fn write(&self, write: &Write) -> impl Future<Output = Result<Cost, WriteError>> + Send;
@@ -436,6 +448,14 @@ impl<T: ViewTable> ViewTable for std::sync::Arc<T> {
 
     async fn park(&self, parked: &[Parked]) -> Result<Cost, TableError> {
         (**self).park(parked).await
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, TableError> {
+        (**self).parked().await
+    }
+
+    async fn unpark(&self, pk: &str, through: u64) -> Result<(), TableError> {
+        (**self).unpark(pk, through).await
     }
 
     async fn record_activity(&self, entries: &[ActivityEntry]) -> Result<Cost, TableError> {

@@ -4,4 +4,5 @@
 //! crate, the load generator the `tally-load` crate and the audit and
 //! replay tools the `tally-replay` crate.
 
+pub mod seed;
 pub mod server;

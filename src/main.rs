@@ -43,6 +43,14 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the ledger server: embedded store, command API, live projections.
     Serve(ServeArgs),
+    /// Fill a store with simulated tenants (`sim-0000`, ...): a log of any
+    /// size to try the audit and replay tools on, and to measure them.
+    /// Read models are not built: `tally replay rebuild` builds them (or
+    /// `tally serve` on SQLite, from its start).
+    #[command(after_help = "Examples:
+  tally seed --data big --tenants 32 --days 150 --sales-per-day 150     # about 1 million events
+  tally seed --store dynamodb --endpoint http://127.0.0.1:8000 --table-prefix big- --tenants 4 --days 60")]
+    Seed(SeedArgs),
     /// Mint a bearer token signed with the data directory's key. The token
     /// is the last line printed.
     Token(TokenArgs),
@@ -318,6 +326,28 @@ fn parse_instant(text: &str) -> Result<Timestamp, String> {
 }
 
 #[derive(clap::Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    #[arg(long, default_value_t = 4)]
+    tenants: u32,
+    /// Tenants simulated and appended at once.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Seed of the first tenant's simulation (the next tenants count up).
+    #[arg(long, default_value_t = SimConfig::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = SimConfig::default().days)]
+    days: u32,
+    #[arg(long, default_value_t = SimConfig::default().vendors)]
+    vendors: u32,
+    #[arg(long, default_value_t = SimConfig::default().employees)]
+    employees: u32,
+    #[arg(long, default_value_t = SimConfig::default().sales_per_day)]
+    sales_per_day: u32,
+}
+
+#[derive(clap::Args)]
 struct ParkedArgs {
     #[command(flatten)]
     ledger: LedgerArgs,
@@ -464,6 +494,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo(&args).map(|()| Verdict::Clean),
         Cmd::Serve(args) => serve(args).map(|()| Verdict::Clean),
         Cmd::Token(args) => token(&args).map(|()| Verdict::Clean),
+        Cmd::Seed(args) => seed(&args).map(|()| Verdict::Clean),
         Cmd::Load(args) => load(args),
         Cmd::Parked(args) => parked(&args).map(|()| Verdict::Clean),
         Cmd::Audit(args) => audit(&args),
@@ -515,17 +546,25 @@ fn audit(args: &AuditArgs) -> anyhow::Result<Verdict> {
     })
 }
 
+/// ", peak memory N MiB" where the platform says.
+fn peak_memory() -> String {
+    tally_replay::peak_resident_kib()
+        .map(|kib| format!(", peak memory {:.0} MiB", kib as f64 / 1024.0))
+        .unwrap_or_default()
+}
+
 fn print_audit(run: &tally_replay::audit::AuditRun) {
     let r = &run.report;
     let verdict = if run.clean { "CLEAN" } else { "FINDINGS" };
     println!(
-        "Audit: {verdict}. {} events in {} streams of {} tenant(s), {} postings; read in {:.2} s ({:.0} events/s).",
+        "Audit: {verdict}. {} events in {} streams of {} tenant(s), {} postings; read in {:.2} s ({:.0} events/s){}.",
         r.events,
         r.streams,
         r.tenants.len(),
         r.postings,
         run.reading.elapsed.as_secs_f64(),
-        run.reading.per_second()
+        run.reading.per_second(),
+        peak_memory()
     );
     println!(
         "Checked: every record decodes and sits under its key, hash chains, contiguous versions, postings sum to zero \
@@ -595,11 +634,12 @@ fn digest(args: &DigestArgs) -> anyhow::Result<Verdict> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         eprintln!(
-            "{} events covered; read {} records in {:.2} s ({:.0} events/s)",
+            "{} events covered; read {} records in {:.2} s ({:.0} events/s){}",
             digest.events,
             reading.read,
             reading.elapsed.as_secs_f64(),
-            reading.per_second()
+            reading.per_second(),
+            peak_memory()
         );
         println!("{digest}");
     }
@@ -672,11 +712,12 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Verdict> {
     } else {
         let verdict = if verified.clean { "CLEAN" } else { "DRIFT" };
         println!(
-            "Verify: {verdict}. {} drift(s); folded {} records in {:.2} s ({:.0} events/s).",
+            "Verify: {verdict}. {} drift(s); folded {} records in {:.2} s ({:.0} events/s){}.",
             verified.drift_total,
             verified.reading.records,
             verified.reading.elapsed.as_secs_f64(),
-            verified.reading.per_second()
+            verified.reading.per_second(),
+            peak_memory()
         );
         for d in &verified.drift {
             println!(
@@ -711,12 +752,13 @@ fn rebuild(args: &RebuildArgs) -> anyhow::Result<Verdict> {
         println!("{}", serde_json::to_string_pretty(&rebuilt)?);
     } else {
         println!(
-            "Rebuilt generation {} ({}): folded {} records in {:.2} s ({:.0} events/s).",
+            "Rebuilt generation {} ({}): folded {} records in {:.2} s ({:.0} events/s){}.",
             rebuilt.generation,
             rebuilt.path.display(),
             rebuilt.folded,
             rebuilt.elapsed.as_secs_f64(),
-            rebuilt.per_second()
+            rebuilt.per_second(),
+            peak_memory()
         );
         if rebuilt.switched {
             println!(
@@ -734,6 +776,51 @@ fn rebuild(args: &RebuildArgs) -> anyhow::Result<Verdict> {
         }
     }
     Ok(Verdict::Clean)
+}
+
+fn seed(args: &SeedArgs) -> anyhow::Result<()> {
+    let base = SimConfig {
+        seed: args.seed,
+        days: args.days,
+        vendors: args.vendors,
+        employees: args.employees,
+        sales_per_day: args.sales_per_day,
+        ..SimConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let started = std::time::Instant::now();
+    let seeded = runtime.block_on(async {
+        let store = match args.ledger.location() {
+            tally_replay::Location::Sqlite { database } => {
+                std::fs::create_dir_all(&args.ledger.data)
+                    .with_context(|| format!("creating {}", args.ledger.data.display()))?;
+                ledger_store::AnyStore::Sqlite(
+                    ledger_store::sqlite::SqliteStore::open(&database)
+                        .with_context(|| format!("opening {}", database.display()))?,
+                )
+            }
+            tally_replay::Location::Dynamo(config) => ledger_store::AnyStore::Dynamo(
+                ledger_store::dynamodb::DynamoStore::create_and_connect(&config)
+                    .await
+                    .context("opening the DynamoDB tables")?,
+            ),
+        };
+        let progress = Progress::new("seeding");
+        progress.start(u64::from(args.tenants));
+        tally::seed::seed_tenants(&store, base, args.tenants, args.parallel, |_| {
+            progress.advance(1);
+        })
+        .await
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} tenant(s): {} events from {} commands in {seconds:.1} s ({:.0} events/s)",
+        args.tenants,
+        seeded.events,
+        seeded.commands,
+        seeded.events as f64 / seconds.max(1e-9)
+    );
+    Ok(())
 }
 
 fn redrive(args: &RedriveArgs) -> anyhow::Result<Verdict> {

@@ -12,18 +12,17 @@ use aws_local::streams::{StreamsRunner, StreamsRunnerConfig};
 use command_api::auth::{LocalKey, Verifier};
 use command_api::http::{self, App};
 use command_api::service::CommandService;
-use ledger_core::codec;
 use ledger_core::id::StreamId;
 use ledger_store::Position;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
-use ledger_store::sqlite::{LiveViews, SqliteStore, SqliteViews, generation_path, live_generation};
-use ledger_store::views::AnyTable;
-use ledger_store::{AnyStore, AppendRequest, CommitLog, EventStore, StreamAppend};
+use ledger_store::sqlite::{SqliteStore, SqliteViews, generation_path, live_generation};
+use ledger_store::views::{AnyTable, Live};
+use ledger_store::{AnyStore, CommitLog, EventStore};
 use projector::follow::ViewFollower;
 use projector::lambda::{dynamodb_records, dynamodb_response};
 
-use tally_sim::{SimConfig, simulate};
+use tally_sim::SimConfig;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ledger.db";
@@ -59,7 +58,8 @@ pub struct Server {
     pub key: LocalKey,
     pub demo_seeded: bool,
     app: http::AppState<AnyStore>,
-    /// The embedded log's follower, and what stops it.
+    /// The embedded log's follower (SQLite) or the generation watcher
+    /// (DynamoDB), and what stops it.
     follower: Option<Follower>,
     stream_projection: Option<RunnerHandle>,
     shutdown: tokio::sync::oneshot::Sender<()>,
@@ -103,9 +103,21 @@ impl Server {
                 (views, Some(follower), None, report)
             }
             (AnyStore::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
-                let (runner, report) = start_stream_projection(dynamo).await?;
-                let views = AnyTable::Dynamo(DynamoTable::connect(dynamo).await);
-                (views, None, Some(runner), report)
+                let first = DynamoTable::connect(dynamo).await;
+                let generations = first
+                    .generations()
+                    .await
+                    .context("reading the live read-model generation")?;
+                let read = Live::new(first.generation(generations.read));
+                let write = Live::new(first.generation(generations.write));
+                let (runner, report) = start_stream_projection(dynamo, write.clone()).await?;
+                let watcher = watch_generations(first, generations, read.clone(), write);
+                (
+                    AnyTable::LiveDynamo(read),
+                    Some(watcher),
+                    Some(runner),
+                    report,
+                )
             }
             (AnyStore::Dynamo(_), StoreConfig::Sqlite) => {
                 unreachable!("the store follows its config")
@@ -207,7 +219,7 @@ async fn start_follower(
 ) -> anyhow::Result<(AnyTable, Follower, ProjectionReport)> {
     let generation = live_generation(database).context("reading the live read-model generation")?;
     let views = open_views(database, generation)?;
-    let live = LiveViews::new(views.clone());
+    let live = Live::new(views.clone());
     let follower = ViewFollower::resume(store.clone(), views.clone(), views)
         .await
         .context("starting the projector")?;
@@ -247,12 +259,52 @@ fn open_views(database: &Path, generation: u32) -> anyhow::Result<SqliteViews> {
         .with_context(|| format!("opening the read models ({})", path.display()))
 }
 
+/// Watches the DynamoDB generation pointer every [`GENERATION_POLL`] and
+/// points the projector's writes and the API's reads where it says: a
+/// rebuild moves writers first and readers once the new generation has
+/// caught up (see `tally replay rebuild`).
+fn watch_generations(
+    first: DynamoTable,
+    mut live: ledger_store::dynamodb::views::Generations,
+    read: Live<DynamoTable>,
+    write: Live<DynamoTable>,
+) -> Follower {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(GENERATION_POLL) => {}
+            }
+            match first.generations().await {
+                Ok(now) if now != live => {
+                    if now.write != live.write {
+                        write.set(first.generation(now.write));
+                    }
+                    if now.read != live.read {
+                        read.set(first.generation(now.read));
+                    }
+                    tracing::info!(
+                        read = now.read,
+                        write = now.write,
+                        "read-model generations switched"
+                    );
+                    live = now;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the generation pointer failed"),
+            }
+        }
+    });
+    (stop, task)
+}
+
 /// What the embedded projector shares with the server.
 struct Generations {
     store: SqliteStore,
     database: PathBuf,
     /// The generation readers read.
-    live: LiveViews,
+    live: Live<SqliteViews>,
     /// The position the live generation is folded to.
     projected: Arc<tokio::sync::watch::Sender<Position>>,
     generation: Arc<std::sync::atomic::AtomicU32>,
@@ -354,10 +406,9 @@ struct Projected {
 /// runner, with the handler Lambda runs, writing the read-model table.
 async fn start_stream_projection(
     dynamo: &DynamoConfig,
+    write: Live<DynamoTable>,
 ) -> anyhow::Result<(RunnerHandle, ProjectionReport)> {
-    let projector = Arc::new(projector::StreamProjector::new(
-        DynamoTable::connect(dynamo).await,
-    ));
+    let projector = Arc::new(projector::StreamProjector::new(AnyTable::LiveDynamo(write)));
     let last: Arc<std::sync::Mutex<Projected>> = Arc::default();
     let handler = {
         let last = Arc::clone(&last);
@@ -433,52 +484,10 @@ async fn seed_demo(store: &AnyStore) -> anyhow::Result<()> {
         sales_per_day: DEMO_SALES_PER_DAY,
         ..SimConfig::default()
     };
-    let tenant_id = config.tenant_id;
-    let (ledger, stats) = simulate(config);
-    let mut request = AppendRequest {
-        heads: Vec::new(),
-        tenant_id,
-        streams: Vec::new(),
-        idempotency: None,
-    };
-    let mut appended = 0usize;
-    for bytes in ledger.records() {
-        let envelope = codec::decode(bytes)?;
-        let stream: StreamId = envelope.stream();
-        let full = request.event_count() >= ledger_store::APPEND_EVENTS_MAX
-            || request.streams.len() >= ledger_store::APPEND_STREAMS_MAX;
-        let repeats = request.streams.iter().any(|s| s.stream == stream);
-        if full || repeats {
-            appended += request.event_count();
-            store
-                .append(std::mem::replace(
-                    &mut request,
-                    AppendRequest {
-                        heads: Vec::new(),
-                        tenant_id,
-                        streams: Vec::new(),
-                        idempotency: None,
-                    },
-                ))
-                .await?;
-        }
-        let expected = ledger_core::id::StreamVersion::new(envelope.version().get() - 1);
-        request.streams.push(StreamAppend {
-            stream,
-            expected,
-            events: vec![codec::Sealed {
-                envelope,
-                bytes: bytes.clone(),
-            }],
-        });
-    }
-    if !request.streams.is_empty() {
-        appended += request.event_count();
-        store.append(request).await?;
-    }
+    let seeded = crate::seed::seed_tenant(store, config).await?;
     tracing::info!(
-        events = appended,
-        commands = stats.commands,
+        events = seeded.events,
+        commands = seeded.commands,
         "demo tenant seeded"
     );
     Ok(())

@@ -81,7 +81,12 @@ impl Ledger {
                 let store = DynamoStore::connect(config)
                     .await
                     .with_context(|| format!("opening the DynamoDB event table ({config:?})"))?;
-                let views = DynamoTable::connect(config).await;
+                let first = DynamoTable::connect(config).await;
+                let generations = first
+                    .generations()
+                    .await
+                    .context("reading the live read-model generation")?;
+                let views = first.generation(generations.read);
                 Ok(Ledger {
                     store: AnyStore::Dynamo(store),
                     views: AnyTable::Dynamo(views),
@@ -118,6 +123,7 @@ impl Ledger {
             }
         }
         reading.elapsed = started.elapsed();
+        reading.peak_resident_kib = peak_resident_kib();
         progress.finish();
         Ok(reading)
     }
@@ -132,6 +138,9 @@ pub struct Reading {
     pub records: u64,
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
+    /// The process's peak resident memory when the reading ended, in KiB
+    /// (Linux only).
+    pub peak_resident_kib: Option<u64>,
 }
 
 impl Reading {
@@ -139,6 +148,15 @@ impl Reading {
     pub fn per_second(&self) -> f64 {
         self.read as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+}
+
+/// The process's peak resident memory so far, in KiB (`VmHWM`; Linux only).
+pub fn peak_resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

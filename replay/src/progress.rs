@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A progress bar for one reading of the log.
+/// A progress bar for one reading of the log. Clones share the bar.
+#[derive(Clone)]
 pub struct Progress {
     bar: ProgressBar,
 }

@@ -341,6 +341,25 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One segment of a parallel Scan of `segments` (see
+    /// [`DynamoStore::scan_event_pages`]), page by page: its streams each
+    /// in version order.
+    pub fn scan_segment_pages(
+        &self,
+        segment: u32,
+        segments: u32,
+        queued: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<Record>, StoreError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(queued.max(1));
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.scan_segment(segment, segments.max(1), &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
     /// Approximate number of items in the event table (DynamoDB refreshes
     /// it about every six hours), for progress reports.
     ///

@@ -125,6 +125,32 @@ pub async fn create_tables(client: &Client, prefix: &str) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Creates (when missing) a read-model table named `name` from
+/// `read-models.json`, with its TTL: another generation of the read models.
+///
+/// # Errors
+/// The service's.
+pub async fn create_read_model_table(client: &Client, name: &str) -> Result<(), StoreError> {
+    let [_, table] = definitions();
+    let created = create_table(client, name, &table).await?;
+    wait_active(client, name).await?;
+    if created && let Some(ttl) = &table.time_to_live_specification {
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(&ttl.attribute_name)
+            .enabled(ttl.enabled)
+            .build()
+            .map_err(schema_error)?;
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| backend("UpdateTimeToLive", e))?;
+    }
+    Ok(())
+}
+
 async fn create_table(
     client: &Client,
     name: &str,

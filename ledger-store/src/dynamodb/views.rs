@@ -93,6 +93,11 @@ const ACTIVITY_SK: &str = "a|";
 const CURRENCY: &str = "cur";
 const DUE_AMOUNT: &str = "amount";
 const PARKED_PREFIX: &str = "parked|";
+/// The generation pointer's key, in the first generation's table.
+const GENERATION_PK: &str = "generation";
+const GENERATION_SK: &str = "live";
+const GENERATION_READ: &str = "read";
+const GENERATION_WRITE: &str = "write";
 /// Keys per `BatchGetItem` request.
 const GET_BATCH_MAX: usize = 100;
 /// Items per `BatchWriteItem` request.
@@ -100,11 +105,28 @@ const PUT_BATCH_MAX: usize = 25;
 /// Attempts of a transaction cancelled by a transient reason.
 const WRITE_ATTEMPTS_MAX: u32 = 4;
 
+/// Which generation of the read-model table readers read and projectors
+/// write. They differ only while a rebuild switches generations: writers
+/// move first, readers once the new generation has caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Generations {
+    pub read: u32,
+    pub write: u32,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Self { read: 1, write: 1 }
+    }
+}
+
 /// The read-model table on DynamoDB.
 #[derive(Debug, Clone)]
 pub struct DynamoTable {
     db: Client,
     table: String,
+    /// The first generation's table, which holds the generation pointer.
+    first: String,
     /// Set by [`DynamoTable::metered`]; shared by clones.
     reads: Option<Arc<ReadMeter>>,
 }
@@ -180,9 +202,161 @@ impl DynamoTable {
         DynamoTable::new(db, config.table_names().1)
     }
 
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    /// Generation `generation` of this table: the first is the table
+    /// itself, the n-th `<first>-g<n>`.
+    pub fn generation(&self, generation: u32) -> DynamoTable {
+        let table = if generation <= 1 {
+            self.first.clone()
+        } else {
+            format!("{}-g{generation}", self.first)
+        };
+        DynamoTable {
+            db: self.db.clone(),
+            table,
+            first: self.first.clone(),
+            reads: self.reads.clone(),
+        }
+    }
+
+    /// Creates generation `generation`'s table when it is missing.
+    ///
+    /// # Errors
+    /// The service's.
+    pub async fn create_generation(&self, generation: u32) -> Result<DynamoTable, TableError> {
+        let table = self.generation(generation);
+        super::schema::create_read_model_table(&self.db, &table.table)
+            .await
+            .map_err(|e| TableError::backend(format!("creating {}", table.table), e))?;
+        Ok(table)
+    }
+
+    /// Whether the table exists.
+    ///
+    /// # Errors
+    /// The service's.
+    pub async fn exists(&self) -> Result<bool, TableError> {
+        match self
+            .db
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(TableError::backend(format!("describing {}", self.table), e)),
+        }
+    }
+
+    /// Deletes generation `generation`'s table (never the first).
+    ///
+    /// # Errors
+    /// The service's; a missing table is no error.
+    pub async fn delete_generation(&self, generation: u32) -> Result<(), TableError> {
+        if generation <= 1 {
+            return Err(TableError::Corrupt(
+                "the first generation holds the generation pointer and is never deleted".into(),
+            ));
+        }
+        let table = self.generation(generation);
+        match self.db.delete_table().table_name(&table.table).send().await {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(TableError::backend(format!("deleting {}", table.table), e)),
+        }
+        Ok(())
+    }
+
+    /// The live generations (both 1 until a rebuild switched one in), read
+    /// strongly consistent from the first generation's table.
+    ///
+    /// # Errors
+    /// The service's, or a pointer that is not one.
+    pub async fn generations(&self) -> Result<Generations, TableError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.first)
+            .consistent_read(true)
+            .key(PK, s(GENERATION_PK))
+            .key(SORT, s(GENERATION_SK))
+            .send()
+            .await
+            .map_err(|e| TableError::backend("reading the generation pointer", e))?;
+        let Some(item) = out.item() else {
+            return Ok(Generations::default());
+        };
+        let number = |name: &str| match item.get(name) {
+            Some(AttributeValue::N(n)) => n.parse::<u32>().ok(),
+            _ => None,
+        };
+        match (number(GENERATION_READ), number(GENERATION_WRITE)) {
+            (Some(read), Some(write)) => Ok(Generations { read, write }),
+            _ => Err(TableError::Corrupt(format!(
+                "the generation pointer of {} is not one: {item:?}",
+                self.first
+            ))),
+        }
+    }
+
+    /// Moves the pointer from `from` to `to`, if it still says `from`.
+    ///
+    /// # Errors
+    /// [`TableError::Corrupt`] when the pointer moved meanwhile (another
+    /// rebuild), or the service's.
+    pub async fn switch_generations(
+        &self,
+        from: Generations,
+        to: Generations,
+    ) -> Result<(), TableError> {
+        let mut put = self
+            .db
+            .put_item()
+            .table_name(&self.first)
+            .item(PK, s(GENERATION_PK))
+            .item(SORT, s(GENERATION_SK))
+            .item(GENERATION_READ, n(to.read))
+            .item(GENERATION_WRITE, n(to.write))
+            .expression_attribute_names("#r", GENERATION_READ)
+            .expression_attribute_names("#w", GENERATION_WRITE)
+            .expression_attribute_values(":r", n(from.read))
+            .expression_attribute_values(":w", n(from.write));
+        put = if from == Generations::default() {
+            put.expression_attribute_names("#pk", PK)
+                .condition_expression("attribute_not_exists(#pk) OR (#r = :r AND #w = :w)")
+        } else {
+            put.condition_expression("#r = :r AND #w = :w")
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(TableError::Corrupt(format!(
+                    "the generation pointer moved from {from:?} meanwhile: another rebuild?"
+                )))
+            }
+            Err(e) => Err(TableError::backend("switching generations", e)),
+        }
+    }
+
     pub fn new(db: Client, table: String) -> DynamoTable {
         DynamoTable {
             db,
+            first: table.clone(),
             table,
             reads: None,
         }
@@ -1254,6 +1428,9 @@ fn read_item(
     let (Some(pk), Some(sk)) = (text(item, PK), text(item, SORT)) else {
         return Ok(());
     };
+    if pk == GENERATION_PK {
+        return Ok(());
+    }
     let item = Item { item, pk, sk };
     if let Some(stream_pk) = pk.strip_prefix(PARKED_PREFIX) {
         let parked = item.parked(stream_pk)?;

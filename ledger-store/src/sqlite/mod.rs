@@ -126,8 +126,7 @@ pub(super) const CHECKPOINT_SCHEMA: &str = "
 pub mod views;
 
 pub use views::{
-    LiveViews, SqliteViews, generation_file, generation_path, live_generation, switch_generation,
-    views_path,
+    SqliteViews, generation_file, generation_path, live_generation, switch_generation, views_path,
 };
 
 /// The checkpoint database beside the log's database at `path`.

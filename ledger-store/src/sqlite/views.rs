@@ -241,27 +241,6 @@ pub fn switch_generation(database: &Path, generation: u32) -> Result<(), TableEr
     Ok(())
 }
 
-/// A handle on whichever generation of the read models is live: readers
-/// holding it read the generation set last.
-#[derive(Clone, Debug)]
-pub struct LiveViews(Arc<std::sync::RwLock<SqliteViews>>);
-
-impl LiveViews {
-    pub fn new(views: SqliteViews) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(views)))
-    }
-
-    /// The live generation's table.
-    pub fn current(&self) -> SqliteViews {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Makes `views` the live generation for every later read.
-    pub fn set(&self, views: SqliteViews) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = views;
-    }
-}
-
 /// The read-model table in one SQLite file. Cheap to clone: clones share
 /// the connection.
 #[derive(Clone)]

@@ -9,20 +9,21 @@ use ledger_core::projection::orders::OrderListQuery;
 use ledger_core::{EmployeeId, StreamId, StreamVersion, TenantId, VendorId};
 
 use super::{
-    Cost, DayRange, DayRow, DueRow, MemoryState, MemoryTable, OrderRow, Parked, StoredView,
+    Cost, DayRange, DayRow, DueRow, Live, MemoryState, MemoryTable, OrderRow, Parked, StoredView,
     TableError, ViewKey, ViewTable, Write, WriteError,
 };
 use crate::dynamodb::views::DynamoTable;
-use crate::sqlite::{LiveViews, SqliteViews};
+use crate::sqlite::SqliteViews;
 
 #[derive(Debug, Clone)]
 pub enum AnyTable {
     Memory(Arc<MemoryTable>),
     Sqlite(SqliteViews),
-    /// Whichever generation of the SQLite read models is live (the server
-    /// switches it when a rebuild is adopted).
-    Live(LiveViews),
+    /// Whichever generation of the SQLite read models is live.
+    Live(Live<SqliteViews>),
     Dynamo(DynamoTable),
+    /// Whichever generation of the DynamoDB read-model table is live.
+    LiveDynamo(Live<DynamoTable>),
 }
 
 /// Runs `$call` on whichever adapter `$table` holds.
@@ -32,6 +33,11 @@ macro_rules! on_adapter {
             AnyTable::Memory($t) => $call,
             AnyTable::Sqlite($t) => $call,
             AnyTable::Live(live) => {
+                let current = live.current();
+                let $t = &current;
+                $call
+            }
+            AnyTable::LiveDynamo(live) => {
                 let current = live.current();
                 let $t = &current;
                 $call

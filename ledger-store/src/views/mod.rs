@@ -39,6 +39,28 @@ pub use any::AnyTable;
 
 pub use memory::{Drift, MemoryState, MemoryTable, Projection};
 
+/// A handle on whichever generation of a read-model table is live:
+/// readers holding it read the generation set last (a server switches it
+/// when it adopts a rebuilt generation).
+#[derive(Clone, Debug)]
+pub struct Live<T>(std::sync::Arc<std::sync::RwLock<T>>);
+
+impl<T: Clone> Live<T> {
+    pub fn new(table: T) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(table)))
+    }
+
+    /// The live generation's table.
+    pub fn current(&self) -> T {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `table` the live generation for every later call.
+    pub fn set(&self, table: T) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
+
 /// An activity entry's place in its tenant's log, as text that sorts as
 /// [`ActivityEntry::sort_key`] does: the record time (20 digits, offset so
 /// negative instants sort first), the stream kind's rank, the stream id

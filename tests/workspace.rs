@@ -117,7 +117,7 @@ fn tally_rejects_a_bad_granularity_with_a_clear_error() {
 /// The workspace crates each crate may depend on (normal dependencies):
 /// the layers of ARCHITECTURE.md, bottom up. Nothing depends on a crate
 /// above it, and the production crates never on the local stand-ins.
-const LAYERS: [(&str, &[&str]); 7] = [
+const LAYERS: [(&str, &[&str]); 8] = [
     ("ledger-core", &[]),
     ("ledger-store", &["ledger-core"]),
     ("projector", &["ledger-core", "ledger-store"]),
@@ -125,6 +125,10 @@ const LAYERS: [(&str, &[&str]); 7] = [
     ("aws-local", &["ledger-core", "ledger-store"]),
     ("tally-sim", &["ledger-core"]),
     ("tally-load", &["ledger-core", "command-api"]),
+    (
+        "tally-replay",
+        &["ledger-core", "ledger-store", "projector"],
+    ),
 ];
 
 /// Each workspace package's normal dependencies on other workspace packages.
@@ -182,6 +186,40 @@ fn no_crate_depends_on_a_crate_above_it() {
     assert!(
         unlisted.is_empty(),
         "give {unlisted:?} a layer here and in ARCHITECTURE.md"
+    );
+}
+
+/// The `tamper` feature (writes below every port's rule) is for tests of
+/// the audit: no binary is built with it.
+#[test]
+fn binaries_are_built_without_tamper() {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "tally",
+            "-e",
+            "normal",
+            "--format",
+            "{p} [{f}]",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let store: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.contains("ledger-store v"))
+        .collect();
+    assert!(!store.is_empty(), "{tree}");
+    assert!(
+        store.iter().all(|l| !l.contains("tamper")),
+        "a binary links ledger-store with tamper: {store:?}"
     );
 }
 
@@ -275,6 +313,7 @@ fn only_ledger_store_names_database_layouts() {
         "aws-local",
         "sim",
         "load",
+        "replay",
         ".",
     ] {
         let src = root.join(crate_dir).join("src");

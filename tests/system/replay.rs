@@ -823,3 +823,146 @@ async fn a_running_dynamodb_server_adopts_a_rebuilt_generation() {
     );
     server.stop().await.expect("the server stops");
 }
+
+/// `replay as-of` at an instant says what the API said at that instant,
+/// after later sales moved the figures on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_an_instant_equals_what_the_api_said_then() {
+    use command_api::auth::Claims;
+    use ledger_core::envelope::Role;
+    use ledger_core::id::{EmployeeId, VendorId};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        demo: true,
+        store: StoreConfig::Sqlite,
+    })
+    .await
+    .expect("the server starts");
+    let http = Http::new(format!("http://{}", server.addr));
+    let mint = |role: Role, vendor: Option<&str>| {
+        server.key.mint(&Claims::new(
+            TenantId::new(DEMO),
+            UserId::new("as-of"),
+            &[role],
+            vendor.map(VendorId::new),
+            None::<EmployeeId>,
+            Duration::from_secs(600),
+        ))
+    };
+    let (admin, cashier) = (mint(Role::Admin, None), mint(Role::Cashier, Some("V01")));
+    let caught_up = || async {
+        loop {
+            let health = http.health().await.expect("/healthz answers");
+            if health["projection_lag_records"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let dashboard = "/v1/dashboard?from=2000-01-01&to=2001-12-31&granularity=month&vendor_id=V01";
+    let today = chrono::Utc::now().date_naive();
+    let dashboard = dashboard
+        .replace(
+            "2000-01-01",
+            &(today - chrono::Duration::days(400)).to_string(),
+        )
+        .replace(
+            "2001-12-31",
+            &(today + chrono::Duration::days(2)).to_string(),
+        );
+    let figures = || async {
+        caught_up().await;
+        let credit = http.get("/v1/employees/E0001/credit", &admin).await;
+        let totals = http.get(&dashboard, &admin).await;
+        assert_eq!(credit.status, reqwest::StatusCode::OK, "{}", credit.body);
+        assert_eq!(totals.status, reqwest::StatusCode::OK, "{}", totals.body);
+        (
+            credit.body["balance"]["amount"]
+                .as_str()
+                .expect("a balance")
+                .to_owned(),
+            totals.body["totals"].clone(),
+        )
+    };
+    let (balance_then, totals_then) = figures().await;
+    let then = chrono::Utc::now().to_rfc3339();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for n in 0..3 {
+        let sale = serde_json::json!({
+            "order_id": format!("O-after-{n}"),
+            "lines": [{"item": "ADOBO", "quantity": 1, "unit_price": "85.00"}],
+            "payment": {"method": "credit", "employee_id": "E0001"},
+        });
+        let reply = http
+            .send(
+                reqwest::Method::POST,
+                "/v1/sales",
+                &cashier,
+                Some(&format!("as-of-{n}")),
+                Some(&sale),
+            )
+            .await
+            .expect("sent");
+        assert!(
+            reply.status.is_success(),
+            "{}: {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let (balance_now, totals_now) = figures().await;
+    assert_ne!(balance_now, balance_then, "the sales moved the balance");
+
+    let data = dir.path().display().to_string();
+    let as_of = |at: String| {
+        let data = data.clone();
+        async move {
+            let output = tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_tally"))
+                    .args([
+                        "replay", "as-of", "--json", "--tenant", DEMO, "--at", &at, "--data", &data,
+                    ])
+                    .output()
+                    .expect("as-of runs")
+            })
+            .await
+            .expect("as-of returns");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let value: Value = serde_json::from_slice(&output.stdout).expect("json");
+            value["tenants"][DEMO].clone()
+        }
+    };
+    for (at, balance, totals) in [
+        (then, balance_then, totals_then),
+        (chrono::Utc::now().to_rfc3339(), balance_now, totals_now),
+    ] {
+        let figures = as_of(at.clone()).await;
+        assert_eq!(
+            figures["credit"]["E0001"],
+            balance.as_str(),
+            "credit at {at}"
+        );
+        let vendor = &figures["dashboard"]["V01"];
+        for field in [
+            "gross",
+            "commission",
+            "orders",
+            "refunded_gross",
+            "gross_credit",
+        ] {
+            assert_eq!(vendor[field], totals[field], "{field} at {at}");
+        }
+        assert_eq!(
+            figures["payable"]["V01"], totals["net_payable"],
+            "payable at {at}"
+        );
+    }
+    server.stop().await.expect("the server stops");
+}

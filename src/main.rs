@@ -88,6 +88,11 @@ const AUDIT_EXAMPLES: &str = "Examples:
   tally audit --data tally-data --against 'tally-digest/1/*/1234/2026-12-01T00:00:00.000000Z/9f2c...'
   tally audit --store dynamodb --endpoint http://127.0.0.1:8000 --table-prefix tally-
 
+The read models and heads are compared with the ledger as they are when the
+reading ends: while a projector is catching up, its newest events show as
+drift. On SQLite the log is read up to its head at the start; on DynamoDB a
+Scan sees appends made while it runs.
+
 Exit codes: 0 clean, 1 findings, 2 usage error, 3 could not run.";
 
 const DIGEST_EXAMPLES: &str = "Examples:
@@ -489,8 +494,24 @@ enum Verdict {
 /// A command that could not run: exit code 3.
 const EXIT_FAILED: u8 = 3;
 
+/// Lets a tool whose reader went away (`tally audit | head`) end quietly,
+/// as Unix tools do, instead of failing on its next line. Not for the
+/// server or the load generator: they write to sockets, where a closed
+/// peer is an error to handle, not a reason to die.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal, before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Serve(_) | Cmd::Load(_)) {
+        die_quietly_on_a_closed_pipe();
+    }
+    let outcome = match cli.command {
         Cmd::Demo(args) => demo(&args).map(|()| Verdict::Clean),
         Cmd::Serve(args) => serve(args).map(|()| Verdict::Clean),
         Cmd::Token(args) => token(&args).map(|()| Verdict::Clean),
@@ -508,15 +529,6 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Verdict::Clean) => ExitCode::SUCCESS,
         Ok(Verdict::Findings) => ExitCode::from(1),
-        // A reader that stopped reading (`tally export | head`) is not a failure.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILED)

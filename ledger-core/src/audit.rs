@@ -48,7 +48,8 @@ pub struct StoredAt {
 #[serde(tag = "finding", rename_all = "snake_case")]
 pub enum Finding {
     /// The record's bytes do not decode (`position`: its ordinal in the
-    /// audit's reading, from 0; `at`: its key, when the store gave one).
+    /// audit's reading, from 0, which on DynamoDB depends on the Scan's
+    /// interleaving; `at`: its key, when the store gave one).
     Undecodable {
         position: u64,
         at: Option<StoredAt>,
@@ -195,7 +196,7 @@ impl Ledger {
     }
 
     /// Every employee's credit balance with a posting, by tenant.
-    pub fn credit_balances(&self) -> BTreeMap<(TenantId, EmployeeId), Decimal> {
+    pub fn credit_balances(&self) -> CreditFigures {
         self.accounts
             .iter()
             .filter_map(|((t, a), amount)| match a {
@@ -206,7 +207,7 @@ impl Ledger {
     }
 
     /// Every vendor's payable with a posting, by tenant.
-    pub fn vendor_payables(&self) -> BTreeMap<(TenantId, VendorId), Decimal> {
+    pub fn vendor_payables(&self) -> PayableFigures {
         self.accounts
             .iter()
             .filter_map(|((t, a), amount)| match a {
@@ -255,6 +256,11 @@ impl Auditor {
     /// The ledger so far.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Every tenant audited so far.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.report.tenants.keys().copied().collect()
     }
 
     /// Every stream audited, with its last version and hash.
@@ -489,6 +495,11 @@ impl Auditor {
         }
         self.check_refunds();
         self.summarise();
+        // Streams arrive interleaved however the reader read them (a
+        // parallel Scan differs run to run): list findings in one order.
+        self.report
+            .findings
+            .sort_by_cached_key(|f| format!("{f:?}"));
         self.report
     }
 
@@ -580,19 +591,19 @@ pub fn audit<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> AuditReport {
     auditor.finish()
 }
 
+/// Credit balances by tenant and employee.
+pub type CreditFigures = BTreeMap<(TenantId, EmployeeId), Decimal>;
+/// Vendor payables by tenant and vendor.
+pub type PayableFigures = BTreeMap<(TenantId, VendorId), Decimal>;
+
 /// The credit balances and vendor payables a fold of the projections states.
-pub fn figures(
-    models: &ReadModels,
-) -> (
-    BTreeMap<(TenantId, EmployeeId), Decimal>,
-    BTreeMap<(TenantId, VendorId), Decimal>,
-) {
+fn figures(models: &ReadModels) -> (CreditFigures, PayableFigures) {
     let credit = models
         .credit
         .all()
         .map(|(t, v)| ((t, v.employee_id), v.balance.amount()))
         .collect();
-    let mut payable: BTreeMap<(TenantId, VendorId), Decimal> = BTreeMap::new();
+    let mut payable = PayableFigures::new();
     for ((t, v, _), totals) in models.dashboard.days() {
         *payable.entry((t, v)).or_default() += totals.net_payable();
     }

@@ -4,19 +4,21 @@
 //! digest taken earlier recomputed over the log as it is now.
 //!
 //! Memory: the auditor's per-stream, per-account and per-order state, a
-//! digest's per-stream state, and the read models' credit views and sums
-//! while they are reconciled; never the events.
+//! digest's per-stream state, and the figures of the read models it
+//! reconciles (a balance per account, a sum per vendor and day); never the
+//! events, nor the rest of the read models.
 
 use std::collections::BTreeMap;
 
 use ledger_core::Hash;
+use ledger_core::LocalDate;
 use ledger_core::audit::{AuditReport, Auditor, Finding, StoredAt};
 use ledger_core::digest::{Digest, Digester};
 use ledger_core::head::{HeadState, StreamHead};
-use ledger_core::id::{EmployeeId, StreamId, StreamKind, StreamVersion, TenantId, VendorId};
+use ledger_core::id::{EmployeeId, StreamId, StreamVersion, TenantId, VendorId};
 use ledger_core::projection::credit::CreditView;
 use ledger_store::EventStore;
-use ledger_store::views::{Sum, SumKey, ViewTable};
+use ledger_store::views::{DayRange, QUERY_ROWS_MAX, ViewTable};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -77,7 +79,7 @@ pub async fn audit(
             }
         })
         .await?;
-    reconcile_read_models(ledger, tenant, &mut auditor).await?;
+    reconcile_read_models(ledger, &mut auditor).await?;
     check_heads(ledger, &mut auditor).await?;
     let digest = match (options.against, digester) {
         (Some(expected), Some(digester)) => {
@@ -107,39 +109,47 @@ pub async fn audit(
 }
 
 /// Compares the credit balances and vendor payables the read models state
-/// with the ledger's.
-async fn reconcile_read_models(
-    ledger: &Ledger,
-    tenant: Option<TenantId>,
-    auditor: &mut Auditor,
-) -> anyhow::Result<()> {
-    let state = ledger
-        .views
-        .scan()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the read models: {e}"))?;
-    let ours = |t: TenantId| tenant.is_none_or(|want| want == t);
+/// with the ledger's, for every tenant audited: the tenant's credit views
+/// a page at a time, and its day sums (one row per vendor and day), never
+/// the rest of the read models.
+async fn reconcile_read_models(ledger: &Ledger, auditor: &mut Auditor) -> anyhow::Result<()> {
+    let failed =
+        |e: ledger_store::views::TableError| anyhow::anyhow!("reading the read models: {e}");
     let mut credit: BTreeMap<(TenantId, EmployeeId), Decimal> = BTreeMap::new();
-    for (key, stored) in &state.views {
-        if key.stream.kind() == StreamKind::Credit && ours(key.tenant_id) {
-            let view = CreditView::from_bytes(&stored.bytes)
-                .map_err(|e| anyhow::anyhow!("the credit view of {}: {e}", key.stream))?;
-            credit.insert((key.tenant_id, view.employee_id), view.balance.amount());
-        }
-    }
     let mut payable: BTreeMap<(TenantId, VendorId), Decimal> = BTreeMap::new();
-    for (key, sum) in &state.sums {
-        if let (
-            SumKey::Day {
+    for tenant_id in auditor.tenants() {
+        let mut after = None;
+        loop {
+            let page = ledger
+                .views
+                .credit_views(tenant_id, after, QUERY_ROWS_MAX)
+                .await
+                .map_err(failed)?;
+            let Some(last) = page.last().map(|(e, _)| *e) else {
+                break;
+            };
+            for (employee_id, stored) in &page {
+                let view = CreditView::from_bytes(&stored.bytes)
+                    .map_err(|e| anyhow::anyhow!("the credit view of {employee_id}: {e}"))?;
+                credit.insert((tenant_id, *employee_id), view.balance.amount());
+            }
+            if page.len() < QUERY_ROWS_MAX {
+                break;
+            }
+            after = Some(last);
+        }
+        let days = ledger
+            .views
+            .day_sums(&DayRange {
                 tenant_id,
-                vendor_id,
-                ..
-            },
-            Sum::Day(totals),
-        ) = (key, sum)
-            && ours(*tenant_id)
-        {
-            *payable.entry((*tenant_id, *vendor_id)).or_default() += totals.net_payable();
+                vendor_id: None,
+                from: LocalDate::ymd(1, 1, 1),
+                to: LocalDate::ymd(9999, 12, 31),
+            })
+            .await
+            .map_err(failed)?;
+        for day in days {
+            *payable.entry((tenant_id, day.vendor_id)).or_default() += day.totals.net_payable();
         }
     }
     auditor.reconcile("read models", credit, payable);

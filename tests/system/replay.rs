@@ -224,12 +224,8 @@ async fn the_tools_find_every_planted_fault(backend: Backend) {
     assert_eq!(lines.len() as u64, events);
     for line in &lines {
         let envelope: Envelope = serde_json::from_str(line).expect("a line is an envelope");
-        let sealed = codec::seal(
-            envelope.header.clone(),
-            envelope.event.clone(),
-            envelope.prev_hash,
-        )
-        .expect("an exported event seals again");
+        let sealed = codec::seal(envelope.header, envelope.event.clone(), envelope.prev_hash)
+            .expect("an exported event seals again");
         assert_eq!(sealed.envelope.hash, envelope.hash, "{line}");
     }
     let (_, again) = tally(&fixture, &["export", "--format", "jsonl"]).await;
@@ -305,7 +301,7 @@ async fn the_tools_find_every_planted_fault(backend: Backend) {
         .event
         .currency()
         .expect("a credit event has a currency");
-    let mut header = overdrawn.header.clone();
+    let mut header = overdrawn.header;
     header.version = overdrawn.header.version.next();
     let spend = Event::CreditSpent(CreditSpent {
         order_id: OrderId::new("O-planted"),
@@ -394,8 +390,10 @@ async fn the_tools_find_every_planted_fault(backend: Backend) {
         }) => (*vendor_id, *date),
         other => panic!("a day sum: {other:?}"),
     };
-    let mut totals = ledger_core::projection::dashboard::DayTotals::default();
-    totals.gross = rust_decimal::Decimal::ONE;
+    let totals = ledger_core::projection::dashboard::DayTotals {
+        gross: rust_decimal::Decimal::ONE,
+        ..Default::default()
+    };
     fixture
         .views
         .write(&Write {

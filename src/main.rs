@@ -122,7 +122,7 @@ struct LedgerArgs {
     data: std::path::PathBuf,
     /// The DynamoDB endpoint (DynamoDB Local's URL); without it, the AWS
     /// service with credentials and region from the environment.
-    #[arg(long)]
+    #[arg(long, requires = "store")]
     endpoint: Option<String>,
     /// Prepended to the DynamoDB table names.
     #[arg(long, default_value = "tally-")]
@@ -339,9 +339,19 @@ struct SeedArgs {
     /// Tenants simulated and appended at once.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
-    /// Seed of the first tenant's simulation (the next tenants count up).
+    /// The simulation of each tenant (`--seed` is the first tenant's; the
+    /// next ones count up).
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+/// A simulated tenant's shape.
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Seed of the simulation: the same seed gives the same log, byte for byte.
     #[arg(long, default_value_t = SimConfig::default().seed)]
     seed: u64,
+    /// Days of trading to simulate.
     #[arg(long, default_value_t = SimConfig::default().days)]
     days: u32,
     #[arg(long, default_value_t = SimConfig::default().vendors)]
@@ -350,6 +360,19 @@ struct SeedArgs {
     employees: u32,
     #[arg(long, default_value_t = SimConfig::default().sales_per_day)]
     sales_per_day: u32,
+}
+
+impl SimArgs {
+    fn config(&self) -> SimConfig {
+        SimConfig {
+            seed: self.seed,
+            days: self.days,
+            vendors: self.vendors,
+            employees: self.employees,
+            sales_per_day: self.sales_per_day,
+            ..SimConfig::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -458,18 +481,8 @@ struct TokenArgs {
 
 #[derive(clap::Args)]
 struct DemoArgs {
-    /// Seed of the simulation: the same seed gives the same log, byte for byte.
-    #[arg(long, default_value_t = SimConfig::default().seed)]
-    seed: u64,
-    /// Days of trading to simulate.
-    #[arg(long, default_value_t = SimConfig::default().days)]
-    days: u32,
-    #[arg(long, default_value_t = SimConfig::default().vendors)]
-    vendors: u32,
-    #[arg(long, default_value_t = SimConfig::default().employees)]
-    employees: u32,
-    #[arg(long, default_value_t = SimConfig::default().sales_per_day)]
-    sales_per_day: u32,
+    #[command(flatten)]
+    sim: SimArgs,
     /// Dashboard granularity: day, week or month.
     #[arg(long, default_value = "week", value_parser = parse_granularity)]
     granularity: Granularity,
@@ -791,14 +804,7 @@ fn rebuild(args: &RebuildArgs) -> anyhow::Result<Verdict> {
 }
 
 fn seed(args: &SeedArgs) -> anyhow::Result<()> {
-    let base = SimConfig {
-        seed: args.seed,
-        days: args.days,
-        vendors: args.vendors,
-        employees: args.employees,
-        sales_per_day: args.sales_per_day,
-        ..SimConfig::default()
-    };
+    let base = args.sim.config();
     let runtime = tokio::runtime::Runtime::new()?;
     let started = std::time::Instant::now();
     let seeded = runtime.block_on(async {
@@ -1117,14 +1123,7 @@ fn load(args: LoadArgs) -> anyhow::Result<Verdict> {
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let demo = tally_sim::demo::Demo {
-        config: SimConfig {
-            seed: args.seed,
-            days: args.days,
-            vendors: args.vendors,
-            employees: args.employees,
-            sales_per_day: args.sales_per_day,
-            ..SimConfig::default()
-        },
+        config: args.sim.config(),
         granularity: args.granularity,
         export: args.export.clone(),
     };

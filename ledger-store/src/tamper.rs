@@ -25,9 +25,7 @@ pub async fn put_record(
 ) -> Result<(), StoreError> {
     match store {
         AnyStore::Sqlite(s) => {
-            let conn = s.tamper_connection()?;
-            let mut text = String::new();
-            write_stream_text(&mut text, stream);
+            let (conn, text) = (s.tamper_connection()?, stream_text(stream));
             let (tag, recorded_at) = codec::decode(&bytes).map_or((0, 0), |e| {
                 (e.event.event_type().tag(), e.header.recorded_at.as_micros())
             });
@@ -58,6 +56,12 @@ pub async fn put_record(
     }
 }
 
+fn stream_text(stream: StreamId) -> String {
+    let mut text = String::new();
+    write_stream_text(&mut text, stream);
+    text
+}
+
 /// Deletes a stored record.
 ///
 /// # Errors
@@ -70,9 +74,7 @@ pub async fn delete_record(
 ) -> Result<(), StoreError> {
     match store {
         AnyStore::Sqlite(s) => {
-            let conn = s.tamper_connection()?;
-            let mut text = String::new();
-            write_stream_text(&mut text, stream);
+            let (conn, text) = (s.tamper_connection()?, stream_text(stream));
             conn.execute(
                 "DELETE FROM events WHERE tenant_id = ?1 AND stream = ?2 AND version = ?3",
                 params![tenant_id.as_str(), text, version.get() as i64],

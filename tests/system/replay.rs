@@ -90,14 +90,7 @@ async fn seeded(backend: Backend) -> Fixture {
             )
         }
     };
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        demo: true,
-        store,
-    })
-    .await
-    .expect("the server starts");
+    let server = start_demo(dir.path(), store).await;
     match server.stream_projection() {
         Some(runner) => runner
             .caught_up(Duration::from_secs(120))
@@ -128,6 +121,24 @@ async fn seeded(backend: Backend) -> Fixture {
         store,
         views,
     }
+}
+
+/// A server on `store` with the demo tenant, in a fresh data directory.
+async fn demo_server(store: StoreConfig) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = start_demo(dir.path(), store).await;
+    (dir, server)
+}
+
+async fn start_demo(data_dir: &std::path::Path, store: StoreConfig) -> Server {
+    Server::start(ServerConfig {
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        demo: true,
+        store,
+    })
+    .await
+    .expect("the server starts")
 }
 
 /// Runs the real binary; its exit code and stdout.
@@ -478,15 +489,7 @@ async fn a_rebuild_resumes_and_switches_to_an_exact_generation() {
 /// fresh fold of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_load_loses_nothing_and_counts_nothing_twice() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        demo: true,
-        store: StoreConfig::Sqlite,
-    })
-    .await
-    .expect("the server starts");
+    let (dir, server) = demo_server(StoreConfig::Sqlite).await;
     let url = format!("http://{}", server.addr);
     let data = dir.path().display().to_string();
     let load = {
@@ -720,7 +723,6 @@ async fn a_running_dynamodb_server_adopts_a_rebuilt_generation() {
     use ledger_core::envelope::Role;
     use ledger_core::id::VendorId;
 
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint =
         tokio::task::spawn_blocking(|| Emulator::shared(Kind::DynamoDb).endpoint().to_owned())
             .await
@@ -729,14 +731,7 @@ async fn a_running_dynamodb_server_adopts_a_rebuilt_generation() {
         endpoint: Some(endpoint.clone()),
         table_prefix: unique_prefix("sys-adopt"),
     };
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        demo: true,
-        store: StoreConfig::Dynamo(config.clone()),
-    })
-    .await
-    .expect("the server starts");
+    let (_dir, server) = demo_server(StoreConfig::Dynamo(config.clone())).await;
     let runner = server.stream_projection().expect("a stream projector");
     runner
         .caught_up(Duration::from_secs(120))
@@ -830,15 +825,7 @@ async fn as_of_an_instant_equals_what_the_api_said_then() {
     use ledger_core::envelope::Role;
     use ledger_core::id::{EmployeeId, VendorId};
 
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        demo: true,
-        store: StoreConfig::Sqlite,
-    })
-    .await
-    .expect("the server starts");
+    let (dir, server) = demo_server(StoreConfig::Sqlite).await;
     let http = Http::new(format!("http://{}", server.addr));
     let mint = |role: Role, vendor: Option<&str>| {
         server.key.mint(&Claims::new(

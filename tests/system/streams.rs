@@ -620,6 +620,8 @@ async fn poison_is_parked_with_what_waits_behind_it_and_tally_parked_lists_it() 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
         .args([
             "parked",
+            "--store",
+            "dynamodb",
             "--endpoint",
             Emulator::shared(Kind::DynamoDb).endpoint(),
         ])

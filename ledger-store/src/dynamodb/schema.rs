@@ -105,22 +105,7 @@ pub fn definitions() -> [TableDefinition; 2] {
 pub async fn create_tables(client: &Client, prefix: &str) -> Result<(), StoreError> {
     for table in definitions() {
         let name = format!("{prefix}{}", table.table_name);
-        let created = create_table(client, &name, &table).await?;
-        wait_active(client, &name).await?;
-        if created && let Some(ttl) = &table.time_to_live_specification {
-            let spec = TimeToLiveSpecification::builder()
-                .attribute_name(&ttl.attribute_name)
-                .enabled(ttl.enabled)
-                .build()
-                .map_err(schema_error)?;
-            client
-                .update_time_to_live()
-                .table_name(&name)
-                .time_to_live_specification(spec)
-                .send()
-                .await
-                .map_err(|e| backend("UpdateTimeToLive", e))?;
-        }
+        create_table_ready(client, &name, &table).await?;
     }
     Ok(())
 }
@@ -132,7 +117,17 @@ pub async fn create_tables(client: &Client, prefix: &str) -> Result<(), StoreErr
 /// The service's.
 pub async fn create_read_model_table(client: &Client, name: &str) -> Result<(), StoreError> {
     let [_, table] = definitions();
-    let created = create_table(client, name, &table).await?;
+    create_table_ready(client, name, &table).await
+}
+
+/// Creates `name` from `table` when missing, waits until it is active,
+/// and turns on its TTL when it was created.
+async fn create_table_ready(
+    client: &Client,
+    name: &str,
+    table: &TableDefinition,
+) -> Result<(), StoreError> {
+    let created = create_table(client, name, table).await?;
     wait_active(client, name).await?;
     if created && let Some(ttl) = &table.time_to_live_specification {
         let spec = TimeToLiveSpecification::builder()

@@ -233,8 +233,21 @@ async fn the_tools_find_every_planted_fault(backend: Backend) {
     assert_eq!(code, 0);
     let lines: Vec<&str> = jsonl.lines().collect();
     assert_eq!(lines.len() as u64, events);
+    let schema: Value = serde_json::from_str(include_str!("../../schemas/events/Envelope.json"))
+        .expect("the published schema is JSON");
+    let schema = jsonschema::validator_for(&schema).expect("the published schema compiles");
+    let mut broken: Value = serde_json::from_str(lines[0]).expect("a line is JSON");
+    broken["version"] = Value::from("one");
+    assert!(
+        !schema.is_valid(&broken),
+        "the schema holds lines to something"
+    );
     for line in &lines {
-        let envelope: Envelope = serde_json::from_str(line).expect("a line is an envelope");
+        let value: Value = serde_json::from_str(line).expect("a line is JSON");
+        if let Some(error) = schema.iter_errors(&value).next() {
+            panic!("an exported line breaks schemas/events/Envelope.json: {error}: {line}");
+        }
+        let envelope: Envelope = serde_json::from_value(value).expect("a line is an envelope");
         let sealed = codec::seal(envelope.header, envelope.event.clone(), envelope.prev_hash)
             .expect("an exported event seals again");
         assert_eq!(sealed.envelope.hash, envelope.hash, "{line}");

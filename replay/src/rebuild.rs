@@ -139,6 +139,7 @@ pub async fn rebuild(
         }
     }
     let views = SqliteViews::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    views.bulk(true).await?;
     let mut follower = ViewFollower::resume(store.clone(), views.clone(), views)
         .await
         .context("resuming the rebuild")?;
@@ -157,6 +158,7 @@ pub async fn rebuild(
         }
     }
     progress.finish();
+    follower.table().bulk(false).await?;
     let switched = !options.no_switch;
     if switched {
         switch_generation(database, generation)?;

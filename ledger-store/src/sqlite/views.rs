@@ -59,6 +59,9 @@ pub const VIEWS_SCHEMA_VERSION: i64 = 2;
 /// about half its time copying pages in from the kernel. A bound, not a
 /// size that grows with the log.
 pub const VIEWS_CACHE_KIB: u32 = 64 * 1024;
+/// WAL pages between checkpoints while a rebuild writes a generation
+/// (400 MiB of WAL at most).
+pub const BULK_CHECKPOINT_PAGES: u32 = 100_000;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS views (
@@ -265,6 +268,28 @@ impl SqliteViews {
     /// The file it is in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// For a generation nobody reads yet (a rebuild): checkpoints the WAL
+    /// into the database only every [`BULK_CHECKPOINT_PAGES`] pages
+    /// instead of SQLite's 1,000, so pages are copied once rather than
+    /// again and again; `false` checkpoints what is left and restores the
+    /// default.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub async fn bulk(&self, on: bool) -> Result<(), TableError> {
+        self.with(move |conn| {
+            let pages = if on { BULK_CHECKPOINT_PAGES } else { 1000 };
+            conn.pragma_update(None, "wal_autocheckpoint", pages)
+                .map_err(backend("setting the checkpoint interval"))?;
+            if !on {
+                conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .map_err(backend("checkpointing"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Opens (creating if needed) the table at `path`.

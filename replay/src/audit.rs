@@ -20,6 +20,7 @@ use ledger_core::projection::credit::CreditView;
 use ledger_store::EventStore;
 use ledger_store::views::{DayRange, QUERY_ROWS_MAX, ViewTable};
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -156,65 +157,86 @@ async fn reconcile_read_models(ledger: &Ledger, auditor: &mut Auditor) -> anyhow
     Ok(())
 }
 
+/// Checks the stored heads of one tenant's `batch` of streams (each with
+/// its last version and hash), noting the credit balances of current ones.
+async fn check_batch(
+    ledger: &Ledger,
+    tenant_id: TenantId,
+    batch: &[(StreamId, StreamVersion, Hash)],
+    found: &mut Vec<Finding>,
+    credit: &mut BTreeMap<(TenantId, EmployeeId), Decimal>,
+) -> anyhow::Result<()> {
+    let ids: Vec<StreamId> = batch.iter().map(|(s, _, _)| *s).collect();
+    let heads = ledger
+        .store
+        .load_heads(tenant_id, &ids)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the stream heads: {e}"))?;
+    for ((stream, last, hash), stored) in batch.iter().zip(heads) {
+        let Some(stored) = stored else { continue };
+        let problem = match StreamHead::from_bytes(&stored.bytes) {
+            Err(e) => Some(format!("undecodable head: {e}")),
+            Ok(head) if head.stream != *stream => {
+                Some(format!("the head names stream {}", head.stream))
+            }
+            Ok(head) if head.version > *last => Some(format!(
+                "head at version {}, ahead of the stream's last version {last}",
+                head.version
+            )),
+            Ok(head) if head.version == *last && head.hash != *hash => Some(format!(
+                "head at version {last} has hash {}, the stream's event has {}",
+                head.hash.to_hex(),
+                hash.to_hex()
+            )),
+            Ok(head) => {
+                if head.version == *last
+                    && let HeadState::Credit(Some(account)) = &head.state
+                {
+                    credit.insert(
+                        (tenant_id, EmployeeId::from_text(stream.id())),
+                        account.balance.amount(),
+                    );
+                }
+                None
+            }
+        };
+        if let Some(problem) = problem {
+            found.push(Finding::HeadMismatch {
+                tenant_id,
+                stream: *stream,
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks every stored head of an audited stream: never ahead of its
 /// stream; at the stream's last version, the same hash, and for a credit
 /// account the ledger's balance. (A head behind its stream is allowed: it
 /// is derived state, brought forward by the next command.)
 async fn check_heads(ledger: &Ledger, auditor: &mut Auditor) -> anyhow::Result<()> {
-    let mut by_tenant: BTreeMap<TenantId, Vec<(StreamId, StreamVersion, Hash)>> = BTreeMap::new();
-    for (tenant_id, stream, version, hash) in auditor.stream_heads() {
-        by_tenant
-            .entry(tenant_id)
-            .or_default()
-            .push((stream, version, hash));
-    }
+    let mut found = Vec::new();
     let mut credit: BTreeMap<(TenantId, EmployeeId), Decimal> = BTreeMap::new();
-    for (tenant_id, mut streams) in by_tenant {
-        streams.sort_unstable_by_key(|(s, _, _)| *s);
-        for chunk in streams.chunks(HEADS_PER_LOAD) {
-            let ids: Vec<StreamId> = chunk.iter().map(|(s, _, _)| *s).collect();
-            let heads = ledger
-                .store
-                .load_heads(tenant_id, &ids)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading the stream heads: {e}"))?;
-            for ((stream, last, hash), stored) in chunk.iter().zip(heads) {
-                let Some(stored) = stored else { continue };
-                let problem = match StreamHead::from_bytes(&stored.bytes) {
-                    Err(e) => Some(format!("undecodable head: {e}")),
-                    Ok(head) if head.stream != *stream => {
-                        Some(format!("the head names stream {}", head.stream))
-                    }
-                    Ok(head) if head.version > *last => Some(format!(
-                        "head at version {}, ahead of the stream's last version {last}",
-                        head.version
-                    )),
-                    Ok(head) if head.version == *last && head.hash != *hash => Some(format!(
-                        "head at version {last} has hash {}, the stream's event has {}",
-                        head.hash.to_hex(),
-                        hash.to_hex()
-                    )),
-                    Ok(head) => {
-                        if head.version == *last
-                            && let HeadState::Credit(Some(account)) = &head.state
-                        {
-                            credit.insert(
-                                (tenant_id, EmployeeId::from_text(stream.id())),
-                                account.balance.amount(),
-                            );
-                        }
-                        None
-                    }
-                };
-                if let Some(problem) = problem {
-                    auditor.find(Finding::HeadMismatch {
-                        tenant_id,
-                        stream: *stream,
-                        problem,
-                    });
-                }
-            }
+    // A batch of streams per tenant, loaded when full: the streams are
+    // never copied whole (a log has millions).
+    let mut pending: FxHashMap<TenantId, Vec<(StreamId, StreamVersion, Hash)>> =
+        FxHashMap::default();
+    for (tenant_id, stream, version, hash) in auditor.stream_heads() {
+        let batch = pending.entry(tenant_id).or_default();
+        batch.push((stream, version, hash));
+        if batch.len() == HEADS_PER_LOAD {
+            let batch = std::mem::take(batch);
+            check_batch(ledger, tenant_id, &batch, &mut found, &mut credit).await?;
         }
+    }
+    for (tenant_id, batch) in pending {
+        if !batch.is_empty() {
+            check_batch(ledger, tenant_id, &batch, &mut found, &mut credit).await?;
+        }
+    }
+    for finding in found {
+        auditor.find(finding);
     }
     // Only accounts whose head is current can be compared.
     let ledger_credit: BTreeMap<_, _> = auditor

@@ -13,7 +13,6 @@ use std::collections::BinaryHeap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 
 use anyhow::Context;
-use ledger_core::codec;
 use ledger_core::id::{StreamId, TenantId};
 use ledger_core::time::Timestamp;
 use ledger_store::AnyStore;
@@ -67,33 +66,26 @@ pub async fn export(
     let mut lines = 0u64;
     let mut failure: Option<anyhow::Error> = None;
     let reading = ledger
-        .records(filter.tenant, progress, |record| {
-            if failure.is_some() {
-                return;
-            }
-            let result = (|| -> anyhow::Result<()> {
-                let envelope = codec::decode(&record.bytes).with_context(|| {
-                    format!(
-                        "{}|{} version {} does not decode",
-                        record.tenant_id, record.stream, record.version
-                    )
-                })?;
-                if !filter.admits(
+        .events(filter.tenant, progress, |envelope| {
+            if failure.is_some()
+                || !filter.admits(
                     envelope.tenant_id(),
                     envelope.stream(),
                     envelope.header.recorded_at,
-                ) {
-                    return Ok(());
-                }
+                )
+            {
+                return;
+            }
+            let result = (|| -> anyhow::Result<()> {
                 let mut line = serde_json::to_vec(&envelope)?;
                 line.push(b'\n');
                 lines += 1;
                 if sorted {
                     let key = format!(
                         "{}\u{0}{}\u{0}{:020}",
-                        record.tenant_id,
-                        record.stream,
-                        record.version.get()
+                        envelope.tenant_id(),
+                        envelope.stream(),
+                        envelope.version().get()
                     );
                     runs.push(key.into_bytes(), line)?;
                 } else {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use ledger_core::codec;
 use ledger_core::id::{EmployeeId, StreamId, TenantId, VendorId};
 use ledger_core::posting::{Account, postings};
 use ledger_core::projection::dashboard::DayTotals;
@@ -49,22 +48,11 @@ pub async fn verify(
     progress: &Progress,
 ) -> anyhow::Result<Verified> {
     let mut fresh = ReadModels::default();
-    let mut undecodable = None;
     let reading = ledger
-        .records(tenant, progress, |record| {
-            match codec::decode(&record.bytes) {
-                Ok(envelope) => {
-                    fresh.apply(&envelope);
-                }
-                Err(e) => {
-                    undecodable.get_or_insert((record.stream, record.version, e));
-                }
-            }
+        .events(tenant, progress, |envelope| {
+            fresh.apply(&envelope);
         })
         .await?;
-    if let Some((stream, version, e)) = undecodable {
-        anyhow::bail!("{stream} version {version} does not decode ({e}): audit the log");
-    }
     let mut stored = ledger
         .views
         .scan()
@@ -137,20 +125,12 @@ pub async fn as_of(
     let mut closed: FxHashSet<(TenantId, StreamId)> = FxHashSet::default();
     let mut dashboard = VendorDailyTotals::default();
     let mut tenants: BTreeMap<TenantId, TenantAsOf> = BTreeMap::new();
-    let mut undecodable = None;
     let reading = ledger
-        .records(tenant, progress, |record| {
-            let key = (record.tenant_id, record.stream);
+        .events(tenant, progress, |envelope| {
+            let key = (envelope.tenant_id(), envelope.stream());
             if closed.contains(&key) {
                 return;
             }
-            let envelope = match codec::decode(&record.bytes) {
-                Ok(envelope) => envelope,
-                Err(e) => {
-                    undecodable.get_or_insert((record.stream, record.version, e));
-                    return;
-                }
-            };
             if envelope.header.recorded_at > at {
                 closed.insert(key);
                 return;
@@ -171,9 +151,6 @@ pub async fn as_of(
             dashboard.apply(&envelope);
         })
         .await?;
-    if let Some((stream, version, e)) = undecodable {
-        anyhow::bail!("{stream} version {version} does not decode ({e}): audit the log");
-    }
     for ((tenant_id, vendor_id, _), day) in dashboard.days() {
         tenants
             .entry(tenant_id)

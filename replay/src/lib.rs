@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ledger_core::TenantId;
+use ledger_core::codec;
+use ledger_core::envelope::Envelope;
 use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::{SqliteStore, SqliteViews, generation_path, live_generation};
@@ -125,6 +127,41 @@ impl Ledger {
         reading.elapsed = started.elapsed();
         reading.peak_resident_kib = peak_resident_kib();
         progress.finish();
+        Ok(reading)
+    }
+}
+
+impl Ledger {
+    /// Feeds every event of `tenant` (every tenant's when `None`) to
+    /// `each`, decoded, as [`Ledger::records`] reads them. The tools that
+    /// fold are about events: a record that does not decode stops them,
+    /// naming it (the audit is the tool that reports it among the rest).
+    ///
+    /// # Errors
+    /// The store's, or the first record that does not decode.
+    pub async fn events(
+        &self,
+        tenant: Option<TenantId>,
+        progress: &Progress,
+        mut each: impl FnMut(Envelope),
+    ) -> anyhow::Result<Reading> {
+        let mut undecodable = None;
+        let reading = self
+            .records(tenant, progress, |record| {
+                if undecodable.is_some() {
+                    return;
+                }
+                match codec::decode(&record.bytes) {
+                    Ok(envelope) => each(envelope),
+                    Err(e) => {
+                        undecodable = Some((record.tenant_id, record.stream, record.version, e));
+                    }
+                }
+            })
+            .await?;
+        if let Some((tenant, stream, version, e)) = undecodable {
+            bail!("{tenant}|{stream} version {version} does not decode ({e}): run `tally audit`");
+        }
         Ok(reading)
     }
 }

@@ -462,6 +462,30 @@ async fn a_rebuild_resumes_and_switches_to_an_exact_generation() {
     let old = ledger_store::sqlite::views_path(&database);
     let old_bytes = std::fs::metadata(&old).expect("the live generation").len();
 
+    // A second rebuilder of one generation refuses, and writes nothing.
+    let next = ledger_store::sqlite::generation_path(&database, 2);
+    let mut lock_name = next.clone().into_os_string();
+    lock_name.push(".lock");
+    let held = std::fs::File::create(&lock_name).expect("the lock file");
+    held.try_lock().expect("the test holds the lock");
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_tally"));
+    refused.args(["replay", "rebuild"]).args(&fixture.args);
+    let refused = tokio::task::spawn_blocking(move || refused.output().expect("runs"))
+        .await
+        .expect("returns");
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another rebuild"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!next.exists(), "a refused rebuild creates no generation");
+    assert_eq!(
+        ledger_store::sqlite::live_generation(&database).expect("reads"),
+        1
+    );
+    drop(held);
+
     let (code, first) = tally_json(&fixture, &["replay", "rebuild", "--no-switch", "--json"]).await;
     assert_eq!(code, 0, "{first:#}");
     assert_eq!(first["generation"], 2);

@@ -303,6 +303,10 @@ export class TallyStack extends Stack {
       'A batch of change records was given up: see the queue for the shard and sequence range, then tally replay verify',
     );
 
+    // No reserved concurrency: with a parallelization factor of 1 Lambda
+    // runs one projector per shard, which already bounds what it does to the
+    // read models; a reservation below the shard count would only stall
+    // shards (and their iterator age) behind it.
     const projector = settings.kinesis
       ? rustFunction('ProjectorKinesis', BINARIES.projectorKinesis, 'Tally projector (Kinesis Data Streams)', {})
       : rustFunction('ProjectorStreams', BINARIES.projectorStreams, 'Tally projector (DynamoDB Streams)', {});
@@ -371,7 +375,8 @@ export class TallyStack extends Stack {
       proxy: true,
       cloudWatchRole: false,
       endpointTypes: [apigw.EndpointType.REGIONAL],
-      deployOptions: { stageName: 'prod', metricsEnabled: true },
+      // Stage-level metrics only (free): per-method detailed metrics are billed as custom metrics.
+      deployOptions: { stageName: 'prod' },
       defaultMethodOptions: { authorizer, authorizationType: apigw.AuthorizationType.COGNITO },
     });
     alarm(

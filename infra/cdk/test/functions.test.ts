@@ -4,12 +4,11 @@
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { BINARIES, REPLENISH_SCHEDULE } from '../lib/tally-stack';
-import { functionId, ofType, render, SCHEMAS, SCHEMAS_DIR, synth, Synth, tableNamed } from './support';
+import { functionId, ofType, render, SCHEMAS, SCHEMAS_DIR, synth, Synth, tableNamed, tempDir } from './support';
 
 function fn(s: Synth, id: string) {
   return s.resources[functionId(s, id)].Properties;
@@ -117,7 +116,7 @@ describe('functions', () => {
       assert.deepEqual(fn(s, id).Code, placeholderCode, `${id}: the placeholder`);
     }
     // A repository root with only the API packaged.
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-root-'));
+    const root = tempDir('tally-root-');
     const zipDir = path.join(root, 'target', 'lambda', BINARIES.api);
     fs.mkdirSync(zipDir, { recursive: true });
     fs.writeFileSync(path.join(zipDir, 'bootstrap.zip'), 'PK\u0005\u0006' + '\u0000'.repeat(18));

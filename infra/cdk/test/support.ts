@@ -53,9 +53,23 @@ function synthesize(context: Record<string, string>, options: { schemasDir?: str
   return { stack, template, json, resources: json.Resources, prefix: settings.tablePrefix };
 }
 
+const temporary: string[] = [];
+process.on('exit', () => {
+  for (const dir of temporary) {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A temporary directory, removed when the test file's process exits. */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporary.push(dir);
+  return dir;
+}
+
 /** A copy of schemas/dynamodb/ in a temporary directory, changed by `edit`. */
 export function schemasWith(edit: (schemas: { events: any; readModels: any }) => void): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-schemas-'));
+  const dir = tempDir('tally-schemas-');
   const copy = JSON.parse(JSON.stringify(SCHEMAS));
   edit(copy);
   fs.writeFileSync(path.join(dir, 'events.json'), JSON.stringify(copy.events, null, 2));

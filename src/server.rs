@@ -14,7 +14,7 @@ use command_api::http::{self, App};
 use command_api::service::CommandService;
 use ledger_core::id::StreamId;
 use ledger_store::Position;
-use ledger_store::dynamodb::views::DynamoTable;
+use ledger_store::dynamodb::views::{DynamoTable, GenerationFollower};
 use ledger_store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger_store::sqlite::{SqliteStore, SqliteViews, generation_path, live_generation};
 use ledger_store::views::{AnyTable, Live};
@@ -103,15 +103,13 @@ impl Server {
                 (views, Some(follower), None, report)
             }
             (AnyStore::Dynamo(_), StoreConfig::Dynamo(dynamo)) => {
-                let first = DynamoTable::connect(dynamo).await;
-                let generations = first
-                    .generations()
+                let generations = GenerationFollower::start(DynamoTable::connect(dynamo).await)
                     .await
                     .context("reading the live read-model generation")?;
-                let read = Live::new(first.generation(generations.read));
-                let write = Live::new(first.generation(generations.write));
-                let (runner, report) = start_stream_projection(dynamo, write.clone()).await?;
-                let watcher = watch_generations(first, generations, read.clone(), write);
+                let (runner, report) =
+                    start_stream_projection(dynamo, generations.write.clone()).await?;
+                let read = generations.read.clone();
+                let watcher = watch_generations(generations);
                 (
                     AnyTable::LiveDynamo(read),
                     Some(watcher),
@@ -263,12 +261,7 @@ fn open_views(database: &Path, generation: u32) -> anyhow::Result<SqliteViews> {
 /// points the projector's writes and the API's reads where it says: a
 /// rebuild moves writers first and readers once the new generation has
 /// caught up (see `tally replay rebuild`).
-fn watch_generations(
-    first: DynamoTable,
-    mut live: ledger_store::dynamodb::views::Generations,
-    read: Live<DynamoTable>,
-    write: Live<DynamoTable>,
-) -> Follower {
+fn watch_generations(generations: GenerationFollower) -> Follower {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -276,22 +269,16 @@ fn watch_generations(
                 _ = stopped.changed() => return,
                 () = tokio::time::sleep(GENERATION_POLL) => {}
             }
-            match first.generations().await {
-                Ok(now) if now != live => {
-                    if now.write != live.write {
-                        write.set(first.generation(now.write));
-                    }
-                    if now.read != live.read {
-                        read.set(first.generation(now.read));
-                    }
+            match generations.refresh().await {
+                Ok(true) => {
+                    let now = generations.generations();
                     tracing::info!(
                         read = now.read,
                         write = now.write,
                         "read-model generations switched"
                     );
-                    live = now;
                 }
-                Ok(_) => {}
+                Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "reading the generation pointer failed"),
             }
         }

@@ -4,4 +4,5 @@
 
 pub mod auth;
 pub mod http;
+pub mod schedule;
 pub mod service;

@@ -137,6 +137,14 @@ impl EventStore for AnyStore {
     ) -> Result<Vec<Option<StoredHead>>, StoreError> {
         on_adapter!(self, s => s.load_heads(tenant_id, streams).await)
     }
+
+    async fn tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        on_adapter!(self, s => s.tenants(after, limit).await)
+    }
 }
 
 impl CheckpointStore for AnyStore {

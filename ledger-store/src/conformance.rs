@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 mod heads;
 pub use heads::{
     HEAD_RACE_ROUNDS, HEAD_RACERS, concurrent_heads, heads_alone, heads_ride_with_events,
-    invalid_heads, stale_heads_write_nothing,
+    invalid_heads, stale_heads_write_nothing, tenants_listed,
 };
 
 use crate::{
@@ -98,6 +98,7 @@ where
         heads_alone(store),
         concurrent_heads(store),
         invalid_heads(store),
+        tenants_listed(store),
         invalid_keyed_requests(store),
         requests_at_the_limits(store),
         checkpoints(store),

@@ -340,6 +340,18 @@ pub trait EventStore: Send + Sync + 'static {
         tenant_id: TenantId,
         streams: &[StreamId],
     ) -> impl Future<Output = Result<Vec<Option<StoredHead>>, StoreError>> + Send;
+
+    /// The tenants whose settings stream has a stored head, each once, in
+    /// an order of the store's that does not change between calls: at most
+    /// `limit` (capped at [`READ_PAGE_RECORDS_MAX`]) after `after`, the
+    /// last tenant of the previous page. What a job that visits every
+    /// tenant (the scheduled replenisher) pages through, without a scan of
+    /// the log.
+    fn tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TenantId>, StoreError>> + Send;
 }
 
 /// The whole log in one commit order: what a store with a single writer

@@ -8,7 +8,7 @@ mod app;
 pub mod consistency;
 pub mod cursor;
 pub mod extract;
-mod handler;
+pub(crate) mod handler;
 pub mod openapi;
 pub mod problem;
 mod reads;

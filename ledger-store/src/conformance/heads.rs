@@ -347,3 +347,58 @@ pub async fn invalid_heads<S: EventStore>(store: &S) {
         "{check}: an invalid request stored a head"
     );
 }
+
+/// Every tenant whose settings stream has a head is listed once, paging
+/// with the last tenant of each page; a tenant with heads on other streams
+/// only is not. Other checks' tenants may be listed too.
+pub async fn tenants_listed<S: EventStore>(store: &S) {
+    let check = "tenants_listed";
+    let listed: Vec<TenantId> = (0..3)
+        .map(|i| unique_tenant(&format!("tenants-{i}")))
+        .collect();
+    for &tenant in &listed {
+        let settings = StreamId::tenant(tenant);
+        let appended = with_heads(
+            tenant,
+            vec![stream_append(tenant, settings, StreamVersion::NONE, 1)],
+            vec![head(settings, 0, 1, "settings")],
+        );
+        append_ok(store, appended, check).await;
+    }
+    let unlisted = unique_tenant("tenants-none");
+    let appended = with_heads(
+        unlisted,
+        vec![stream_append(unlisted, vendor("a"), StreamVersion::NONE, 1)],
+        vec![head(vendor("a"), 0, 1, "vendor only")],
+    );
+    append_ok(store, appended, check).await;
+
+    let mut seen: Vec<TenantId> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .tenants(after, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{check}: listing tenants failed: {e:?}"));
+        assert!(page.len() <= 2, "{check}: a page must hold at most `limit`");
+        let Some(&last) = page.last() else { break };
+        seen.extend(page);
+        after = Some(last);
+    }
+    for tenant in &listed {
+        let times = seen.iter().filter(|t| *t == tenant).count();
+        assert_eq!(times, 1, "{check}: {tenant} must be listed exactly once");
+    }
+    assert!(
+        !seen.contains(&unlisted),
+        "{check}: a tenant without a settings head must not be listed"
+    );
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "{check}: no tenant may be listed twice"
+    );
+}

@@ -53,7 +53,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnConsumedCapacity,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
-use ledger_core::id::{StreamId, StreamVersion, TenantId};
+use ledger_core::id::{StreamId, StreamKind, StreamVersion, TenantId};
 pub use schema::create_tables;
 
 use crate::{
@@ -61,7 +61,7 @@ use crate::{
     IdempotencyRecord, IdempotencyWrite, Position, READ_PAGE_RECORDS_MAX, Record, StoreError,
     StoredHead, check_shape,
 };
-use item::{BYTES, PK, SORT, VERSION, binary, event_pk, number, string};
+use item::{BYTES, PK, SORT, VERSION, binary, event_pk, number, parse_pk, string};
 use schema::backend;
 
 /// Most actions in one `TransactWriteItems`.
@@ -101,6 +101,13 @@ const RESPONSE: &str = "r";
 const HEAD_VERSION: &str = "hv";
 /// A head item's tag, moved by one at every write.
 const HEAD_ETAG: &str = "e";
+/// The sparse index of the event table that lists tenants: only the head
+/// of a tenant's settings stream has its hash key, [`REGISTRY`].
+pub const TENANTS_INDEX: &str = "tenants";
+/// The `tenants` index's hash key, on tenant settings heads only.
+pub const REGISTRY: &str = "registry";
+/// The one value of [`REGISTRY`].
+const TENANT_REGISTRY: &str = "tenant";
 const POSITION: &str = "pos";
 const GENERATION: &str = "gen";
 const CHUNKS: &str = "n";
@@ -640,7 +647,7 @@ impl DynamoStore {
         head: &HeadWrite,
         expected: Option<StreamVersion>,
     ) -> Result<(TransactWriteItem, u64), StoreError> {
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             (PK.to_owned(), AttributeValue::S(pk.to_owned())),
             (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
             (
@@ -656,6 +663,13 @@ impl DynamoStore {
                 AttributeValue::B(Blob::new(head.bytes.clone())),
             ),
         ]);
+        if head.stream.kind() == StreamKind::Tenant {
+            // Lists the tenant in the sparse `tenants` index.
+            item.insert(
+                REGISTRY.to_owned(),
+                AttributeValue::S(TENANT_REGISTRY.to_owned()),
+            );
+        }
         let wcu = transact_wcu(item_size(&item));
         let mut put = Put::builder()
             .table_name(&self.inner.events)
@@ -1010,12 +1024,44 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
 }
 
 /// SDK clients for DynamoDB and its Streams, configured by [`sdk_config`].
+/// Every DynamoDB operation they start is counted in [`requests_sent`].
 pub async fn clients(config: &DynamoConfig) -> (Client, aws_sdk_dynamodbstreams::Client) {
     let sdk = sdk_config(config.endpoint.as_deref()).await;
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(CountRequests)
+        .build();
     (
-        Client::new(&sdk),
+        Client::from_conf(dynamodb),
         aws_sdk_dynamodbstreams::Client::new(&sdk),
     )
+}
+
+/// DynamoDB operations started by this process's clients (each counted
+/// once, whatever its retries): what a Lambda entry reports as the store
+/// calls an invocation, or its cold start, made.
+static REQUESTS_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// DynamoDB operations this process has started so far.
+pub fn requests_sent() -> u64 {
+    REQUESTS_SENT.load(Ordering::Relaxed)
+}
+
+#[derive(Debug)]
+struct CountRequests;
+
+impl aws_sdk_dynamodb::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_execution(
+        &self,
+        _: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl EventStore for DynamoStore {
@@ -1101,6 +1147,53 @@ impl EventStore for DynamoStore {
         streams: &[StreamId],
     ) -> Result<Vec<Option<StoredHead>>, StoreError> {
         self.batch_heads(tenant_id, streams).await
+    }
+
+    async fn tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let limit = limit.min(crate::READ_PAGE_RECORDS_MAX);
+        let mut out = Vec::new();
+        let mut start = after.map(|t| {
+            HashMap::from([
+                (
+                    PK.to_owned(),
+                    AttributeValue::S(event_pk(t, StreamId::tenant(t))),
+                ),
+                (VERSION.to_owned(), AttributeValue::N("0".to_owned())),
+                (
+                    REGISTRY.to_owned(),
+                    AttributeValue::S(TENANT_REGISTRY.to_owned()),
+                ),
+            ])
+        });
+        while out.len() < limit {
+            let page = self
+                .inner
+                .db
+                .query()
+                .table_name(&self.inner.events)
+                .index_name(TENANTS_INDEX)
+                .key_condition_expression("#r = :r")
+                .expression_attribute_names("#r", REGISTRY)
+                .expression_attribute_values(":r", AttributeValue::S(TENANT_REGISTRY.to_owned()))
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in page.items() {
+                let (tenant_id, _) = parse_pk(string(item, PK)?)?;
+                out.push(tenant_id);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -73,9 +73,9 @@ use rust_decimal::Decimal;
 use ledger_core::projection::activity::{ActivityEntry, ActivityFilter, ActivityQuery};
 
 use crate::views::{
-    Cost, DayRange, DayRow, DueRow, MemoryState, OrderIndex, OrderRow, Parked, QUERY_ROWS_MAX,
-    StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, ViewWrite, Write, WriteError,
-    activity_rank,
+    Cost, DayRange, DayRow, DueRow, Live, MemoryState, OrderIndex, OrderRow, Parked,
+    QUERY_ROWS_MAX, StoredView, Sum, SumAdd, SumKey, TableError, ViewKey, ViewTable, ViewWrite,
+    Write, WriteError, activity_rank,
 };
 
 const VIEW_SK: &str = "view";
@@ -117,6 +117,98 @@ pub struct Generations {
 impl Default for Generations {
     fn default() -> Self {
         Self { read: 1, write: 1 }
+    }
+}
+
+/// Follows the generation pointer: the tables readers read and projectors
+/// write, as the pointer last said. The server re-reads it on a timer, a
+/// Lambda function at most once a second, before it handles an invocation
+/// ([`GenerationFollower::refresh_if_older`]).
+#[derive(Debug, Clone)]
+pub struct GenerationFollower {
+    first: DynamoTable,
+    /// The generations last read, and when; `None` before the first read.
+    seen: Arc<std::sync::Mutex<Option<(Generations, std::time::Instant)>>>,
+    /// The generation readers read.
+    pub read: Live<DynamoTable>,
+    /// The generation projectors write.
+    pub write: Live<DynamoTable>,
+}
+
+impl GenerationFollower {
+    /// Reads the pointer of `first`'s table once.
+    ///
+    /// # Errors
+    /// The service's, or a pointer that is not one.
+    pub async fn start(first: DynamoTable) -> Result<GenerationFollower, TableError> {
+        let follower = GenerationFollower::unread(first);
+        follower.refresh().await?;
+        Ok(follower)
+    }
+
+    /// A follower that has not read the pointer yet: it points at the first
+    /// generation until its first [`refresh`](Self::refresh) succeeds, and
+    /// [`GenerationFollower::known`] says whether one has.
+    pub fn unread(first: DynamoTable) -> GenerationFollower {
+        GenerationFollower {
+            read: Live::new(first.clone()),
+            write: Live::new(first.clone()),
+            seen: Arc::new(std::sync::Mutex::new(None)),
+            first,
+        }
+    }
+
+    /// Whether the pointer has been read.
+    pub fn known(&self) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The generations as last read (the first, before any reading).
+    pub fn generations(&self) -> Generations {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(g, _)| g)
+            .unwrap_or_default()
+    }
+
+    /// Reads the pointer and moves writers and readers where it says;
+    /// `true` when it moved since the last reading.
+    ///
+    /// # Errors
+    /// The service's, or a pointer that is not one; nothing moves then.
+    pub async fn refresh(&self) -> Result<bool, TableError> {
+        let now = self.first.generations().await?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.map(|(g, _)| g).unwrap_or_default();
+        *seen = Some((now, std::time::Instant::now()));
+        if now.write != before.write {
+            self.write.set(self.first.generation(now.write));
+        }
+        if now.read != before.read {
+            self.read.set(self.first.generation(now.read));
+        }
+        Ok(now != before)
+    }
+
+    /// [`refresh`](Self::refresh) when the pointer was never read or was
+    /// last read more than `max_age` ago; `false` without a read otherwise.
+    ///
+    /// # Errors
+    /// As [`refresh`](Self::refresh).
+    pub async fn refresh_if_older(&self, max_age: std::time::Duration) -> Result<bool, TableError> {
+        let read_at = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, at)| at);
+        if read_at.is_some_and(|at| at.elapsed() <= max_age) {
+            return Ok(false);
+        }
+        self.refresh().await
     }
 }
 

@@ -162,6 +162,8 @@ const SQL_UPSERT_HEAD: &str = "INSERT INTO heads (tenant_id, stream, version, et
      VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT (tenant_id, stream) DO UPDATE SET \
      version = excluded.version, etag = excluded.etag, bytes = excluded.bytes";
+const SQL_NEXT_TENANT: &str = "SELECT MIN(tenant_id) FROM heads WHERE tenant_id > ?1";
+const SQL_HAS_HEAD: &str = "SELECT 1 FROM heads WHERE tenant_id = ?1 AND stream = ?2";
 const SQL_READ_LOG: &str = "SELECT position, tenant_id, stream, version, record FROM events \
      WHERE position > ?1 ORDER BY position LIMIT ?2";
 
@@ -418,6 +420,39 @@ impl EventStore for SqliteStore {
             .send(load)
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let limit = limit.min(READ_PAGE_RECORDS_MAX);
+        // A seek per tenant on the heads' primary key (tenant, stream),
+        // rather than a walk over every head of every tenant.
+        self.read(move |conn| {
+            let mut next = conn.prepare_cached(SQL_NEXT_TENANT).map_err(backend)?;
+            let mut has_head = conn.prepare_cached(SQL_HAS_HEAD).map_err(backend)?;
+            let mut cursor = after.map(|t| t.as_str().to_owned()).unwrap_or_default();
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let found: Option<String> = next
+                    .query_row(params![cursor], |row| row.get(0))
+                    .map_err(backend)?;
+                let Some(text) = found else { break };
+                let tenant_id = TenantId::parse(&text)
+                    .map_err(|e| StoreError::backend("a tenant id in the heads", e))?;
+                if has_head
+                    .exists(params![text, StreamId::tenant(tenant_id).to_string()])
+                    .map_err(backend)?
+                {
+                    out.push(tenant_id);
+                }
+                cursor = text;
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 

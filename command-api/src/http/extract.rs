@@ -10,11 +10,16 @@ use sha2::{Digest, Sha256};
 
 use super::app::AppState;
 use super::problem::Problem;
-use crate::auth::{self, Principal};
+use crate::auth::{self, AuthError, Authenticated, Principal};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-/// The caller, from the bearer token. The tenant comes only from here.
+/// The caller: the [`Authenticated`] principal an entry point put in the
+/// request's extensions (API Gateway's authorizer verified the token), or
+/// else the bearer token, verified here. The tenant comes only from these.
+///
+/// An extension cannot come from the network, so a client cannot supply
+/// one; see [`Authenticated`].
 pub struct Auth(pub Principal);
 
 impl<S: Send + Sync> FromRequestParts<AppState<S>> for Auth
@@ -27,6 +32,9 @@ where
         parts: &mut Parts,
         state: &AppState<S>,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Auth(*principal));
+        }
         let value = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -34,11 +42,24 @@ where
             .to_str()
             .map_err(|_| Problem::unauthorized("the Authorization header is not text"))?;
         let token = auth::bearer(value).map_err(|e| Problem::unauthorized(e.to_string()))?;
-        let principal = state
-            .verifier
-            .verify(token)
-            .map_err(|e| Problem::unauthorized(e.to_string()))?;
+        let principal = state.verifier.verify(token).await.map_err(auth_problem)?;
         Ok(Auth(principal))
+    }
+}
+
+/// `401` for a token that proves nothing; `503` when the issuer's keys
+/// could not be fetched, so the token was neither accepted nor refused.
+fn auth_problem(error: AuthError) -> Problem {
+    match error {
+        AuthError::KeysUnavailable => {
+            tracing::warn!(error = %error, "a token could not be verified");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the token could not be verified now; retry",
+            )
+        }
+        error => Problem::unauthorized(error.to_string()),
     }
 }
 

@@ -8,10 +8,13 @@
 //!
 //! - `local`: in local mode the token is an HS256 JWT signed with a
 //!   [`LocalKey`] kept in the data directory ([`LocalVerifier`]).
-//! - In the cloud a Cognito verifier implements the same trait, or an entry
-//!   point hands over a principal it established as an [`Authenticated`]
-//!   request extension.
+//! - `cognito`: in the cloud the token is a Cognito user pool's RS256 JWT,
+//!   checked against the pool's published keys ([`CognitoVerifier`]); or API
+//!   Gateway's Cognito authorizer has already checked it, and its claims
+//!   arrive beside the request ([`principal_from_authorizer`]), which the
+//!   entry point hands over as an [`Authenticated`] request extension.
 
+mod cognito;
 mod local;
 
 use std::fmt;
@@ -23,6 +26,11 @@ use jsonwebtoken::errors::ErrorKind;
 use ledger_core::envelope::{Actor, Role};
 use ledger_core::id::{EmployeeId, TenantId, UserId, VendorId};
 
+pub use cognito::{
+    CognitoConfig, CognitoConfigError, CognitoVerifier, JWKS_BYTES_MAX, JWKS_FETCH_TIMEOUT,
+    JWKS_KEYS_MAX, JWKS_PATH, JWKS_REFETCH_INTERVAL_MIN, JWKS_STALE_MAX, JWKS_TTL, JwksPolicy,
+    TokenUse, principal_from_authorizer,
+};
 pub use local::{
     AUDIENCE, Claims, ISSUER, KEY_FILE_NAME, KEY_LEN, LocalKey, LocalVerifier, TOKEN_TTL_DEFAULT,
 };
@@ -82,8 +90,8 @@ pub trait Verifier: Send + Sync + 'static {
 
 /// A principal some entry point established before the request reached the
 /// router, as a request extension: API Gateway's Cognito authorizer checked
-/// the token, and the Lambda entry made its claims a [`Principal`]. The
-/// `Auth` extractor takes it instead of
+/// the token, and the Lambda entry made its claims a [`Principal`] with
+/// [`principal_from_authorizer`]. The `Auth` extractor takes it instead of
 /// reading the `Authorization` header.
 ///
 /// Safe because extensions never come from the network: only code that

@@ -117,7 +117,7 @@ fn tally_rejects_a_bad_granularity_with_a_clear_error() {
 /// The workspace crates each crate may depend on (normal dependencies):
 /// the layers of ARCHITECTURE.md, bottom up. Nothing depends on a crate
 /// above it, and the production crates never on the local stand-ins.
-const LAYERS: [(&str, &[&str]); 8] = [
+const LAYERS: [(&str, &[&str]); 9] = [
     ("ledger-core", &[]),
     ("ledger-store", &["ledger-core"]),
     ("projector", &["ledger-core", "ledger-store"]),
@@ -128,6 +128,10 @@ const LAYERS: [(&str, &[&str]); 8] = [
     (
         "tally-replay",
         &["ledger-core", "ledger-store", "projector"],
+    ),
+    (
+        "tally-lambda",
+        &["ledger-core", "ledger-store", "projector", "command-api"],
     ),
 ];
 
@@ -198,6 +202,8 @@ fn binaries_are_built_without_tamper() {
             "tree",
             "-p",
             "tally",
+            "-p",
+            "tally-lambda",
             "-e",
             "normal",
             "--format",
@@ -267,18 +273,33 @@ fn command_api_links_neither_lambda_nor_kinesis() {
     }
 }
 
-/// The Lambda binaries (the projector crate) link no local stand-in, no
-/// Kinesis client and no HTTP server.
+/// The Lambda binaries (the tally-lambda crate) link no local stand-in and
+/// no Kinesis client (the Kinesis projector reads Lambda's events, not the
+/// stream); only they link the Lambda runtime, which the projector, whose
+/// `lambda` module speaks Lambda's event types, does not.
 #[test]
 fn lambda_binaries_link_no_local_stand_ins() {
-    let crates = linked("projector");
-    assert!(
-        crates.iter().any(|c| c == "lambda_runtime"),
-        "the tree was read: {crates:?}"
-    );
-    for forbidden in ["aws-local", "aws-sdk-kinesis", "axum", "command-api"] {
+    let crates = linked("tally-lambda");
+    for needed in ["lambda_runtime", "lambda_http", "command-api", "projector"] {
+        assert!(
+            crates.iter().any(|c| c == needed),
+            "the Lambda entries link {needed}: {crates:?}"
+        );
+    }
+    for forbidden in ["aws-local", "aws-sdk-kinesis"] {
         assert!(
             !crates.iter().any(|c| c == forbidden),
+            "the Lambda entries link {forbidden}"
+        );
+    }
+    let projector = linked("projector");
+    assert!(
+        projector.iter().any(|c| c == "aws_lambda_events"),
+        "the tree was read: {projector:?}"
+    );
+    for forbidden in ["lambda_runtime", "lambda_http", "axum", "command-api"] {
+        assert!(
+            !projector.iter().any(|c| c == forbidden),
             "the projector links {forbidden}"
         );
     }
@@ -314,6 +335,7 @@ fn only_ledger_store_names_database_layouts() {
         "sim",
         "load",
         "replay",
+        "lambda",
         ".",
     ] {
         let src = root.join(crate_dir).join("src");

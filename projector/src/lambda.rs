@@ -1,5 +1,6 @@
 //! Lambda's event types to records, and the handler's report back to
-//! Lambda's partial-batch response.
+//! Lambda's partial-batch response. The functions' entries (`tally-lambda`)
+//! and the local runners call these.
 //!
 //! Two sources feed the same [`StreamProjector::handle`]:
 //!
@@ -19,101 +20,11 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
 };
-use std::sync::Arc;
-
-use lambda_runtime::{LambdaEvent, service_fn};
-use ledger_store::dynamodb::DynamoConfig;
-
 use ledger_store::dynamodb::change::{Change, DynamoChangeRecord};
-use ledger_store::dynamodb::views::DynamoTable;
 use ledger_store::views::ViewTable;
 
 use crate::handler::{Report, StreamProjector};
 use crate::record::ChangeRecord;
-
-/// Environment variables the Lambda runtime needs; the runtime library
-/// panics without them, so the entry checks first.
-const RUNTIME_ENV: [&str; 4] = [
-    "AWS_LAMBDA_RUNTIME_API",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-];
-
-/// Where the function's read-model table is: `TALLY_TABLE_PREFIX` (default
-/// `tally-`), and `TALLY_DYNAMODB_ENDPOINT` for a DynamoDB-compatible
-/// endpoint instead of the service.
-pub fn config_from_env() -> DynamoConfig {
-    DynamoConfig {
-        endpoint: std::env::var("TALLY_DYNAMODB_ENDPOINT").ok(),
-        table_prefix: std::env::var("TALLY_TABLE_PREFIX").unwrap_or_else(|_| "tally-".into()),
-    }
-}
-
-/// Structured JSON logs, one object per line, level from `RUST_LOG`
-/// (default `info`); Lambda stamps the time itself.
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .try_init();
-}
-
-/// Which event source a function serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    DynamoDbStreams,
-    Kinesis,
-}
-
-/// The Lambda function's main: serves invocations of `source` until the
-/// runtime stops it.
-///
-/// # Errors
-/// When the Lambda environment is missing or the runtime fails.
-pub async fn run(source: Source) -> Result<(), lambda_runtime::Error> {
-    init_logs();
-    if let Some(missing) = RUNTIME_ENV.iter().find(|v| std::env::var(v).is_err()) {
-        return Err(
-            format!("{missing} is not set: this binary runs inside AWS Lambda's runtime").into(),
-        );
-    }
-    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
-    if memory.parse::<i32>().is_err() {
-        return Err(
-            format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of MB").into(),
-        );
-    }
-    let projector = Arc::new(StreamProjector::new(
-        DynamoTable::connect(&config_from_env()).await,
-    ));
-    match source {
-        Source::DynamoDbStreams => {
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<DynamoDbEvent>| {
-                let projector = Arc::clone(&projector);
-                async move {
-                    Ok::<_, lambda_runtime::Error>(handle_dynamodb(&projector, event.payload).await)
-                }
-            }))
-            .await
-        }
-        Source::Kinesis => {
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| {
-                let projector = Arc::clone(&projector);
-                async move {
-                    Ok::<_, lambda_runtime::Error>(handle_kinesis(&projector, event.payload).await)
-                }
-            }))
-            .await
-        }
-    }
-}
 
 /// The records of a DynamoDB Streams event.
 pub fn dynamodb_records(event: DynamoDbEvent) -> Vec<ChangeRecord> {

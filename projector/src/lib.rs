@@ -15,9 +15,9 @@
 //!   embedded log in commit order, a page per batch, into any read-model
 //!   table (`SqliteViews` beside the log), with a checkpoint that is only
 //!   a position.
-//! - [`lambda`]: the stream projector's Lambda entry (Lambda's event and
-//!   response types), the main of the `projector-streams` and
-//!   `projector-kinesis` binaries.
+//! - [`lambda`]: Lambda's event and response types for the stream
+//!   projector, which its Lambda entries (the `tally-lambda` crate) and the
+//!   local runners use.
 //!
 //! ## The stream projection protocol
 //!

@@ -540,7 +540,9 @@ fn signing_key(jwk: &Jwk) -> Option<(String, DecodingKey)> {
     {
         return None;
     }
-    DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
+    DecodingKey::from_jwk(jwk)
+        .ok()
+        .map(|decoding| (kid, decoding))
 }
 
 /// What a Cognito token says of its user, as text: from a token's claims or

@@ -167,9 +167,9 @@ fn responses(route: &RouteDoc) -> Value {
     if route.is_write() {
         r.insert("409".into(), json!({"description": "a state conflict (e.g. order_exists, conflict)", "content": problem}));
         r.insert("422".into(), json!({"description": "a rule refused the command (e.g. insufficient_credit, refund_exceeds_remaining, idempotency_key_reused)", "content": problem}));
-        r.insert("503".into(), json!({"description": "unavailable: the store failed, retry with the same key; not_yet_visible: a replenishment's consistency_token was not projected in time", "content": problem}));
+        r.insert("503".into(), json!({"description": "unavailable: the store failed, or the user pool's signing keys could not be fetched, retry with the same key; not_yet_visible: a replenishment's consistency_token was not projected in time", "content": problem}));
     } else if !route.roles.is_empty() {
-        r.insert("503".into(), json!({"description": "not_yet_visible: the writes consistency_token names were not projected in time (a named limit, READ_WAIT_MAX: 5 s); unavailable: the store failed", "content": problem}));
+        r.insert("503".into(), json!({"description": "not_yet_visible: the writes consistency_token names were not projected in time (a named limit, READ_WAIT_MAX: 5 s); unavailable: the store failed, or the user pool's signing keys could not be fetched", "content": problem}));
     }
     Value::Object(r)
 }

@@ -1,14 +1,6 @@
-//! The Lambda seam from both sides, with the real binaries.
-//!
-//! AWS Lambda cannot run here, so only the piece that is AWS is emulated:
-//! the Lambda Runtime API (`GET /2018-06-01/runtime/invocation/next`,
-//! `POST .../invocation/{id}/response`, `POST .../invocation/{id}/error`,
-//! `POST .../init/error`), as a small axum server on loopback that hands
-//! out a queue of event payloads and collects what the function answers
-//! per request id. `projector-streams` and `projector-kinesis` run as child
-//! processes against it, exactly as Lambda starts a custom runtime
-//! (`AWS_LAMBDA_RUNTIME_API` and the function's environment), and write to
-//! a read-model table on DynamoDB Local.
+//! The stream projector's functions, `projector-streams` and
+//! `projector-kinesis`, against the emulated Runtime API, writing a
+//! read-model table on DynamoDB Local.
 //!
 //! The events come from ledger-core's own deciders (`MemoryLedger`), and
 //! the payloads are built as AWS sends them: a DynamoDB Streams event, and
@@ -16,21 +8,9 @@
 //! change records as base64 JSON. What the function wrote is read back and
 //! compared with a fresh fold of the same events.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use aws_local::emulator::unique_prefix;
+use std::collections::BTreeMap;
 
-use aws_local::emulator::{Emulator, Kind, unique_prefix};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use ledger_core::credit::{CreditCommand, CreditPolicyInput, OpenCreditAccount, ReplenishCredit};
 use ledger_core::event::{Payment, Tender};
 use ledger_core::memory::{Command, MemoryLedger};
@@ -45,168 +25,23 @@ use ledger_core::{
     Actor, Cadence, CommissionRate, Currency, EmployeeId, Envelope, ItemCode, LocalDate, OrderId,
     Period, RefundId, Role, StreamId, StreamKind, TenantId, TimeZone, Timestamp, UserId, VendorId,
 };
-use ledger_store::dynamodb::views::DynamoTable;
-use ledger_store::dynamodb::{DynamoConfig, clients, create_tables};
+use ledger_store::dynamodb::DynamoConfig;
 use ledger_store::views::{MemoryState, ViewTable};
 use projector::plan::pk_of;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, oneshot};
+
+use crate::runtime::{
+    EXIT_WAIT_MAX, Function, Outcome, Printed, REGION, RuntimeApi, fixture, function_name,
+    lambda_env, now_ms, tables,
+};
 
 const STREAMS_BIN: &str = env!("CARGO_BIN_EXE_projector-streams");
 const KINESIS_BIN: &str = env!("CARGO_BIN_EXE_projector-kinesis");
 
-/// How long an invocation may take before the test gives up on it.
-const INVOKE_WAIT_MAX: Duration = Duration::from_secs(60);
-/// How long a binary that should exit at once may take to do so.
-const EXIT_WAIT_MAX: Duration = Duration::from_secs(20);
-
-const REGION: &str = "us-east-1";
-const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:tally-projector";
 const STREAM_ARN: &str =
     "arn:aws:dynamodb:us-east-1:123456789012:table/tally-events/stream/2026-11-16T00:00:00.000";
 const KINESIS_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/tally-events";
-
-// ---------------------------------------------------------------------------
-// The Lambda Runtime API, emulated.
-// ---------------------------------------------------------------------------
-
-/// What the function answered to one invocation.
-#[derive(Debug, Clone)]
-enum Outcome {
-    /// `POST /runtime/invocation/{id}/response`: the handler's JSON.
-    Response(Value),
-    /// `POST /runtime/invocation/{id}/error`: the error type header and the
-    /// diagnostic (`errorType`, `errorMessage`).
-    Error {
-        error_type: Option<String>,
-        body: Value,
-    },
-}
-
-impl Outcome {
-    /// The item identifiers of a partial-batch response, in its order.
-    fn failures(&self) -> Vec<String> {
-        let Outcome::Response(body) = self else {
-            panic!("the invocation failed instead of answering: {self:?}");
-        };
-        let failures = body
-            .get("batchItemFailures")
-            .and_then(Value::as_array)
-            .unwrap_or_else(|| panic!("no batchItemFailures array in {body}"));
-        failures
-            .iter()
-            .map(|f| {
-                f.get("itemIdentifier")
-                    .and_then(Value::as_str)
-                    .unwrap_or_else(|| panic!("a failure without itemIdentifier: {body}"))
-                    .to_owned()
-            })
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Rapid {
-    /// Invocations not yet handed to the function: request id and payload.
-    queue: Mutex<VecDeque<(String, Vec<u8>)>>,
-    queued: Notify,
-    /// Invocations handed out or queued, waiting for an answer.
-    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
-    /// `POST /runtime/init/error` bodies, with their error type header.
-    init_errors: Mutex<Vec<(Option<String>, Value)>>,
-    /// Requests to anything else, or answers for unknown request ids.
-    unexpected: Mutex<Vec<String>>,
-    next_calls: AtomicU64,
-    next_id: AtomicU64,
-}
-
-/// The emulated Runtime API of one function instance.
-struct RuntimeApi {
-    addr: SocketAddr,
-    rapid: Arc<Rapid>,
-}
-
-const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
-
-impl RuntimeApi {
-    async fn start() -> RuntimeApi {
-        let rapid = Arc::new(Rapid::default());
-        let app = Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(response),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .fallback(unexpected)
-            .with_state(Arc::clone(&rapid));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        RuntimeApi { addr, rapid }
-    }
-
-    /// `host:port`, as Lambda sets `AWS_LAMBDA_RUNTIME_API`.
-    fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
-
-    /// Queues one invocation; the receiver gets the function's answer.
-    fn enqueue(&self, payload: &Value) -> (String, oneshot::Receiver<Outcome>) {
-        let n = self.rapid.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format!("8476a536-e9f4-11e8-9739-{n:012x}");
-        let (tx, rx) = oneshot::channel();
-        self.rapid.waiting.lock().unwrap().insert(id.clone(), tx);
-        self.rapid
-            .queue
-            .lock()
-            .unwrap()
-            .push_back((id.clone(), serde_json::to_vec(payload).unwrap()));
-        self.rapid.queued.notify_one();
-        (id, rx)
-    }
-
-    /// Invokes the function with `payload` and waits for its answer; fails
-    /// fast, with the function's stderr, if the process dies meanwhile.
-    async fn invoke(&self, function: &mut Function, payload: &Value) -> (String, Outcome) {
-        let (id, mut rx) = self.enqueue(payload);
-        let started = Instant::now();
-        loop {
-            match tokio::time::timeout(Duration::from_millis(50), &mut rx).await {
-                Ok(Ok(outcome)) => return (id, outcome),
-                Ok(Err(_)) => panic!("the emulator dropped request {id}"),
-                Err(_) => {
-                    if let Some(status) = function.exited() {
-                        panic!(
-                            "the function exited ({status}) during request {id}; stderr:\n{}",
-                            function.stderr().join("\n")
-                        );
-                    }
-                    assert!(
-                        started.elapsed() < INVOKE_WAIT_MAX,
-                        "no answer to request {id} within {INVOKE_WAIT_MAX:?}; stderr:\n{}",
-                        function.stderr().join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    /// How many times the function asked for its next invocation.
-    fn next_calls(&self) -> u64 {
-        self.rapid.next_calls.load(Ordering::Relaxed)
-    }
-
-    fn init_errors(&self) -> Vec<(Option<String>, Value)> {
-        self.rapid.init_errors.lock().unwrap().clone()
-    }
-
-    fn unexpected(&self) -> Vec<String> {
-        self.rapid.unexpected.lock().unwrap().clone()
-    }
-}
 
 /// Whether `lag` (ms) lies between the newest and the oldest event's age,
 /// give or take a minute of test time.
@@ -219,287 +54,6 @@ fn lag_fits(log: &[Logged], lag: f64) -> bool {
         .iter()
         .fold((f64::MAX, f64::MIN), |(y, o), a| (y.min(*a), o.max(*a)));
     (young - 60_000.0..=old + 60_000.0).contains(&lag)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// `GET /runtime/invocation/next`: blocks until an invocation is queued, as
-/// Lambda does, and answers its payload with the invocation's headers.
-async fn next(State(rapid): State<Arc<Rapid>>) -> Response {
-    rapid.next_calls.fetch_add(1, Ordering::Relaxed);
-    loop {
-        let notified = rapid.queued.notified();
-        let item = rapid.queue.lock().unwrap().pop_front();
-        if let Some((id, payload)) = item {
-            let deadline = now_ms() + 60_000;
-            let trace = format!(
-                "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1;Lineage=a87bb{}",
-                &id[id.len() - 3..]
-            );
-            let headers = [
-                ("Lambda-Runtime-Aws-Request-Id", id),
-                ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
-                (
-                    "Lambda-Runtime-Invoked-Function-Arn",
-                    FUNCTION_ARN.to_owned(),
-                ),
-                ("Lambda-Runtime-Trace-Id", trace),
-                ("Content-Type", "application/json".to_owned()),
-            ];
-            return (StatusCode::OK, headers, payload).into_response();
-        }
-        notified.await;
-    }
-}
-
-fn accepted() -> Response {
-    (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
-}
-
-fn answer(rapid: &Rapid, id: &str, outcome: Outcome) -> Response {
-    match rapid.waiting.lock().unwrap().remove(id) {
-        Some(tx) => {
-            let _ = tx.send(outcome);
-            accepted()
-        }
-        None => {
-            rapid
-                .unexpected
-                .lock()
-                .unwrap()
-                .push(format!("an answer for unknown request {id}: {outcome:?}"));
-            (
-                StatusCode::BAD_REQUEST,
-                axum::Json(
-                    json!({"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"}),
-                ),
-            )
-                .into_response()
-        }
-    }
-}
-
-fn json_body(body: &Bytes) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
-}
-
-async fn response(
-    State(rapid): State<Arc<Rapid>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    answer(&rapid, &id, Outcome::Response(json_body(&body)))
-}
-
-async fn error(
-    State(rapid): State<Arc<Rapid>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let error_type = headers
-        .get(ERROR_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    answer(
-        &rapid,
-        &id,
-        Outcome::Error {
-            error_type,
-            body: json_body(&body),
-        },
-    )
-}
-
-async fn init_error(State(rapid): State<Arc<Rapid>>, headers: HeaderMap, body: Bytes) -> Response {
-    let error_type = headers
-        .get(ERROR_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    rapid
-        .init_errors
-        .lock()
-        .unwrap()
-        .push((error_type, json_body(&body)));
-    accepted()
-}
-
-async fn unexpected(State(rapid): State<Arc<Rapid>>, request: axum::extract::Request) -> Response {
-    rapid
-        .unexpected
-        .lock()
-        .unwrap()
-        .push(format!("{} {}", request.method(), request.uri()));
-    StatusCode::NOT_FOUND.into_response()
-}
-
-// ---------------------------------------------------------------------------
-// The function: a real binary as a child process.
-// ---------------------------------------------------------------------------
-
-/// A running binary; killed when dropped, so a failing test leaves nothing
-/// behind.
-struct Function {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// What a function printed, line by line.
-#[derive(Debug)]
-struct Printed {
-    stdout: Vec<String>,
-    stderr: Vec<String>,
-}
-
-fn read_lines(
-    pipe: impl Read + Send + 'static,
-    into: Arc<Mutex<Vec<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            into.lock().unwrap().push(line);
-        }
-    })
-}
-
-impl Function {
-    /// Starts `bin` with exactly `env` (nothing inherited, as in Lambda's
-    /// execution environment, where the runtime sets every variable).
-    fn spawn(bin: &str, env: &[(&str, String)]) -> Function {
-        let mut child = Process::new(bin)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            read_lines(child.stdout.take().unwrap(), Arc::clone(&stdout)),
-            read_lines(child.stderr.take().unwrap(), Arc::clone(&stderr)),
-        ];
-        Function {
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    /// Starts `bin` as Lambda would, against `api`, on `config`'s tables.
-    fn start(bin: &str, api: &RuntimeApi, config: &DynamoConfig) -> Function {
-        Function::spawn(bin, &lambda_env(Some(api), config))
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Kills the process and returns everything it printed.
-    fn stop(mut self) -> Printed {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.collect()
-    }
-
-    /// Waits for the process to exit by itself (killing it after `max`).
-    fn wait(mut self, max: Duration) -> (Option<ExitStatus>, Printed) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.exited() {
-                break Some(status);
-            }
-            if started.elapsed() > max {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        (status, self.collect())
-    }
-
-    fn collect(&mut self) -> Printed {
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Printed {
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr.lock().unwrap().clone(),
-        }
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The environment Lambda gives a custom runtime, and the function's own
-/// configuration.
-fn lambda_env(api: Option<&RuntimeApi>, config: &DynamoConfig) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("AWS_LAMBDA_FUNCTION_NAME", "tally-projector".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME",
-            "2026/11/16/[$LATEST]0123456789abcdef0123456789abcdef".to_owned(),
-        ),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            "/aws/lambda/tally-projector".to_owned(),
-        ),
-        ("AWS_REGION", REGION.to_owned()),
-        ("TALLY_TABLE_PREFIX", config.table_prefix.clone()),
-        ("RUST_LOG", "info".to_owned()),
-    ];
-    if let Some(api) = api {
-        env.push(("AWS_LAMBDA_RUNTIME_API", api.endpoint()));
-    }
-    if let Some(endpoint) = &config.endpoint {
-        env.push(("TALLY_DYNAMODB_ENDPOINT", endpoint.clone()));
-    }
-    env
-}
-
-// ---------------------------------------------------------------------------
-// DynamoDB Local.
-// ---------------------------------------------------------------------------
-
-/// Fresh tables on the shared DynamoDB Local, and the read-model table.
-async fn tables(label: &str) -> (DynamoConfig, DynamoTable) {
-    let endpoint =
-        tokio::task::spawn_blocking(|| Emulator::shared(Kind::DynamoDb).endpoint().to_owned())
-            .await
-            .unwrap();
-    let config = DynamoConfig {
-        endpoint: Some(endpoint),
-        table_prefix: unique_prefix(label),
-    };
-    let (db, _) = clients(&config).await;
-    create_tables(&db, &config.table_prefix)
-        .await
-        .expect("create the tables on DynamoDB Local");
-    let table = DynamoTable::new(db, config.table_names().1);
-    (config, table)
 }
 
 // ---------------------------------------------------------------------------
@@ -1073,7 +627,7 @@ async fn streams_function_reports_a_gap_and_converges_on_redelivery() {
     let log = canteen();
     let (config, table) = tables("lambda-streams").await;
     let api = RuntimeApi::start().await;
-    let mut function = Function::start(STREAMS_BIN, &api, &config);
+    let mut function = Function::start(STREAMS_BIN, &api, &config, &[]);
 
     let all = changes(&log, streams_seq, 5_000);
     let gap_stream = order_stream(CREDIT_REFUNDED);
@@ -1159,7 +713,7 @@ async fn kinesis_function_converges_from_shuffled_duplicated_batches() {
     let log = canteen();
     let (config, table) = tables("lambda-kinesis").await;
     let api = RuntimeApi::start().await;
-    let mut function = Function::start(KINESIS_BIN, &api, &config);
+    let mut function = Function::start(KINESIS_BIN, &api, &config, &[]);
 
     let all = changes(&log, kinesis_seq, 2_000);
     let mut rng = SplitMix64::new(7);
@@ -1261,7 +815,7 @@ async fn poison_is_parked_and_its_stream_waits_behind_it() {
     let log = canteen();
     let (config, table) = tables("lambda-poison").await;
     let api = RuntimeApi::start().await;
-    let mut function = Function::start(STREAMS_BIN, &api, &config);
+    let mut function = Function::start(STREAMS_BIN, &api, &config, &[]);
 
     let poisoned = order_stream(TWICE_REFUNDED);
     let all = changes(&log, streams_seq, 1_000);
@@ -1352,7 +906,7 @@ async fn an_unreadable_event_is_an_invocation_error_and_the_function_serves_on()
     };
     for bin in [STREAMS_BIN, KINESIS_BIN] {
         let api = RuntimeApi::start().await;
-        let mut function = Function::start(bin, &api, &config);
+        let mut function = Function::start(bin, &api, &config, &[]);
         let (_, outcome) = api
             .invoke(&mut function, &json!({"Records": "not a list"}))
             .await;
@@ -1382,7 +936,7 @@ fn without_the_runtime_api_the_binary_exits_with_its_reason() {
         table_prefix: "unused-".to_owned(),
     };
     for bin in [STREAMS_BIN, KINESIS_BIN] {
-        let function = Function::spawn(bin, &lambda_env(None, &config));
+        let function = Function::spawn(bin, &lambda_env(function_name(bin), None, &config));
         let (status, printed) = function.wait(EXIT_WAIT_MAX);
         let status = status.unwrap_or_else(|| panic!("{bin} did not exit: {printed:?}"));
         assert!(!status.success(), "{bin}: {status}");
@@ -1407,7 +961,7 @@ async fn an_unreachable_table_fails_every_event_record_for_redelivery() {
         table_prefix: unique_prefix("lambda-unreachable"),
     };
     let api = RuntimeApi::start().await;
-    let mut function = Function::start(STREAMS_BIN, &api, &config);
+    let mut function = Function::start(STREAMS_BIN, &api, &config, &[]);
     let all = changes(&log, streams_seq, 1_000);
     let batch: Vec<Change> = all
         .iter()
@@ -1441,7 +995,7 @@ fn without_the_memory_size_the_binary_exits_with_its_reason() {
         table_prefix: "unused-".to_owned(),
     };
     for bin in [STREAMS_BIN, KINESIS_BIN] {
-        let mut env = lambda_env(None, &config);
+        let mut env = lambda_env(function_name(bin), None, &config);
         env.retain(|(k, _)| *k != "AWS_LAMBDA_FUNCTION_MEMORY_SIZE");
         // A runtime API that is never answered: the binary must not get
         // that far.
@@ -1465,7 +1019,7 @@ fn without_the_memory_size_the_binary_exits_with_its_reason() {
 async fn every_unreadable_record_is_parked() {
     let (config, table) = tables("lambda-unreadable-parked").await;
     let api = RuntimeApi::start().await;
-    let mut function = Function::start(KINESIS_BIN, &api, &config);
+    let mut function = Function::start(KINESIS_BIN, &api, &config, &[]);
     let (a, b, c) = (kinesis_seq(1), kinesis_seq(2), kinesis_seq(3));
     let event = json!({"Records": [
         kinesis_record(&a, "x", b"not a change record"),
@@ -1486,4 +1040,44 @@ async fn every_unreadable_record_is_parked() {
         state.parked
     );
     function.stop();
+}
+
+/// The committed samples, as Lambda delivers them (a DynamoDB Streams
+/// batch; a Kinesis batch whose record carries a Kinesis Data Streams for
+/// DynamoDB change record), read by the real binaries: each names one
+/// event item whose bytes are not a record, which is parked under its
+/// stream and acknowledged, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_batches_are_read_and_their_poison_parked() {
+    for (bin, name, id) in [
+        (
+            STREAMS_BIN,
+            "dynamodb-streams-event.json",
+            "4421584500000000017450439091",
+        ),
+        (
+            KINESIS_BIN,
+            "kinesis-event.json",
+            "49658327361027458734910291876543210987654321098765432",
+        ),
+    ] {
+        let (config, table) = tables("lambda-fixture").await;
+        let api = RuntimeApi::start().await;
+        let mut function = Function::start(bin, &api, &config, &[]);
+        let (_, outcome) = api.invoke(&mut function, &fixture(name)).await;
+        assert_eq!(outcome.failures(), Vec::<String>::new(), "{name}");
+        let state = table.scan().await.unwrap();
+        let parked: Vec<(&str, u64, &str)> = state
+            .parked
+            .iter()
+            .map(|((pk, version), p)| (pk.as_str(), *version, p.record.as_str()))
+            .collect();
+        assert_eq!(
+            parked,
+            vec![("acme|credit/E1", 1, id)],
+            "{name}: {:?}",
+            state.parked
+        );
+        function.stop();
+    }
 }

@@ -333,6 +333,16 @@ async fn api_function_serves_both_gateway_flavours_from_authorizer_claims() {
         requests.iter().all(|r| r["store_calls"].as_u64().is_some()),
         "every request line reports its store calls: {requests:?}"
     );
+    // The figures, for the record (never asserted beyond the bounds above).
+    for r in &requests {
+        println!(
+            "{} {} -> {}: {} DynamoDB calls",
+            r["method"].as_str().unwrap_or_default(),
+            r["path"].as_str().unwrap_or_default(),
+            r["status"],
+            r["store_calls"]
+        );
+    }
     let sale_line = requests
         .iter()
         .find(|r| r["path"] == "/v1/sales")

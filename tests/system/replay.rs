@@ -51,6 +51,11 @@ mod dynamodb {
 }
 
 const DEMO: &str = "demo";
+/// How long the stream projector may take to project a seeded demo tenant
+/// (some ten thousand events) on DynamoDB Local: about 20 s alone, several
+/// times that while the suite's other DynamoDB tests share the emulator and
+/// the two cores. A bound on liveness, not a speed target.
+const DEMO_PROJECTED_WAIT: Duration = Duration::from_secs(300);
 
 /// A demo ledger seeded and projected by a real server, then stopped.
 struct Fixture {
@@ -93,7 +98,7 @@ async fn seeded(backend: Backend) -> Fixture {
     let server = start_demo(dir.path(), store).await;
     match server.stream_projection() {
         Some(runner) => runner
-            .caught_up(Duration::from_secs(120))
+            .caught_up(DEMO_PROJECTED_WAIT)
             .await
             .expect("the stream projector catches up"),
         None => {
@@ -771,7 +776,7 @@ async fn a_running_dynamodb_server_adopts_a_rebuilt_generation() {
     let (_dir, server) = demo_server(StoreConfig::Dynamo(config.clone())).await;
     let runner = server.stream_projection().expect("a stream projector");
     runner
-        .caught_up(Duration::from_secs(120))
+        .caught_up(DEMO_PROJECTED_WAIT)
         .await
         .expect("caught up");
     let args = [

@@ -15,6 +15,8 @@
 //!   CREATING, UPDATING, DELETING and ACTIVE within milliseconds. It has no
 //!   enhanced fan-out; Put/GetRecords, shards and their lineage behave as
 //!   the service documents them.
+//! - **cognito-local** holds Cognito user pools and signs RS256 tokens
+//!   with a JWKS of its own; [`crate::cognito`] fills a pool.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,6 +30,8 @@ pub enum Kind {
     DynamoDb,
     /// kinesalite, for Kinesis Data Streams.
     Kinesis,
+    /// cognito-local, for Cognito user pools and their tokens.
+    Cognito,
 }
 
 impl Kind {
@@ -36,6 +40,7 @@ impl Kind {
         match self {
             Kind::DynamoDb => "dynamodb",
             Kind::Kinesis => "kinesis",
+            Kind::Cognito => "cognito",
         }
     }
 }
@@ -63,9 +68,11 @@ impl Emulator {
     pub fn shared(kind: Kind) -> &'static Emulator {
         static DYNAMODB: OnceLock<Emulator> = OnceLock::new();
         static KINESIS: OnceLock<Emulator> = OnceLock::new();
+        static COGNITO: OnceLock<Emulator> = OnceLock::new();
         let cell = match kind {
             Kind::DynamoDb => &DYNAMODB,
             Kind::Kinesis => &KINESIS,
+            Kind::Cognito => &COGNITO,
         };
         cell.get_or_init(|| Self::start(kind).unwrap_or_else(|e| panic!("{e}")))
     }

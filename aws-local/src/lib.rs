@@ -9,8 +9,10 @@
 //! - [`shim`]: Kinesis Data Streams for DynamoDB, played by copying a
 //!   table's stream into a Kinesis stream with the duplicates and reordering
 //!   the service is allowed.
-//! - [`emulator`]: starts DynamoDB Local and kinesalite.
+//! - [`emulator`]: starts DynamoDB Local, kinesalite and cognito-local.
+//! - [`cognito`]: a user pool on cognito-local, its users and their tokens.
 
+pub mod cognito;
 pub mod emulator;
 pub mod kinesis;
 pub mod mapping;

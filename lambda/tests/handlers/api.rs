@@ -4,6 +4,7 @@
 //! through the real binary, on DynamoDB Local, with the stream projector
 //! running in this process so reads see the writes.
 
+use aws_local::cognito::UserPool;
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{Function, Outcome, RuntimeApi, event_items, fixture, project, tables};
@@ -64,6 +65,8 @@ struct Call<'a> {
     /// The authorizer's claims; `None` for a request that reached the
     /// function without an authorizer.
     claims: Option<Map<String, Value>>,
+    /// An `Authorization: Bearer` token.
+    bearer: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -75,6 +78,17 @@ impl<'a> Call<'a> {
             key: None,
             body: None,
             claims: Some(claims),
+            bearer: None,
+        }
+    }
+
+    /// A request that reached the function without an authorizer, with
+    /// `token` as its bearer token.
+    fn bearer(method: &'a str, path: &'a str, token: &str) -> Call<'a> {
+        Call {
+            claims: None,
+            bearer: Some(token.to_owned()),
+            ..Call::new(method, path, Map::new())
         }
     }
 
@@ -111,6 +125,10 @@ impl<'a> Call<'a> {
             event["headers"]["Idempotency-Key"] = json!(key);
             event["multiValueHeaders"]["Idempotency-Key"] = json!([key]);
         }
+        if let Some(token) = &self.bearer {
+            event["headers"]["Authorization"] = json!(format!("Bearer {token}"));
+            event["multiValueHeaders"]["Authorization"] = json!([format!("Bearer {token}")]);
+        }
         if let Some((name, value)) = &self.query {
             event["queryStringParameters"] = json!({ *name: value });
             event["multiValueQueryStringParameters"] = json!({ *name: [value] });
@@ -145,6 +163,9 @@ impl<'a> Call<'a> {
         headers.remove("content-length");
         if let Some(key) = self.key {
             event["headers"]["idempotency-key"] = json!(key);
+        }
+        if let Some(token) = &self.bearer {
+            event["headers"]["authorization"] = json!(format!("Bearer {token}"));
         }
         event["rawQueryString"] = json!(
             self.query
@@ -370,4 +391,71 @@ fn without_the_user_pool_the_api_function_exits_naming_it() {
         all.contains("TALLY_COGNITO_ISSUER is not set"),
         "the reason names the variable: {all}"
     );
+}
+
+/// Behind an API without an authorizer, the function verifies the bearer
+/// token itself against the user pool: a real one, on cognito-local, whose
+/// JWKS it fetches. A valid ID token acts; the same token altered, or one
+/// of another pool, is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_function_verifies_user_pool_tokens_itself_without_an_authorizer() {
+    let (config, _) = tables("lambda-api-jwt").await;
+    let pool = UserPool::create("tally-lambda").await;
+    let admin = pool
+        .user(
+            "admin@canteen.example",
+            &["Admin"],
+            &[("tenant_id", TENANT)],
+        )
+        .await;
+    let (token, _) = pool.sign_in(&admin).await;
+    let other = UserPool::create("tally-lambda-other").await;
+    let stranger = other
+        .user(
+            "admin@canteen.example",
+            &["Admin"],
+            &[("tenant_id", TENANT)],
+        )
+        .await;
+    let (foreign, _) = other.sign_in(&stranger).await;
+    let api = RuntimeApi::start().await;
+    let env = vec![
+        ("TALLY_COGNITO_ISSUER", pool.issuer()),
+        ("TALLY_COGNITO_CLIENT_ID", pool.client_id.clone()),
+        ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true".to_owned()),
+    ];
+    let mut function = Function::start(API_BIN, &api, &config, &env);
+
+    let configure = |token: &str, key: &'static str| {
+        Call::bearer("PUT", "/v1/tenant", token)
+            .key(key)
+            .body(json!({"currency": "PHP", "time_zone": "Asia/Manila"}))
+    };
+    let altered = {
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let last = parts[2].pop().expect("a signature");
+        parts[2].push(if last == 'A' { 'B' } else { 'A' });
+        parts.join(".")
+    };
+    for (refused, key) in [(altered.as_str(), "altered"), (foreign.as_str(), "foreign")] {
+        for event in [
+            configure(refused, key).rest(),
+            configure(refused, key).http(),
+        ] {
+            let r = send(&api, &mut function, &event).await;
+            assert_eq!(r.status, 401, "{key}: {r:?}");
+            assert_eq!(r.body["code"], "unauthorized", "{key}: {r:?}");
+        }
+    }
+    assert_eq!(
+        event_items(&config).await,
+        0,
+        "a refused token writes nothing"
+    );
+    let r = send(&api, &mut function, &configure(&token, "configure").http()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = send(&api, &mut function, &configure(&token, "configure").rest()).await;
+    assert_eq!(r.status, 200, "the same key answers again: {r:?}");
+    assert!(event_items(&config).await > 0, "the admin's write landed");
+    function.stop();
 }

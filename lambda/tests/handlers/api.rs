@@ -237,7 +237,17 @@ async fn api_function_serves_both_gateway_flavours_from_authorizer_claims() {
     let (config, _) = tables("lambda-api").await;
     let projection = project(&config).await;
     let api = RuntimeApi::start().await;
+    let spawned = std::time::Instant::now();
     let mut function = Function::start(API_BIN, &api, &config, &api_env());
+    while api.next_calls() == 0 && spawned.elapsed() < crate::runtime::INVOCATION_TIMEOUT {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // For the record: a cold start, from the process's start to its first
+    // request for work (Lambda's "Init Duration"), on DynamoDB Local.
+    println!(
+        "cold start: {:?} to the first invocation request",
+        spawned.elapsed()
+    );
 
     // REST API, stage in the path: the tenant, then the fixture's own
     // request as recorded (register V1).

@@ -403,6 +403,18 @@ fn without_the_user_pool_the_api_function_exits_naming_it() {
     );
 }
 
+/// The ID token of an admin of [`TENANT`] in `pool`.
+async fn admin_token(pool: &UserPool) -> String {
+    let admin = pool
+        .user(
+            "admin@canteen.example",
+            &["Admin"],
+            &[("tenant_id", TENANT)],
+        )
+        .await;
+    pool.sign_in(&admin).await.0
+}
+
 /// Behind an API without an authorizer, the function verifies the bearer
 /// token itself against the user pool: a real one, on cognito-local, whose
 /// JWKS it fetches. A valid ID token acts; the same token altered, or one
@@ -411,23 +423,8 @@ fn without_the_user_pool_the_api_function_exits_naming_it() {
 async fn api_function_verifies_user_pool_tokens_itself_without_an_authorizer() {
     let (config, _) = tables("lambda-api-jwt").await;
     let pool = UserPool::create("tally-lambda").await;
-    let admin = pool
-        .user(
-            "admin@canteen.example",
-            &["Admin"],
-            &[("tenant_id", TENANT)],
-        )
-        .await;
-    let (token, _) = pool.sign_in(&admin).await;
-    let other = UserPool::create("tally-lambda-other").await;
-    let stranger = other
-        .user(
-            "admin@canteen.example",
-            &["Admin"],
-            &[("tenant_id", TENANT)],
-        )
-        .await;
-    let (foreign, _) = other.sign_in(&stranger).await;
+    let token = admin_token(&pool).await;
+    let foreign = admin_token(&UserPool::create("tally-lambda-other").await).await;
     let api = RuntimeApi::start().await;
     let env = vec![
         ("TALLY_COGNITO_ISSUER", pool.issuer()),

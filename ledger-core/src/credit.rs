@@ -22,13 +22,13 @@ use crate::time::{Cadence, Period, Timestamp};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditPolicyInput {
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "crate::money::amount_text::Unsigned")]
+    #[serde(with = "crate::money::amount_text::unsigned")]
     pub allowance: Decimal,
     pub cadence: Cadence,
     pub mode: ReplenishMode,
-    #[serde(default, with = "rust_decimal::serde::str_option")]
-    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "crate::money::amount_text::unsigned_option")]
+    #[schemars(with = "Option<crate::money::amount_text::Unsigned>")]
     pub cap: Option<Decimal>,
 }
 
@@ -114,8 +114,8 @@ pub struct ReplenishCredit {
 #[serde(deny_unknown_fields)]
 pub struct AdjustCredit {
     pub employee_id: EmployeeId,
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "crate::money::amount_text::Signed")]
+    #[serde(with = "crate::money::amount_text::signed")]
     pub amount: Decimal,
     pub reason: Reason,
 }

@@ -162,9 +162,12 @@ impl Money {
     ///
     /// # Errors
     /// [`MoneyError::TooPrecise`] or [`MoneyError::OutOfRange`].
+    /// The amount's own scale counts, trailing zeros included: `1.500` is
+    /// three decimal places, too many for PHP, as the request grammar
+    /// ([`amount_text`]) says.
     pub fn parse(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
         let normalized = amount.normalize();
-        if normalized.scale() > currency.scale() {
+        if amount.scale() > currency.scale() {
             return Err(MoneyError::TooPrecise {
                 amount,
                 scale: currency.scale(),
@@ -369,6 +372,161 @@ impl<C> Decode<C> for Money {
 }
 bincode::impl_borrow_decode!(Money);
 
+/// The one decimal grammar of an amount in a request, as JSON text:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]{1,4})?` (the sign only where a negative
+/// amount means something: an adjustment). No exponent, no `+`, no `_`, no
+/// leading zeros, no bare point; at most [`SCALE_MAX`] decimals here, and
+/// at most the tenant currency's minor-unit digits where the currency is
+/// known ([`Money::parse`], in the decider). The edge checks the shape, the
+/// decider the scale; both refuse with the field named.
+///
+/// Use the modules as `#[serde(with = "amount_text::unsigned")]` (or
+/// `signed`, `unsigned_option`) and `#[schemars(with = "amount_text::Unsigned")]`
+/// (or `Signed`, `Option<Unsigned>`), so the schema carries the pattern.
+pub mod amount_text {
+    use std::borrow::Cow;
+
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::SCALE_MAX;
+
+    /// The grammar of an amount that cannot be negative.
+    pub const UNSIGNED_PATTERN: &str = r"^(0|[1-9][0-9]*)(\.[0-9]{1,4})?$";
+    /// The grammar of a signed amount.
+    pub const SIGNED_PATTERN: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]{1,4})?$";
+    /// Longest amount text: far beyond any amount in range
+    /// ([`AMOUNT_MAJOR_MAX`](crate::limits::AMOUNT_MAJOR_MAX) has ten
+    /// digits), short enough that nothing overflows parsing it.
+    pub const AMOUNT_TEXT_LEN_MAX: usize = 24;
+
+    /// Why a text is not an amount.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error(
+        "{text:?} is not an amount: write {sign}digits without leading zeros, optionally a point and 1 to {SCALE_MAX} digits (at most the currency's minor-unit digits), matching {pattern}"
+    )]
+    pub struct AmountTextError {
+        text: String,
+        sign: &'static str,
+        pattern: &'static str,
+    }
+
+    /// Parses `text` by the grammar; `signed` allows a leading `-`.
+    ///
+    /// # Errors
+    /// [`AmountTextError`] for anything else.
+    pub fn parse(text: &str, signed: bool) -> Result<Decimal, AmountTextError> {
+        let error = || AmountTextError {
+            text: text.chars().take(AMOUNT_TEXT_LEN_MAX + 8).collect(),
+            sign: if signed { "an optional '-', then " } else { "" },
+            pattern: if signed {
+                SIGNED_PATTERN
+            } else {
+                UNSIGNED_PATTERN
+            },
+        };
+        if text.len() > AMOUNT_TEXT_LEN_MAX {
+            return Err(error());
+        }
+        let unsigned = match text.strip_prefix('-') {
+            Some(rest) if signed => rest,
+            _ => text,
+        };
+        let (whole, fraction) = match unsigned.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (unsigned, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let whole_ok = digits(whole) && (whole == "0" || !whole.starts_with('0'));
+        let fraction_ok = fraction.is_none_or(|f| digits(f) && f.len() <= usize::from(SCALE_MAX));
+        if !(whole_ok && fraction_ok) {
+            return Err(error());
+        }
+        text.parse::<Decimal>().map_err(|_| error())
+    }
+
+    fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
+        Cow::<'de, str>::deserialize(d)
+    }
+
+    /// An amount that cannot be negative.
+    pub mod unsigned {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(amount: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(amount)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+            parse(&text(d)?, false).map_err(serde::de::Error::custom)
+        }
+    }
+
+    /// A signed amount.
+    pub mod signed {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(amount: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(amount)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+            parse(&text(d)?, true).map_err(serde::de::Error::custom)
+        }
+    }
+
+    /// An optional amount that cannot be negative; `null` or absent is none.
+    pub mod unsigned_option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(amount: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+            match amount {
+                Some(amount) => s.collect_str(amount),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+            Option::<Cow<'de, str>>::deserialize(d)?
+                .map(|t| parse(&t, false).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+
+    /// The schema of an unsigned amount: a string with its pattern.
+    pub struct Unsigned;
+    /// The schema of a signed amount.
+    pub struct Signed;
+
+    impl schemars::JsonSchema for Unsigned {
+        fn schema_name() -> Cow<'static, str> {
+            "Amount".into()
+        }
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::json_schema!({
+                "description": "A decimal amount, not negative: digits without leading zeros, optionally a point and at most the tenant currency's minor-unit digits (2 for PHP, 0 for JPY). No exponent, sign, '_' or bare point.",
+                "type": "string",
+                "pattern": UNSIGNED_PATTERN,
+                "maxLength": AMOUNT_TEXT_LEN_MAX,
+            })
+        }
+    }
+
+    impl schemars::JsonSchema for Signed {
+        fn schema_name() -> Cow<'static, str> {
+            "SignedAmount".into()
+        }
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::json_schema!({
+                "description": "A signed decimal amount: an optional '-', digits without leading zeros, optionally a point and at most the tenant currency's minor-unit digits (2 for PHP, 0 for JPY). No exponent, '+', '_' or bare point.",
+                "type": "string",
+                "pattern": SIGNED_PATTERN,
+                "maxLength": AMOUNT_TEXT_LEN_MAX,
+            })
+        }
+    }
+}
+
 /// A commission rate in basis points: 0..=10000 (0 % to 100 %).
 #[derive(
     Debug,
@@ -443,7 +601,6 @@ mod tests {
     #[test]
     fn amounts_are_held_at_the_currency_scale() {
         assert_eq!(php(dec!(1.5)).amount().to_string(), "1.50");
-        assert_eq!(php(dec!(1.500)).amount().to_string(), "1.50");
         let jpy = Currency::new("JPY");
         assert_eq!(
             Money::parse(dec!(100), jpy).unwrap().amount().to_string(),
@@ -456,6 +613,104 @@ mod tests {
         let err = Money::parse(dec!(1.005), Currency::new("PHP")).unwrap_err();
         assert!(matches!(err, MoneyError::TooPrecise { scale: 2, .. }));
         assert!(Money::parse(dec!(1.5), Currency::new("JPY")).is_err());
+    }
+
+    /// Regression: `1.500` PHP and `100.00` JPY were accepted, the digits
+    /// beyond the minor unit being zeros. The grammar counts digits.
+    #[test]
+    fn trailing_zeros_beyond_the_minor_unit_are_too_precise() {
+        let err = Money::parse(dec!(1.500), Currency::new("PHP")).unwrap_err();
+        assert!(matches!(err, MoneyError::TooPrecise { scale: 2, .. }));
+        assert!(Money::parse(dec!(100.00), Currency::new("JPY")).is_err());
+        assert!(Money::parse(dec!(100), Currency::new("JPY")).is_ok());
+    }
+
+    /// Regression: `1e2`, `1_000`, `+1.00`, `.5`, `5.`, `0001.00` and
+    /// `1E-2` were accepted as amounts.
+    #[test]
+    fn amount_text_has_one_grammar() {
+        use amount_text::parse;
+        for good in [
+            "0",
+            "1",
+            "10",
+            "1.5",
+            "1.50",
+            "0.01",
+            "1000000000.00",
+            "12.3456",
+        ] {
+            assert_eq!(parse(good, false).unwrap().to_string(), good, "{good}");
+            assert_eq!(parse(good, true).unwrap().to_string(), good, "{good}");
+        }
+        for bad in [
+            "1e2",
+            "1_000",
+            "+1.00",
+            ".5",
+            "5.",
+            "0001.00",
+            "1E-2",
+            "",
+            "-",
+            "00",
+            "01",
+            "1.",
+            "1.23456",
+            " 1",
+            "1 ",
+            "1,00",
+            "0x10",
+            "NaN",
+            "inf",
+            "١",
+            "1.-1",
+            "--1",
+            "-0x1",
+            "1111111111111111111111111",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad:?} unsigned");
+            assert!(parse(bad, true).is_err(), "{bad:?} signed");
+        }
+        assert!(parse("-1.00", false).is_err());
+        assert_eq!(parse("-1.00", true).unwrap(), dec!(-1.00));
+        assert_eq!(parse("-0.5", true).unwrap(), dec!(-0.5));
+        let detail = parse("1e2", false).unwrap_err().to_string();
+        assert!(detail.contains("\"1e2\"") && detail.contains(amount_text::UNSIGNED_PATTERN));
+    }
+
+    #[test]
+    fn amount_text_serde_round_trips_and_names_the_grammar() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Body {
+            #[serde(with = "amount_text::unsigned")]
+            price: Decimal,
+            #[serde(with = "amount_text::signed")]
+            delta: Decimal,
+            #[serde(default, with = "amount_text::unsigned_option")]
+            cap: Option<Decimal>,
+        }
+        let body: Body =
+            serde_json::from_str(r#"{"price": "1.50", "delta": "-2", "cap": null}"#).unwrap();
+        assert_eq!(body.price.to_string(), "1.50");
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"price":"1.50","delta":"-2","cap":null}"#
+        );
+        let absent: Body = serde_json::from_str(r#"{"price": "1", "delta": "1"}"#).unwrap();
+        assert_eq!(absent.cap, None);
+        for bad in [
+            r#"{"price": "1e2", "delta": "1"}"#,
+            r#"{"price": 1.5, "delta": "1"}"#,
+            r#"{"price": "1", "delta": "+1"}"#,
+            r#"{"price": "1", "delta": "1", "cap": "5."}"#,
+        ] {
+            let error = serde_json::from_str::<Body>(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("amount") || error.contains("string"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -29,8 +29,8 @@ use crate::vendor::{Vendor, VendorState};
 pub struct LineInput {
     pub item: ItemCode,
     pub quantity: u32,
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "crate::money::amount_text::Unsigned")]
+    #[serde(with = "crate::money::amount_text::unsigned")]
     pub unit_price: Decimal,
 }
 
@@ -61,8 +61,8 @@ impl RecordSale {
 #[serde(deny_unknown_fields)]
 pub struct ReceivePayment {
     pub order_id: OrderId,
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "crate::money::amount_text::Unsigned")]
+    #[serde(with = "crate::money::amount_text::unsigned")]
     pub amount: Decimal,
     pub tender: Tender,
     pub now: Timestamp,
@@ -74,8 +74,8 @@ pub struct ReceivePayment {
 pub struct IssueRefund {
     pub order_id: OrderId,
     pub refund_id: RefundId,
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "crate::money::amount_text::Unsigned")]
+    #[serde(with = "crate::money::amount_text::unsigned")]
     pub amount: Decimal,
     #[serde(default)]
     pub reason: Option<Reason>,

@@ -13,6 +13,7 @@ on_both_stores! {
     tokens_that_do_not_prove_a_caller_are_unauthorized,
     bodies_that_do_not_parse_are_refused_before_anything_is_decided,
     amounts_and_limits_the_domain_refuses_are_remembered_without_events,
+    regression_permissive_amounts_are_refused_on_every_route,
     rules_refuse_with_their_own_codes,
     idempotency_keys_replay_or_refuse,
     offline_batches_have_their_own_limits,
@@ -241,11 +242,6 @@ async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events(sto
     let with_lines = |order: &str, lines: Vec<Value>| json!({"order_id": order, "lines": lines, "payment": cash()});
     let cases: Vec<(&str, Value, &str)> = vec![
         (
-            "negative",
-            with_lines("N-1", vec![line(1, "-1.00")]),
-            "validation_failed",
-        ),
-        (
             "zero",
             with_lines("N-2", vec![line(1, "0")]),
             "validation_failed",
@@ -323,11 +319,7 @@ async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events(sto
 
     api.sell(&cashier, "paid", sale("PAID", "50.00", cash()))
         .await;
-    for (what, amount) in [
-        ("negative", "-5.00"),
-        ("zero", "0.00"),
-        ("precise", "0.001"),
-    ] {
+    for (what, amount) in [("zero", "0.00"), ("precise", "0.001")] {
         let key = format!("refund-{what}");
         api.rejected(
             T1,
@@ -346,6 +338,142 @@ async fn amounts_and_limits_the_domain_refuses_are_remembered_without_events(sto
         400,
         "validation_failed",
         "adj-precise",
+    )
+    .await;
+    api.stop().await;
+}
+
+/// A request body built around one amount text.
+type BodyOf = Box<dyn Fn(&str) -> Value>;
+
+/// Regression: `"1e2"` and `"1_000"` were recorded as prices (gross 100.00
+/// and 1000.00), and `"+1.00"`, `".5"`, `"5."`, `"0001.00"`, `"1E-2"` were
+/// accepted too. Every money field of every route has one grammar; text
+/// outside it is refused at the edge, naming the field, writing nothing and
+/// storing no key. Digits beyond the tenant currency's minor unit are the
+/// decider's to refuse, naming the field too.
+async fn regression_permissive_amounts_are_refused_on_every_route(store: Backend) {
+    let api = Api::start(store).await;
+    let cashier = api.cashier(V1);
+    let admin = api.admin();
+    api.sell(
+        &cashier,
+        "grammar-paid",
+        sale("GRAMMAR-PAID", "50.00", cash()),
+    )
+    .await;
+    let mut invoice = sale(
+        "GRAMMAR-INVOICE",
+        "50.00",
+        json!({"method": "invoice", "due_date": "2099-01-01"}),
+    );
+    invoice["vendor_id"] = json!(V1);
+    ok(
+        api.post(&admin, "/v1/sales", "grammar-invoice")
+            .json(&invoice),
+        201,
+    )
+    .await;
+    let routes: Vec<(&str, &str, BodyOf)> = vec![
+        (
+            "/v1/sales",
+            "lines[0].unit_price",
+            Box::new(|a: &str| {
+                let mut body = sale("GRAMMAR-NEW", a, cash());
+                body["vendor_id"] = json!(V1);
+                body
+            }),
+        ),
+        (
+            "/v1/orders/GRAMMAR-PAID/refunds",
+            "amount",
+            Box::new(|a: &str| json!({"refund_id": "R-GRAMMAR", "amount": a})),
+        ),
+        (
+            "/v1/orders/GRAMMAR-INVOICE/payments",
+            "amount",
+            Box::new(|a: &str| json!({"amount": a, "tender": {"method": "cash"}})),
+        ),
+        (
+            "/v1/employees/E1/credit/adjustments",
+            "amount",
+            Box::new(|a: &str| json!({"amount": a, "reason": "grammar"})),
+        ),
+        (
+            "/v1/employees",
+            "policy.allowance",
+            Box::new(
+                |a: &str| json!({"employee_id": "E-GRAMMAR", "name": "N", "policy": {"allowance": a, "cadence": "monthly", "mode": "top_up"}}),
+            ),
+        ),
+        (
+            "/v1/employees",
+            "policy.cap",
+            Box::new(
+                |a: &str| json!({"employee_id": "E-GRAMMAR", "name": "N", "policy": {"allowance": "1.00", "cadence": "monthly", "mode": "accumulate", "cap": a}}),
+            ),
+        ),
+    ];
+    let bad = [
+        "1e2", "1_000", "+1.00", ".5", "5.", "0001.00", "1E-2", "1.23456", " 1", "1,00", "",
+    ];
+    for (path, field, body) in &routes {
+        let bad_here: Vec<&str> = match *path {
+            // A negative adjustment means something; elsewhere it is refused.
+            "/v1/employees/E1/credit/adjustments" => bad.to_vec(),
+            _ => bad.iter().copied().chain(["-1.00"]).collect(),
+        };
+        for (i, amount) in bad_here.into_iter().enumerate() {
+            let key = format!("grammar{}-{field}-{i}", path.replace('/', "-"));
+            let reply = api
+                .refused(
+                    api.post(&admin, path, &key).json(&body(amount)),
+                    400,
+                    "validation_failed",
+                    Some(&key),
+                )
+                .await;
+            let detail = reply.body["detail"].as_str().unwrap();
+            assert!(detail.contains(field), "{path} {amount:?}: {detail}");
+            assert!(
+                detail.contains("is not an amount"),
+                "{path} {amount:?}: {detail}"
+            );
+        }
+        // Digits beyond PHP's two: the decider refuses, naming the field.
+        let key = format!("grammar{}-{field}-scale", path.replace('/', "-"));
+        let before = api.event_count().await;
+        let reply = check(
+            api.post(&admin, path, &key).json(&body("1.500")),
+            400,
+            "validation_failed",
+        )
+        .await;
+        let detail = reply.body["detail"].as_str().unwrap();
+        let domain_field = field.replace("[0]", "").replace("policy.", "");
+        assert!(detail.contains(&domain_field), "{path}: {detail}");
+        assert!(detail.contains("decimal places"), "{path}: {detail}");
+        assert_eq!(
+            api.event_count().await,
+            before,
+            "{path}: 1.500 wrote events"
+        );
+    }
+    // A signed adjustment is still signed; the grammar itself is fine.
+    ok(
+        api.post(
+            &admin,
+            "/v1/employees/E1/credit/adjustments",
+            "grammar-negative",
+        )
+        .json(&json!({"amount": "-0.50", "reason": "grammar"})),
+        201,
+    )
+    .await;
+    ok(
+        api.post(&cashier, "/v1/sales", "grammar-ok")
+            .json(&sale("GRAMMAR-OK", "0.5", cash())),
+        201,
     )
     .await;
     api.stop().await;

@@ -122,14 +122,30 @@ where
                 ),
                 status => Problem::new(status, "validation_failed", e.body_text()),
             })?;
-        let value: T = serde_json::from_slice(&bytes)
-            .map_err(|e| Problem::validation(format!("the body does not parse: {e}")))?;
+        let value: T = parse_body(&bytes)?;
         let canonical = serde_json::to_vec(&value).expect("a parsed body re-encodes");
         Ok(Body {
             request_hash: request_hash(&path, &canonical),
             value,
         })
     }
+}
+
+/// Parses a JSON body; a failure's detail names the field it failed at
+/// (`lines[0].unit_price: "1e2" is not an amount: …`).
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            "." => Problem::validation(format!("the body does not parse: {inner}")),
+            field => Problem::validation(format!("the body does not parse: {field}: {inner}")),
+        }
+    })?;
+    json.end()
+        .map_err(|e| Problem::validation(format!("the body does not parse: {e}")))?;
+    Ok(value)
 }
 
 pub fn request_hash(path: &str, canonical_body: &[u8]) -> [u8; 32] {

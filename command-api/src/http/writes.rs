@@ -45,8 +45,8 @@ pub struct CommissionRequest {
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
     /// Signed: positive adds credit, negative removes it.
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "ledger_core::money::amount_text::Signed")]
+    #[serde(with = "ledger_core::money::amount_text::signed")]
     pub amount: Decimal,
     pub reason: Reason,
 }
@@ -89,8 +89,8 @@ pub struct BatchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "ledger_core::money::amount_text::Unsigned")]
+    #[serde(with = "ledger_core::money::amount_text::unsigned")]
     pub amount: Decimal,
     pub tender: Tender,
 }
@@ -99,8 +99,8 @@ pub struct PaymentRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     pub refund_id: RefundId,
-    #[schemars(with = "String")]
-    #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "ledger_core::money::amount_text::Unsigned")]
+    #[serde(with = "ledger_core::money::amount_text::unsigned")]
     pub amount: Decimal,
     #[serde(default)]
     pub reason: Option<Reason>,

@@ -199,9 +199,14 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided(store: 
     }
 
     // Only JSON is accepted.
+    // Regression: by prefix, `application/jsonfoo` and
+    // `application/json-patch+json` were taken as JSON.
     for content_type in [
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
+        Some("application/jsonfoo"),
+        Some("application/json-patch+json"),
+        Some("application/json; charset=latin1"),
         None,
     ] {
         let mut request = api
@@ -217,6 +222,16 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided(store: 
         api.post(&cashier, "/v1/sales", "media")
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(good.to_string()),
+        201,
+    )
+    .await;
+    // Regression: media types are case-insensitive; this was a 415.
+    let mut upper = good.clone();
+    upper["order_id"] = json!("MEDIA-UPPER");
+    ok(
+        api.post(&cashier, "/v1/sales", "media-upper")
+            .header(CONTENT_TYPE, "Application/JSON")
+            .body(upper.to_string()),
         201,
     )
     .await;

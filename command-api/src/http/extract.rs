@@ -104,7 +104,7 @@ where
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -129,6 +129,27 @@ where
             value,
         })
     }
+}
+
+/// Whether a `Content-Type` is exactly `application/json` (RFC 9110: type
+/// and subtype compared case-insensitively), with parameters allowed and a
+/// `charset`, if given, of `utf-8`. Not a prefix: `application/jsonfoo`
+/// and `application/json-patch+json` are other media types.
+pub fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return false;
+        };
+        let name = name.trim();
+        let value = value.trim().trim_matches('"');
+        !name.is_empty()
+            && (!name.eq_ignore_ascii_case("charset") || value.eq_ignore_ascii_case("utf-8"))
+    })
 }
 
 /// Parses a JSON body; a failure's detail names the field it failed at
@@ -185,4 +206,39 @@ pub fn path_id<T, E: std::fmt::Display>(
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, Problem> {
     parse(text).map_err(|e| Problem::validation(format!("bad {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    /// Regression: `application/jsonfoo` and `application/json-patch+json`
+    /// were taken as JSON by prefix, and `Application/JSON` was refused.
+    #[test]
+    fn json_is_one_media_type_compared_without_case() {
+        for json in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            " application/json ",
+        ] {
+            assert!(is_json_media_type(json), "{json:?}");
+        }
+        for other in [
+            "application/jsonfoo",
+            "application/json-patch+json",
+            "application/json+x",
+            "application/problem+json",
+            "text/json",
+            "application/json; charset=latin1",
+            "application/json; charset",
+            "application/json;",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_json_media_type(other), "{other:?}");
+        }
+    }
 }

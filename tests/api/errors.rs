@@ -225,6 +225,25 @@ async fn bodies_that_do_not_parse_are_refused_before_anything_is_decided(store: 
         201,
     )
     .await;
+    // Regression: of two Idempotency-Key headers, the first silently won.
+    let reply = api
+        .refused(
+            api.post(&cashier, "/v1/sales", "two-keys-a")
+                .header("idempotency-key", "two-keys-b")
+                .json(&sale("TWO-KEYS", "1.00", cash())),
+            400,
+            "validation_failed",
+            Some("two-keys-a"),
+        )
+        .await;
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("one Idempotency-Key")
+    );
+    assert!(api.idempotency(T1, "two-keys-b").await.is_none());
+    assert_eq!(api.stream_len(T1, "order/TWO-KEYS").await, 0);
     // Regression: media types are case-insensitive; this was a 415.
     let mut upper = good.clone();
     upper["order_id"] = json!("MEDIA-UPPER");

@@ -70,6 +70,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Two keys cannot both name the request; taking the first silently
+        // would replay or refuse it under a key the client may not mean.
+        if parts.headers.get_all(IDEMPOTENCY_KEY_HEADER).iter().count() > 1 {
+            return Err(Problem::validation(
+                "one Idempotency-Key header per request; this one has several",
+            ));
+        }
         let value = parts.headers.get(IDEMPOTENCY_KEY_HEADER).ok_or_else(|| {
             Problem::validation("the Idempotency-Key header is required on writes")
         })?;

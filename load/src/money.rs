@@ -144,7 +144,11 @@ mod tests {
         let m = parse("1250", jpy()).expect("a JPY amount");
         assert_eq!(text(m), "1250");
         assert_eq!(parse("12.5", jpy()), None, "JPY has no minor unit");
-        assert_eq!(text(parse("12.0", jpy()).expect("whole yen")), "12");
+        assert_eq!(
+            parse("12.0", jpy()),
+            None,
+            "a zero past the currency's scale is too precise too"
+        );
         assert_eq!(
             text(truncated("300.99".parse().unwrap(), jpy()).unwrap()),
             "300"
